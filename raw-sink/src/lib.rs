@@ -1,0 +1,56 @@
+//! PostgreSQL sink of qb-backfill: connection pool, embedded migrations, the raw layer's
+//! idempotent page upsert, the run ledger and the OAuth token store.
+//!
+//! `raw-sink` knows nothing of QuickBooks: it stores JSON records by `(realm_id, id)` in tables
+//! of schema `raw`, and windows, runs, triggers and tokens in schema `backfill`. All DDL lives in
+//! the workspace's `migrations/` folder, embedded at build time and applied by
+//! [`Sink::migrate`].
+//!
+//! ```no_run
+//! use raw_sink::{PageMeta, PgConfig, RawRow, RawTable, Sink};
+//! use serde_json::value::RawValue;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let sink = Sink::connect(&PgConfig::from_env()?).await?;
+//! sink.migrate().await?;
+//!
+//! let payload = RawValue::from_string(r#"{"Id":"1","Balance":1.00000000000000000001}"#.into())?;
+//! let meta = PageMeta {
+//!     realm_id: "9130".into(),
+//!     window_start: time::macros::datetime!(2024-01-01 0:00 UTC),
+//!     window_end: time::macros::datetime!(2024-01-02 0:00 UTC),
+//!     page_number: 1,
+//!     page_size: 1000,
+//!     request_payload: "SELECT * FROM Customer STARTPOSITION 1 MAXRESULTS 1000".into(),
+//! };
+//! let counts = sink
+//!     .upsert_page(RawTable::CUSTOMERS, &meta, &[RawRow { id: "1", payload: &payload }], None)
+//!     .await?;
+//! assert_eq!(counts.inserted + counts.updated + counts.unchanged, 1);
+//! # Ok(())
+//! # }
+//! ```
+
+mod config;
+mod error;
+mod ledger;
+mod sink;
+mod table;
+mod tls;
+mod upsert;
+
+#[cfg(feature = "test-support")]
+pub mod testing;
+
+pub use config::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE, PgConfig, SslMode};
+pub use error::SinkError;
+pub use ledger::{
+    Ledger, NewRun, Run, RunId, RunStatus, RunSummary, TokenLock, Trigger, TriggerKey,
+    TriggerStatus, Window, WindowId, WindowOutcome, WindowScope, WindowSpan, WindowStatus,
+};
+pub use sink::{Sink, embedded_migrations};
+pub use table::RawTable;
+pub use upsert::{PageMeta, RawRow, UpsertCounts};
+
+/// Re-exported so callers can name the pool type of [`Sink::pool`] / [`Sink::from_pool`].
+pub use deadpool_postgres;

@@ -1,0 +1,201 @@
+//! `docker-compose.yml` is checked by reading it: no Docker engine runs here, so this test is what
+//! keeps its wiring (services, dependencies, healthcheck, secrets as files) honest.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use yaml_rust2::yaml::Hash;
+use yaml_rust2::{Yaml, YamlLoader};
+
+fn repo_file(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// Resolves YAML merge keys (`<<: *anchor`), which Compose honours and yaml-rust2 leaves as keys.
+fn merged(y: &Yaml) -> Yaml {
+    match y {
+        Yaml::Hash(h) => {
+            let mut out = Hash::new();
+            if let Some(base) = h.get(&Yaml::String("<<".into())) {
+                if let Yaml::Hash(b) = merged(base) {
+                    out.extend(b);
+                }
+            }
+            for (k, v) in h {
+                if k.as_str() != Some("<<") {
+                    out.insert(k.clone(), merged(v));
+                }
+            }
+            Yaml::Hash(out)
+        }
+        Yaml::Array(a) => Yaml::Array(a.iter().map(merged).collect()),
+        other => other.clone(),
+    }
+}
+
+fn compose() -> Yaml {
+    let docs = YamlLoader::load_from_str(&repo_file("docker-compose.yml")).expect("valid YAML");
+    assert_eq!(docs.len(), 1, "one YAML document");
+    merged(&docs[0])
+}
+
+fn keys(y: &Yaml) -> BTreeSet<String> {
+    y.as_hash()
+        .map(|h| h.keys().filter_map(|k| k.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+fn strings(y: &Yaml) -> Vec<String> {
+    y.as_vec()
+        .map(|v| v.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+const PIPELINES: [&str; 6] = [
+    "customers",
+    "items",
+    "invoices",
+    "demo-customers",
+    "demo-items",
+    "demo-invoices",
+];
+
+/// Variables that hold secrets: they may appear only as `X_FILE` pointing at a mounted secret.
+const SECRET_VARS: [&str; 5] = [
+    "PG_PASSWORD",
+    "DATABASE_URL",
+    "QBO_CLIENT_SECRET",
+    "QBO_REFRESH_TOKEN",
+    "QBO_CLIENT_ID",
+];
+
+#[test]
+fn services_are_all_there() {
+    let c = compose();
+    let services = keys(&c["services"]);
+    for s in ["postgres", "qbo-sim"].iter().chain(PIPELINES.iter()) {
+        assert!(services.contains(*s), "service {s} missing: {services:?}");
+    }
+}
+
+#[test]
+fn postgres_has_a_healthcheck_and_a_volume() {
+    let c = compose();
+    let pg = &c["services"]["postgres"];
+    let test = strings(&pg["healthcheck"]["test"]);
+    assert!(
+        test.iter().any(|t| t.contains("pg_isready")),
+        "healthcheck must run pg_isready: {test:?}"
+    );
+    let volumes = strings(&pg["volumes"]);
+    let named = volumes
+        .iter()
+        .find(|v| v.ends_with(":/var/lib/postgresql/data"))
+        .expect("a volume for the data directory");
+    let name = named.split(':').next().unwrap();
+    assert!(keys(&c["volumes"]).contains(name), "volume {name} declared");
+    assert_eq!(
+        pg["environment"]["POSTGRES_PASSWORD_FILE"].as_str(),
+        Some("/run/secrets/pg_password")
+    );
+}
+
+#[test]
+fn pipelines_wait_for_a_healthy_database_and_reach_it_by_service_name() {
+    let c = compose();
+    for p in PIPELINES {
+        let s = &c["services"][p];
+        assert_eq!(
+            s["depends_on"]["postgres"]["condition"].as_str(),
+            Some("service_healthy"),
+            "{p} waits for postgres' healthcheck"
+        );
+        assert_eq!(s["environment"]["PG_HOST"].as_str(), Some("postgres"), "{p}");
+        assert_eq!(s["restart"].as_str(), Some("no"), "{p} is one-shot");
+        let cmd = strings(&s["command"]);
+        assert!(
+            cmd.first().is_some_and(|b| b.starts_with("qb-") && b.ends_with("-backfill")),
+            "{p} runs a pipeline binary: {cmd:?}"
+        );
+    }
+}
+
+#[test]
+fn the_simulator_and_its_pipelines_live_under_the_demo_profile() {
+    let c = compose();
+    for s in ["qbo-sim", "demo-customers", "demo-items", "demo-invoices"] {
+        assert_eq!(strings(&c["services"][s]["profiles"]), vec!["demo"], "{s}");
+    }
+    let demo = &c["services"]["demo-invoices"];
+    assert!(
+        demo["environment"]["QBO_BASE_URL"]
+            .as_str()
+            .is_some_and(|u| u.contains("//qbo-sim:")),
+        "demo pipelines reach the simulator by service name"
+    );
+    assert!(keys(&demo["depends_on"]).contains("qbo-sim"));
+    // The real pipelines never talk plain HTTP.
+    assert!(c["services"]["invoices"]["environment"]["QBO_ALLOW_INSECURE_HTTP"].is_badvalue());
+}
+
+#[test]
+fn secrets_are_files_never_values() {
+    let c = compose();
+    let declared = keys(&c["secrets"]);
+    for name in &declared {
+        let file = c["secrets"][name.as_str()]["file"].as_str();
+        assert!(
+            file.is_some_and(|f| f.starts_with("./secrets/")),
+            "secret {name} comes from a file under ./secrets"
+        );
+    }
+    for (name, svc) in c["services"].as_hash().unwrap() {
+        let name = name.as_str().unwrap();
+        let mounted: BTreeSet<String> = strings(&svc["secrets"]).into_iter().collect();
+        for m in &mounted {
+            assert!(declared.contains(m), "{name} mounts undeclared secret {m}");
+        }
+        let Some(env) = svc["environment"].as_hash() else {
+            continue;
+        };
+        for (k, v) in env {
+            let k = k.as_str().unwrap();
+            assert!(
+                !SECRET_VARS.contains(&k) && k != "POSTGRES_PASSWORD",
+                "{name} sets secret variable {k} directly; use {k}_FILE"
+            );
+            if let Some(base) = k.strip_suffix("_FILE") {
+                let path = v.as_str().unwrap_or_default();
+                let secret = path.strip_prefix("/run/secrets/").unwrap_or_else(|| {
+                    panic!("{name}: {k} must point into /run/secrets, not {path}")
+                });
+                assert!(
+                    mounted.contains(secret),
+                    "{name}: {k} reads secret {secret}, which the service does not mount ({base})"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn dockerfile_is_multi_stage_and_runs_as_a_non_root_user() {
+    let d = repo_file("Dockerfile");
+    let froms = d.lines().filter(|l| l.starts_with("FROM ")).count();
+    assert!(froms >= 2, "multi-stage build");
+    let user = d
+        .lines()
+        .filter_map(|l| l.strip_prefix("USER "))
+        .last()
+        .expect("a USER line");
+    assert!(!matches!(user.trim(), "root" | "0"), "runtime user is not root");
+    for bin in [
+        "qb-customers-backfill",
+        "qb-items-backfill",
+        "qb-invoices-backfill",
+        "qbo-sim",
+    ] {
+        assert!(d.contains(bin), "the image ships {bin}");
+    }
+}
