@@ -1,0 +1,305 @@
+//! `qbo-sim`: run the QuickBooks Online simulator from the command line.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, ValueEnum};
+use qbo_sim::{FaultPlan, Quirks, Rotation, Sim, ThrottleBody};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum RotationArg {
+    /// The same refresh token comes back every time.
+    Never,
+    /// A new refresh token on every refresh.
+    EveryRefresh,
+    /// A new refresh token once the current one is --rotate-every-secs old.
+    Every,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum BodyArg {
+    Xml,
+    Json,
+}
+
+/// A local QuickBooks Online simulator: OAuth token endpoint, query/batch/CDC endpoints,
+/// QBO-shaped faults and rate limits, over deterministic generated data.
+#[derive(Debug, Parser)]
+#[command(
+    name = "qbo-sim",
+    version,
+    after_help = "EXAMPLE:\n  qbo-sim --port 8080 --invoices 100000 --latency-ms 150 --jitter-ms 100 > /tmp/qbo.env &\n  sleep 1; set -a; . /tmp/qbo.env; set +a   # or: eval \"$(cat /tmp/qbo.env)\"\n  qb-invoices-backfill --start 2023-01-01 --end 2023-02-01\n\nOn start it prints QBO_BASE_URL, QBO_TOKEN_URL, QBO_CLIENT_ID, QBO_CLIENT_SECRET,\nQBO_REFRESH_TOKEN, QBO_REALM_ID and QBO_ENV=sandbox, one per line, then serves until\nCtrl-C or SIGTERM. Control and statistics over HTTP: GET <base>/__sim/stats,\n/__sim/requests, /__sim/credentials, /__sim/truth/<Entity>; PUT /__sim/faults, ..."
+)]
+struct Args {
+    /// Port to listen on (0 = any free port).
+    #[arg(long, default_value_t = 0, env = "QBO_SIM_PORT")]
+    port: u16,
+    /// Seed of the generated data.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Number of customers.
+    #[arg(long, default_value_t = 200)]
+    customers: usize,
+    /// Number of items.
+    #[arg(long, default_value_t = 100)]
+    items: usize,
+    /// Number of invoices.
+    #[arg(long, default_value_t = 1000)]
+    invoices: usize,
+    /// Number of vendors.
+    #[arg(long, default_value_t = 40)]
+    vendors: usize,
+    /// Start of the span of MetaData.CreateTime (RFC 3339 or a date = 00:00 UTC).
+    #[arg(long, default_value = "2023-01-01")]
+    start: String,
+    /// End (exclusive) of the span of MetaData.CreateTime.
+    #[arg(long, default_value = "2025-01-01")]
+    end: String,
+    /// Realm id of the company.
+    #[arg(long, default_value = qbo_sim::DEFAULT_REALM_ID)]
+    realm_id: String,
+    /// Address to listen on (use 0.0.0.0 only inside a container network).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: std::net::IpAddr,
+    /// OAuth client id.
+    #[arg(long, default_value = qbo_sim::DEFAULT_CLIENT_ID)]
+    client_id: String,
+    /// Read the OAuth client id from this file instead (e.g. a Compose secret).
+    #[arg(long, conflicts_with = "client_id")]
+    client_id_file: Option<std::path::PathBuf>,
+    /// OAuth client secret.
+    #[arg(long, default_value = qbo_sim::DEFAULT_CLIENT_SECRET)]
+    client_secret: String,
+    /// Read the OAuth client secret from this file instead.
+    #[arg(long, conflicts_with = "client_secret")]
+    client_secret_file: Option<std::path::PathBuf>,
+    /// Initial refresh token.
+    #[arg(long, default_value = qbo_sim::DEFAULT_REFRESH_TOKEN)]
+    refresh_token: String,
+    /// Read the initial refresh token from this file instead.
+    #[arg(long, conflicts_with = "refresh_token")]
+    refresh_token_file: Option<std::path::PathBuf>,
+    /// Fixed latency added to every response, in ms.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// Random extra latency, uniform 0..=N ms.
+    #[arg(long, default_value_t = 0)]
+    jitter_ms: u64,
+    /// Requests per minute per realm (0 = unlimited).
+    #[arg(long, default_value_t = 500)]
+    requests_per_min: u32,
+    /// Concurrent requests per realm (0 = unlimited).
+    #[arg(long, default_value_t = 10)]
+    max_concurrency: u32,
+    /// Access-token lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    token_ttl_secs: u64,
+    /// Refresh-token rotation mode.
+    #[arg(long, value_enum, default_value_t = RotationArg::EveryRefresh)]
+    rotation: RotationArg,
+    /// With --rotation every: rotate once the current token is this old.
+    #[arg(long, default_value_t = 86_400)]
+    rotate_every_secs: u64,
+    /// Seconds a superseded refresh token keeps working (absent = dies at once).
+    #[arg(long)]
+    old_token_grace_secs: Option<u64>,
+    /// Probability of a spurious 429.
+    #[arg(long, default_value_t = 0.0)]
+    p_throttle: f64,
+    /// Probability of a 500.
+    #[arg(long, default_value_t = 0.0)]
+    p_500: f64,
+    /// Probability of a 502.
+    #[arg(long, default_value_t = 0.0)]
+    p_502: f64,
+    /// Probability of a 503.
+    #[arg(long, default_value_t = 0.0)]
+    p_503: f64,
+    /// Probability of a 504.
+    #[arg(long, default_value_t = 0.0)]
+    p_504: f64,
+    /// Probability of a slow response (delayed by --slow-ms).
+    #[arg(long, default_value_t = 0.0)]
+    p_slow: f64,
+    /// Delay of a slow response, in ms.
+    #[arg(long, default_value_t = 5000)]
+    slow_ms: u64,
+    /// Probability of a connection dropped mid-body.
+    #[arg(long, default_value_t = 0.0)]
+    p_drop: f64,
+    /// Probability of a truncated JSON body.
+    #[arg(long, default_value_t = 0.0)]
+    p_malformed: f64,
+    /// Probability of a SystemFault with HTTP 200.
+    #[arg(long, default_value_t = 0.0)]
+    p_fault_200: f64,
+    /// Probability that the presented access token is declared expired.
+    #[arg(long, default_value_t = 0.0)]
+    p_expired_token: f64,
+    /// Seed of the fault dice.
+    #[arg(long, default_value_t = 0)]
+    fault_seed: u64,
+    /// Body of 429 responses.
+    #[arg(long, value_enum, default_value_t = BodyArg::Xml)]
+    throttle_body: BodyArg,
+    /// Send Retry-After: N on 429 responses (absent = no header).
+    #[arg(long)]
+    retry_after_secs: Option<u64>,
+    /// HTTP status of invalid_client (400 or 401).
+    #[arg(long, default_value_t = 401)]
+    invalid_client_status: u16,
+}
+
+fn parse_time(s: &str) -> anyhow::Result<OffsetDateTime> {
+    if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
+        return Ok(t);
+    }
+    let d = time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]"))
+        .with_context(|| format!("{s:?} is neither RFC 3339 nor YYYY-MM-DD"))?;
+    Ok(d.midnight().assume_utc())
+}
+
+/// The flag's value, or the trimmed content of its `_file` variant when given.
+fn value_or_file(value: String, file: Option<&std::path::Path>) -> anyhow::Result<String> {
+    match file {
+        None => Ok(value),
+        Some(path) => Ok(std::fs::read_to_string(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .trim()
+            .to_owned()),
+    }
+}
+
+fn probability(name: &str, p: f64) -> anyhow::Result<f64> {
+    anyhow::ensure!((0.0..=1.0).contains(&p), "--{name} must be between 0 and 1");
+    Ok(p)
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let a = Args::parse();
+    let faults = FaultPlan {
+        throttle: probability("p-throttle", a.p_throttle)?,
+        server_error: probability("p-500", a.p_500)?,
+        bad_gateway: probability("p-502", a.p_502)?,
+        service_unavailable: probability("p-503", a.p_503)?,
+        gateway_timeout: probability("p-504", a.p_504)?,
+        slow: probability("p-slow", a.p_slow)?,
+        slow_delay: Duration::from_millis(a.slow_ms),
+        drop_connection: probability("p-drop", a.p_drop)?,
+        malformed_json: probability("p-malformed", a.p_malformed)?,
+        fault_with_200: probability("p-fault-200", a.p_fault_200)?,
+        expired_token: probability("p-expired-token", a.p_expired_token)?,
+        seed: a.fault_seed,
+    };
+    anyhow::ensure!(
+        matches!(a.invalid_client_status, 400 | 401),
+        "--invalid-client-status must be 400 or 401"
+    );
+    let quirks = Quirks {
+        throttle_body: match a.throttle_body {
+            BodyArg::Xml => ThrottleBody::Xml,
+            BodyArg::Json => ThrottleBody::Json,
+        },
+        retry_after: a.retry_after_secs.map(Duration::from_secs),
+        invalid_client_status: a.invalid_client_status,
+        ..Quirks::default()
+    };
+    let rotation = match a.rotation {
+        RotationArg::Never => Rotation::Never,
+        RotationArg::EveryRefresh => Rotation::EveryRefresh,
+        RotationArg::Every => Rotation::Every(Duration::from_secs(a.rotate_every_secs)),
+    };
+    let sim = Sim::builder()
+        .port(a.port)
+        .host(a.host)
+        .seed(a.seed)
+        .customers(a.customers)
+        .items(a.items)
+        .invoices(a.invoices)
+        .vendors(a.vendors)
+        .span(parse_time(&a.start)?, parse_time(&a.end)?)
+        .realm_id(a.realm_id)
+        .client_id(value_or_file(a.client_id, a.client_id_file.as_deref())?)
+        .client_secret(value_or_file(
+            a.client_secret,
+            a.client_secret_file.as_deref(),
+        )?)
+        .refresh_token(value_or_file(
+            a.refresh_token,
+            a.refresh_token_file.as_deref(),
+        )?)
+        .latency(
+            Duration::from_millis(a.latency_ms),
+            Duration::from_millis(a.jitter_ms),
+        )
+        .requests_per_min(a.requests_per_min)
+        .max_concurrency(a.max_concurrency)
+        .access_token_ttl(Duration::from_secs(a.token_ttl_secs))
+        .rotation(rotation)
+        .old_refresh_token_grace(a.old_token_grace_secs.map(Duration::from_secs))
+        .faults(faults)
+        .quirks(quirks)
+        .spawn()
+        .await
+        .context("starting the simulator")?;
+    // The one place this program writes to stdout: lines a shell can `eval`.
+    let lines = [
+        format!("QBO_BASE_URL={}", sim.base_url()),
+        format!("QBO_TOKEN_URL={}", sim.token_url()),
+        format!("QBO_CLIENT_ID={}", sim.client_id()),
+        format!("QBO_CLIENT_SECRET={}", sim.client_secret()),
+        format!("QBO_REFRESH_TOKEN={}", sim.refresh_token()),
+        format!("QBO_REALM_ID={}", sim.realm_id()),
+        "QBO_ENV=sandbox".to_string(),
+    ];
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        for l in &lines {
+            writeln!(out, "{l}").context("writing to stdout")?;
+        }
+        out.flush().context("flushing stdout")?;
+    }
+    wait_for_signal().await;
+    tracing::info!("stopping");
+    let stats = sim.stats();
+    tracing::info!(
+        requests = stats.total_requests,
+        throttled = stats.throttled,
+        bytes = stats.bytes_served,
+        "final statistics"
+    );
+    sim.shutdown().await.context("stopping the simulator")?;
+    Ok(())
+}

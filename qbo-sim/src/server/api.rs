@@ -1,0 +1,450 @@
+//! The QBO data endpoints: query (GET and POST), batch and CDC.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use time::OffsetDateTime;
+
+use super::respond::{self, JSON, XML};
+use super::{Gate, Shared, Tag, gate, lock, tagged};
+use crate::data::{self, push_u64};
+use crate::query::compile::{CompileOptions, Plan, QueryError, compile};
+use crate::realm::{Outcome, Realm};
+use crate::schema;
+use crate::tz;
+
+/// Most items a batch request may hold.
+const BATCH_MAX_ITEMS: usize = 30;
+/// Most objects a CDC response holds.
+const CDC_CAP: usize = 1000;
+/// How far back CDC looks.
+const CDC_MAX_AGE_SECS: i64 = 30 * 86_400;
+
+fn query_fault(e: &QueryError, json: bool) -> Response {
+    respond::fault(
+        StatusCode::BAD_REQUEST,
+        json,
+        "ValidationFault",
+        e.code(),
+        e.message(),
+        &e.detail(),
+    )
+}
+
+/// Inner `QueryResponse` object text (without the outer `{"QueryResponse":…}`).
+fn query_response_json(
+    realm: &Realm,
+    plan: &Plan,
+    outcome: &Outcome,
+    include_total: bool,
+    out: &mut String,
+) -> u64 {
+    match outcome {
+        Outcome::Count(n) => {
+            out.push_str("{\"totalCount\":");
+            push_u64(out, *n);
+            out.push('}');
+            0
+        }
+        Outcome::Rows(rows) if rows.is_empty() => {
+            out.push_str("{}");
+            0
+        }
+        Outcome::Rows(rows) => {
+            out.push_str("{\"");
+            out.push_str(plan.entity.name);
+            out.push_str("\":[");
+            realm.render_rows(plan.entity, rows, out);
+            out.push_str("],\"startPosition\":");
+            push_u64(out, plan.start_position);
+            out.push_str(",\"maxResults\":");
+            push_u64(out, rows.len() as u64);
+            if include_total {
+                out.push_str(",\"totalCount\":");
+                push_u64(out, rows.len() as u64);
+            }
+            out.push('}');
+            rows.len() as u64
+        }
+    }
+}
+
+fn query_response_xml(realm: &Realm, plan: &Plan, outcome: &Outcome) -> String {
+    let mut inner = String::new();
+    match outcome {
+        Outcome::Count(n) => inner.push_str(&format!("<QueryResponse totalCount=\"{n}\"/>")),
+        Outcome::Rows(rows) if rows.is_empty() => inner.push_str("<QueryResponse/>"),
+        Outcome::Rows(rows) => {
+            inner.push_str(&format!(
+                "<QueryResponse startPosition=\"{}\" maxResults=\"{}\">",
+                plan.start_position,
+                rows.len()
+            ));
+            for e in rows {
+                let text = realm.generator.render_string(plan.entity.kind, e);
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+                    respond::json_to_xml(&v, plan.entity.name, &mut inner);
+                }
+            }
+            inner.push_str("</QueryResponse>");
+        }
+    }
+    respond::intuit_xml(&inner)
+}
+
+async fn run_query(
+    shared: Arc<Shared>,
+    realm_id: String,
+    headers: HeaderMap,
+    text: Option<String>,
+) -> Response {
+    let mut tag = Tag::new("query");
+    tag.query = text.clone();
+    let g: Gate = match gate(&shared, &realm_id, &headers, tag).await {
+        Ok(g) => g,
+        Err(r) => return r,
+    };
+    let json = g.json;
+    let text = text.unwrap_or_default();
+    if text.trim().is_empty() {
+        // QBO answers a request without a query with HTTP 200 and a SystemFault.
+        let tag = g.tag.clone();
+        return tagged(respond::system_fault(StatusCode::OK, json), tag);
+    }
+    let s = shared.settings();
+    let opts = CompileOptions {
+        clamp_max_results: s.quirks.clamp_max_results,
+    };
+    let plan = match compile(&text, opts) {
+        Ok(p) => p,
+        Err(e) => {
+            let tag = g.tag.clone();
+            return tagged(query_fault(&e, json), tag);
+        }
+    };
+    {
+        let mut st = lock(&shared.stats);
+        if plan.count {
+            st.stats.count_queries += 1;
+        } else {
+            st.stats.queries += 1;
+        }
+    }
+    let realm = Arc::clone(&g.realm);
+    let include_total = s.quirks.include_total_count;
+    let rendered = tokio::task::spawn_blocking(move || {
+        let outcome = realm.execute(&plan);
+        if json {
+            let mut body = String::with_capacity(match &outcome {
+                Outcome::Rows(r) => 64 + r.len() * 2600,
+                Outcome::Count(_) => 96,
+            });
+            body.push_str("{\"QueryResponse\":");
+            let n = query_response_json(&realm, &plan, &outcome, include_total, &mut body);
+            body.push_str(",\"time\":\"");
+            body.push_str(&tz::now_pacific_millis());
+            body.push_str("\"}");
+            (body, n)
+        } else {
+            let n = match &outcome {
+                Outcome::Rows(r) => r.len() as u64,
+                Outcome::Count(_) => 0,
+            };
+            (query_response_xml(&realm, &plan, &outcome), n)
+        }
+    })
+    .await;
+    match rendered {
+        Ok((body, rows)) => {
+            lock(&shared.stats).stats.rows_served += rows;
+            g.finish(if json { JSON } else { XML }, body)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "query task failed");
+            let tag = g.tag.clone();
+            tagged(
+                respond::system_fault(StatusCode::INTERNAL_SERVER_ERROR, json),
+                tag,
+            )
+        }
+    }
+}
+
+/// `GET /v3/company/{realm}/query?query=…&minorversion=…`
+pub(crate) async fn query_get(
+    State(shared): State<Arc<Shared>>,
+    Path(realm): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let text = params.get("query").cloned();
+    run_query(shared, realm, headers, text).await
+}
+
+/// `POST /v3/company/{realm}/query` with `Content-Type: application/text`.
+pub(crate) async fn query_post(
+    State(shared): State<Arc<Shared>>,
+    Path(realm): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if !ct.starts_with("application/text") {
+        let mut tag = Tag::new("query");
+        tag.realm = Some(realm);
+        let r = respond::fault(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            super::wants_json(&headers),
+            "ValidationFault",
+            "415",
+            "Unsupported Media Type",
+            "POST a query with Content-Type: application/text",
+        );
+        return tagged(r, tag);
+    }
+    let text = String::from_utf8_lossy(&body).into_owned();
+    run_query(shared, realm, headers, Some(text)).await
+}
+
+#[derive(serde::Deserialize)]
+struct BatchRequest {
+    #[serde(rename = "BatchItemRequest")]
+    items: Vec<BatchItem>,
+}
+
+#[derive(serde::Deserialize)]
+struct BatchItem {
+    #[serde(rename = "bId")]
+    bid: String,
+    #[serde(rename = "Query")]
+    query: Option<String>,
+    #[serde(flatten)]
+    other: HashMap<String, serde_json::Value>,
+}
+
+/// `POST /v3/company/{realm}/batch`: query items only; other operations get a per-item fault.
+pub(crate) async fn batch(
+    State(shared): State<Arc<Shared>>,
+    Path(realm_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut tag = Tag::new("batch");
+    tag.query = Some(String::from_utf8_lossy(&body).into_owned());
+    let g = match gate(&shared, &realm_id, &headers, tag).await {
+        Ok(g) => g,
+        Err(r) => return r,
+    };
+    let req: BatchRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            let tag = g.tag.clone();
+            let r = respond::fault(
+                StatusCode::BAD_REQUEST,
+                true,
+                "ValidationFault",
+                "2500",
+                "Invalid Request",
+                &format!("malformed batch request: {e}"),
+            );
+            return tagged(r, tag);
+        }
+    };
+    if req.items.len() > BATCH_MAX_ITEMS || req.items.is_empty() {
+        let tag = g.tag.clone();
+        let r = respond::fault(
+            StatusCode::BAD_REQUEST,
+            true,
+            "ValidationFault",
+            "2500",
+            "Invalid Request",
+            &format!(
+                "a batch holds 1 to {BATCH_MAX_ITEMS} items, got {}",
+                req.items.len()
+            ),
+        );
+        return tagged(r, tag);
+    }
+    let s = shared.settings();
+    let opts = CompileOptions {
+        clamp_max_results: s.quirks.clamp_max_results,
+    };
+    let realm = Arc::clone(&g.realm);
+    let include_total = s.quirks.include_total_count;
+    let shared2 = Arc::clone(&shared);
+    let built = tokio::task::spawn_blocking(move || {
+        let mut out = String::from("{\"BatchItemResponse\":[");
+        for (i, item) in req.items.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str("{\"bId\":");
+            data::js(&mut out, &item.bid);
+            out.push(',');
+            let Some(q) = &item.query else {
+                let op = item.other.keys().next().cloned().unwrap_or_default();
+                push_item_fault(
+                    &mut out,
+                    "2500",
+                    "Unsupported operation",
+                    &format!("the simulator answers Query batch items only, not {op}"),
+                );
+                out.push('}');
+                continue;
+            };
+            match compile(q, opts) {
+                Err(e) => push_item_fault(&mut out, e.code(), e.message(), &e.detail()),
+                Ok(plan) => {
+                    {
+                        let mut st = lock(&shared2.stats);
+                        if plan.count {
+                            st.stats.count_queries += 1;
+                        } else {
+                            st.stats.queries += 1;
+                        }
+                    }
+                    let outcome = realm.execute(&plan);
+                    out.push_str("\"QueryResponse\":");
+                    let n = query_response_json(&realm, &plan, &outcome, include_total, &mut out);
+                    lock(&shared2.stats).stats.rows_served += n;
+                }
+            }
+            out.push('}');
+        }
+        out.push_str("],\"time\":\"");
+        out.push_str(&tz::now_pacific_millis());
+        out.push_str("\"}");
+        out
+    })
+    .await;
+    match built {
+        Ok(body) => g.finish(JSON, body),
+        Err(e) => {
+            tracing::error!(error = %e, "batch task failed");
+            let tag = g.tag.clone();
+            tagged(
+                respond::system_fault(StatusCode::INTERNAL_SERVER_ERROR, true),
+                tag,
+            )
+        }
+    }
+}
+
+fn push_item_fault(out: &mut String, code: &str, message: &str, detail: &str) {
+    out.push_str("\"Fault\":{\"Error\":[{\"Message\":");
+    data::js(out, message);
+    out.push_str(",\"Detail\":");
+    data::js(out, detail);
+    out.push_str(",\"code\":");
+    data::js(out, code);
+    out.push_str(",\"element\":\"\"}],\"type\":\"ValidationFault\"}");
+}
+
+/// `GET /v3/company/{realm}/cdc?entities=A,B&changedSince=<timestamp>`
+pub(crate) async fn cdc(
+    State(shared): State<Arc<Shared>>,
+    Path(realm_id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let mut tag = Tag::new("cdc");
+    tag.query = Some(
+        params
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("&"),
+    );
+    let g = match gate(&shared, &realm_id, &headers, tag).await {
+        Ok(g) => g,
+        Err(r) => return r,
+    };
+    let json = g.json;
+    let bad = |g: &Gate, detail: String| {
+        tagged(
+            respond::fault(
+                StatusCode::BAD_REQUEST,
+                json,
+                "ValidationFault",
+                "2020",
+                "Required param missing, need to supply the required value for the API",
+                &detail,
+            ),
+            g.tag.clone(),
+        )
+    };
+    let Some(entities) = params.get("entities").filter(|e| !e.trim().is_empty()) else {
+        return bad(
+            &g,
+            "Required parameter entities is missing in the request".into(),
+        );
+    };
+    let Some(since_text) = params.get("changedSince") else {
+        return bad(
+            &g,
+            "Required parameter changedSince is missing in the request".into(),
+        );
+    };
+    let Some(since_nanos) = crate::query::compile::parse_instant(since_text) else {
+        return bad(
+            &g,
+            format!("changedSince {since_text:?} is not a valid date-time"),
+        );
+    };
+    let since = i64::try_from(since_nanos.div_euclid(1_000_000_000)).unwrap_or(i64::MIN)
+        + i64::from(since_nanos.rem_euclid(1_000_000_000) != 0);
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    if since < now - CDC_MAX_AGE_SECS {
+        return bad(&g, "changedSince must be within the last 30 days".into());
+    }
+    let mut defs = Vec::new();
+    for name in entities.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        match schema::entity(name) {
+            Some(d) => defs.push(d),
+            None => return bad(&g, format!("Invalid entity name: {name}")),
+        }
+    }
+    let realm = Arc::clone(&g.realm);
+    let parts = realm.cdc(&defs, since, CDC_CAP);
+    let mut body = String::from("{\"CDCResponse\":[{\"QueryResponse\":[");
+    for (i, (name, rows, n)) in parts.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        if *n == 0 {
+            body.push_str("{}");
+            continue;
+        }
+        body.push_str("{\"");
+        body.push_str(name);
+        body.push_str("\":[");
+        body.push_str(rows);
+        body.push_str("],\"startPosition\":1,\"maxResults\":");
+        push_u64(&mut body, *n as u64);
+        body.push('}');
+    }
+    body.push_str("]}],\"time\":\"");
+    body.push_str(&tz::now_pacific_millis());
+    body.push_str("\"}");
+    if !json {
+        // CDC in XML is rarely used; convert generically.
+        let xml = match serde_json::from_str::<serde_json::Value>(&body) {
+            Ok(v) => {
+                let mut inner = String::new();
+                respond::json_to_xml(&v["CDCResponse"], "CDCResponse", &mut inner);
+                respond::intuit_xml(&inner)
+            }
+            Err(_) => String::new(),
+        };
+        return g.finish(XML, xml);
+    }
+    g.finish(JSON, body)
+}

@@ -1,0 +1,733 @@
+//! The builder and the handle of a running simulator.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use time::macros::datetime;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::{FaultPlan, Quirks, Rotation, ScriptedFault};
+use crate::data::GenConfig;
+use crate::error::SimError;
+use crate::realm::{Realm, TruthRecord};
+use crate::server::{self, Settings, Shared, lock};
+use crate::stats::{RequestRecord, SimStats};
+use crate::tokens::{TokenPolicy, Tokens};
+
+/// Default realm id of the primary company.
+pub const DEFAULT_REALM_ID: &str = "9130357766900456";
+/// Default OAuth client id.
+pub const DEFAULT_CLIENT_ID: &str = "ABsimClientId0qbo0sim0000000000000000000000000000";
+/// Default OAuth client secret.
+pub const DEFAULT_CLIENT_SECRET: &str = "simClientSecret0000000000000000000000000";
+/// Default initial refresh token of the primary company.
+pub const DEFAULT_REFRESH_TOKEN: &str = "AB11sim0initial0refresh0token000000000000000000000";
+
+/// The simulator. Start one with [`Sim::builder`].
+#[derive(Debug)]
+pub struct Sim;
+
+impl Sim {
+    /// A builder with the defaults: seed 42, 200 customers, 100 items, 1,000 invoices,
+    /// 40 vendors created over 2023-01-01..2025-01-01 UTC; 500 requests/min and 10 concurrent
+    /// requests per realm; access tokens valid 1 h; a new refresh token on every refresh with
+    /// the old one dead at once; no latency, no faults, default [`Quirks`].
+    pub fn builder() -> SimBuilder {
+        SimBuilder::default()
+    }
+}
+
+/// Configures and starts a simulator. Every setter is optional.
+#[derive(Debug, Clone)]
+pub struct SimBuilder {
+    seed: u64,
+    customers: usize,
+    items: usize,
+    invoices: usize,
+    vendors: usize,
+    start: OffsetDateTime,
+    end: OffsetDateTime,
+    realm_id: String,
+    extra_realms: Vec<(String, u64)>,
+    client_id: String,
+    client_secret: String,
+    refresh_token: String,
+    access_token_ttl: Duration,
+    rotation: Rotation,
+    grace: Option<Duration>,
+    requests_per_min: u32,
+    rate_window: Duration,
+    max_concurrency: u32,
+    latency: Duration,
+    jitter: Duration,
+    faults: FaultPlan,
+    quirks: Quirks,
+    port: u16,
+    host: std::net::IpAddr,
+}
+
+impl Default for SimBuilder {
+    fn default() -> Self {
+        SimBuilder {
+            seed: 42,
+            customers: 200,
+            items: 100,
+            invoices: 1000,
+            vendors: 40,
+            start: datetime!(2023-01-01 00:00 UTC),
+            end: datetime!(2025-01-01 00:00 UTC),
+            realm_id: DEFAULT_REALM_ID.to_string(),
+            extra_realms: Vec::new(),
+            client_id: DEFAULT_CLIENT_ID.to_string(),
+            client_secret: DEFAULT_CLIENT_SECRET.to_string(),
+            refresh_token: DEFAULT_REFRESH_TOKEN.to_string(),
+            access_token_ttl: Duration::from_secs(3600),
+            rotation: Rotation::EveryRefresh,
+            grace: None,
+            requests_per_min: 500,
+            rate_window: Duration::from_secs(60),
+            max_concurrency: 10,
+            latency: Duration::ZERO,
+            jitter: Duration::ZERO,
+            faults: FaultPlan::default(),
+            quirks: Quirks::default(),
+            port: 0,
+            host: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        }
+    }
+}
+
+impl SimBuilder {
+    /// Seed of the generated data (same seed and sizes → identical bytes).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Number of generated customers.
+    pub fn customers(mut self, n: usize) -> Self {
+        self.customers = n;
+        self
+    }
+
+    /// Number of generated items.
+    pub fn items(mut self, n: usize) -> Self {
+        self.items = n;
+        self
+    }
+
+    /// Number of generated invoices.
+    pub fn invoices(mut self, n: usize) -> Self {
+        self.invoices = n;
+        self
+    }
+
+    /// Number of generated vendors.
+    pub fn vendors(mut self, n: usize) -> Self {
+        self.vendors = n;
+        self
+    }
+
+    /// Span `[start, end)` of `MetaData.CreateTime` of generated records.
+    pub fn span(mut self, start: OffsetDateTime, end: OffsetDateTime) -> Self {
+        self.start = start;
+        self.end = end;
+        self
+    }
+
+    /// Realm id of the primary company.
+    pub fn realm_id(mut self, realm: impl Into<String>) -> Self {
+        self.realm_id = realm.into();
+        self
+    }
+
+    /// Adds another company with the same sizes and its own seed (its ids collide with the
+    /// primary's, as in QBO). Its initial refresh token is [`SimHandle::refresh_token_for`].
+    pub fn extra_realm(mut self, realm: impl Into<String>, seed: u64) -> Self {
+        self.extra_realms.push((realm.into(), seed));
+        self
+    }
+
+    /// OAuth client id.
+    pub fn client_id(mut self, id: impl Into<String>) -> Self {
+        self.client_id = id.into();
+        self
+    }
+
+    /// OAuth client secret.
+    pub fn client_secret(mut self, secret: impl Into<String>) -> Self {
+        self.client_secret = secret.into();
+        self
+    }
+
+    /// Initial refresh token of the primary company.
+    pub fn refresh_token(mut self, token: impl Into<String>) -> Self {
+        self.refresh_token = token.into();
+        self
+    }
+
+    /// Lifetime of access tokens (QBO: 1 h; tests use seconds).
+    pub fn access_token_ttl(mut self, ttl: Duration) -> Self {
+        self.access_token_ttl = ttl;
+        self
+    }
+
+    /// Refresh-token rotation mode.
+    pub fn rotation(mut self, rotation: Rotation) -> Self {
+        self.rotation = rotation;
+        self
+    }
+
+    /// How long a superseded refresh token keeps working (`None` = it dies at once).
+    pub fn old_refresh_token_grace(mut self, grace: Option<Duration>) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Requests per minute per realm (0 = unlimited). Default 500.
+    pub fn requests_per_min(mut self, n: u32) -> Self {
+        self.requests_per_min = n;
+        self
+    }
+
+    /// Length of the rate window that `requests_per_min` applies to (default 60 s; tests
+    /// shorten it to check the budget quickly: 50 per 1 s behaves like 500 per 10 s).
+    pub fn rate_window(mut self, window: Duration) -> Self {
+        self.rate_window = window;
+        self
+    }
+
+    /// Concurrent requests per realm (0 = unlimited). Default 10.
+    pub fn max_concurrency(mut self, n: u32) -> Self {
+        self.max_concurrency = n;
+        self
+    }
+
+    /// Latency added to every API and token response: `fixed` plus uniform `0..=jitter`.
+    pub fn latency(mut self, fixed: Duration, jitter: Duration) -> Self {
+        self.latency = fixed;
+        self.jitter = jitter;
+        self
+    }
+
+    /// Probabilistic faults.
+    pub fn faults(mut self, plan: FaultPlan) -> Self {
+        self.faults = plan;
+        self
+    }
+
+    /// Behaviours where QBO's documentation is unsettled.
+    pub fn quirks(mut self, quirks: Quirks) -> Self {
+        self.quirks = quirks;
+        self
+    }
+
+    /// Port to listen on; 0 (default) picks a free one.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// Address to listen on: loopback (127.0.0.1) by default. Another address (e.g. `0.0.0.0`
+    /// inside a container network) exposes the simulator beyond this machine.
+    pub fn host(mut self, host: std::net::IpAddr) -> Self {
+        self.host = host;
+        self
+    }
+
+    fn gen_config(&self, seed: u64) -> GenConfig {
+        GenConfig {
+            seed,
+            customers: self.customers,
+            items: self.items,
+            invoices: self.invoices,
+            vendors: self.vendors,
+            start: self.start.unix_timestamp(),
+            end: self.end.unix_timestamp(),
+        }
+    }
+
+    /// Generates the data and starts serving on a background task of the current runtime.
+    ///
+    /// # Errors
+    /// [`SimError::InvalidConfig`] for an empty span, duplicate realms or a record count
+    /// above 100 million; [`SimError::Bind`] if the port cannot be opened.
+    pub async fn spawn(self) -> Result<SimHandle, SimError> {
+        if self.end <= self.start {
+            return Err(SimError::InvalidConfig(
+                "span end must be after its start".into(),
+            ));
+        }
+        const MAX: usize = 100_000_000;
+        if [self.customers, self.items, self.invoices, self.vendors]
+            .iter()
+            .any(|n| *n > MAX)
+        {
+            return Err(SimError::InvalidConfig(format!(
+                "at most {MAX} records per entity"
+            )));
+        }
+        if self.realm_id.is_empty() {
+            return Err(SimError::InvalidConfig("realm id must not be empty".into()));
+        }
+        let mut realm_specs = vec![(self.realm_id.clone(), self.seed)];
+        for (r, s) in &self.extra_realms {
+            if realm_specs.iter().any(|(x, _)| x == r) {
+                return Err(SimError::InvalidConfig(format!("realm {r} given twice")));
+            }
+            realm_specs.push((r.clone(), *s));
+        }
+        let configs: Vec<(String, GenConfig)> = realm_specs
+            .iter()
+            .map(|(r, s)| (r.clone(), self.gen_config(*s)))
+            .collect();
+        let started = std::time::Instant::now();
+        let realms = tokio::task::spawn_blocking(move || {
+            configs
+                .into_iter()
+                .map(|(id, cfg)| Arc::new(Realm::new(id, cfg)))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| SimError::InvalidConfig(format!("data generation failed: {e}")))?;
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            realms = realms.len(),
+            "data generated"
+        );
+
+        let now = tokio::time::Instant::now().into_std();
+        let mut tokens = Tokens::default();
+        tokens.seed_realm(&self.realm_id, &self.refresh_token, now);
+        for (r, _) in &self.extra_realms {
+            tokens.seed_realm(r, &extra_refresh_token(r), now);
+        }
+        let settings = Settings {
+            faults: self.faults.clone(),
+            quirks: self.quirks,
+            latency: self.latency,
+            jitter: self.jitter,
+            requests_per_window: self.requests_per_min,
+            rate_window: self.rate_window.max(Duration::from_millis(1)),
+            max_concurrency: self.max_concurrency,
+            token: TokenPolicy {
+                access_ttl: self.access_token_ttl,
+                rotation: self.rotation,
+                grace: self.grace,
+            },
+        };
+        let shared = Arc::new(Shared::new(
+            realms,
+            self.client_id.clone(),
+            self.client_secret.clone(),
+            settings,
+            tokens,
+        ));
+        let listener = tokio::net::TcpListener::bind((self.host, self.port))
+            .await
+            .map_err(|source| SimError::Bind {
+                port: self.port,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| SimError::Bind {
+            port: self.port,
+            source,
+        })?;
+        let (tx, rx) = oneshot::channel::<()>();
+        let app = server::router(Arc::clone(&shared));
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+            let _ = rx.await;
+        });
+        let join = tokio::spawn(async move { serve.await.map_err(SimError::Serve) });
+        tracing::info!(%addr, "qbo-sim listening");
+        Ok(SimHandle {
+            inner: Arc::new(HandleInner {
+                shared,
+                addr,
+                stop: Mutex::new(Some(tx)),
+                join: Mutex::new(Some(join)),
+            }),
+        })
+    }
+}
+
+/// Initial refresh token of an extra realm.
+fn extra_refresh_token(realm: &str) -> String {
+    let mut s = format!("AB11sim0extra0{realm}0");
+    while s.len() < 50 {
+        s.push('0');
+    }
+    s
+}
+
+#[derive(Debug)]
+struct HandleInner {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    stop: Mutex<Option<oneshot::Sender<()>>>,
+    join: Mutex<Option<JoinHandle<Result<(), SimError>>>>,
+}
+
+impl Drop for HandleInner {
+    fn drop(&mut self) {
+        if let Some(tx) = lock(&self.stop).take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A running simulator. Cheap to clone; the server stops when [`SimHandle::shutdown`] is
+/// called or the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct SimHandle {
+    inner: Arc<HandleInner>,
+}
+
+/// One company of a running simulator (see [`SimHandle::realm`]).
+#[derive(Debug, Clone)]
+pub struct RealmHandle {
+    shared: Arc<Shared>,
+    realm: String,
+}
+
+impl RealmHandle {
+    /// The realm id.
+    pub fn realm_id(&self) -> &str {
+        &self.realm
+    }
+
+    /// Every record of an entity (inactive included, hard-deleted excluded), oldest first,
+    /// with the exact JSON the simulator serves.
+    ///
+    /// # Errors
+    /// [`SimError::UnknownEntity`] for a name the simulator does not know.
+    pub fn truth(&self, entity: &str) -> Result<Vec<TruthRecord>, SimError> {
+        self.shared.truth(Some(&self.realm), entity)
+    }
+
+    /// Number of live records of an entity (inactive included, hard-deleted excluded),
+    /// without rendering any JSON (cheap on large datasets, unlike [`RealmHandle::truth`]).
+    ///
+    /// # Errors
+    /// [`SimError::UnknownEntity`] for a name the simulator does not know.
+    pub fn count(&self, entity: &str) -> Result<usize, SimError> {
+        let r = self.shared.realm_or_err(Some(&self.realm))?;
+        Ok(r.live_count(Realm::entity(entity)?))
+    }
+
+    /// Adds a generated record; see [`SimHandle::create`].
+    ///
+    /// # Errors
+    /// [`SimError::UnknownEntity`], or [`SimError::Unsupported`] for entities without data.
+    pub fn create(
+        &self,
+        entity: &str,
+        create_time: Option<OffsetDateTime>,
+    ) -> Result<TruthRecord, SimError> {
+        self.shared.create(Some(&self.realm), entity, create_time)
+    }
+
+    /// Bumps a record's `SyncToken` and `LastUpdatedTime`.
+    ///
+    /// # Errors
+    /// [`SimError::UnknownEntity`], [`SimError::Unsupported`] or [`SimError::NotFound`].
+    pub fn update(&self, entity: &str, id: &str) -> Result<TruthRecord, SimError> {
+        self.shared.update(Some(&self.realm), entity, id)
+    }
+
+    /// Deletes a record: name lists become inactive, transactions disappear (CDC shows them).
+    ///
+    /// # Errors
+    /// [`SimError::UnknownEntity`], [`SimError::Unsupported`] or [`SimError::NotFound`].
+    pub fn delete(&self, entity: &str, id: &str) -> Result<(), SimError> {
+        self.shared.delete(Some(&self.realm), entity, id)
+    }
+
+    /// Sets `Active` of a name-list record (also an update).
+    ///
+    /// # Errors
+    /// [`SimError::UnknownEntity`], [`SimError::Unsupported`] (not a name list) or [`SimError::NotFound`].
+    pub fn set_active(
+        &self,
+        entity: &str,
+        id: &str,
+        active: bool,
+    ) -> Result<TruthRecord, SimError> {
+        self.shared
+            .set_active(Some(&self.realm), entity, id, active)
+    }
+
+    /// The newest refresh token of this realm.
+    pub fn refresh_token(&self) -> String {
+        lock(&self.shared.tokens)
+            .current(&self.realm)
+            .unwrap_or_default()
+    }
+}
+
+impl SimHandle {
+    fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
+    fn primary(&self) -> RealmHandle {
+        RealmHandle {
+            shared: Arc::clone(&self.inner.shared),
+            realm: self
+                .inner
+                .shared
+                .realms
+                .first()
+                .map(|r| r.id.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The socket address served.
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// API root, e.g. `http://127.0.0.1:43121` (clients append `/v3/company/{realm}/query`).
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.inner.addr)
+    }
+
+    /// Full token endpoint URL, e.g. `http://127.0.0.1:43121/oauth2/v1/tokens/bearer`.
+    pub fn token_url(&self) -> String {
+        format!("http://{}/oauth2/v1/tokens/bearer", self.inner.addr)
+    }
+
+    /// Realm id of the primary company.
+    pub fn realm_id(&self) -> String {
+        self.primary().realm
+    }
+
+    /// Every realm served, the primary first.
+    pub fn realm_ids(&self) -> Vec<String> {
+        self.shared().realms.iter().map(|r| r.id.clone()).collect()
+    }
+
+    /// A handle on one company.
+    ///
+    /// # Errors
+    /// [`SimError::UnknownRealm`] if the simulator does not serve it.
+    pub fn realm(&self, realm_id: &str) -> Result<RealmHandle, SimError> {
+        self.shared()
+            .realm(realm_id)
+            .map(|r| RealmHandle {
+                shared: Arc::clone(&self.inner.shared),
+                realm: r.id.clone(),
+            })
+            .ok_or_else(|| SimError::UnknownRealm(realm_id.to_string()))
+    }
+
+    /// OAuth client id.
+    pub fn client_id(&self) -> String {
+        self.shared().client_id.clone()
+    }
+
+    /// OAuth client secret.
+    pub fn client_secret(&self) -> String {
+        self.shared().client_secret.clone()
+    }
+
+    /// The newest valid refresh token of the primary company.
+    pub fn refresh_token(&self) -> String {
+        self.primary().refresh_token()
+    }
+
+    /// The newest refresh token of any realm.
+    pub fn refresh_token_for(&self, realm_id: &str) -> Option<String> {
+        lock(&self.shared().tokens).current(realm_id)
+    }
+
+    /// Mints an access token for a realm directly, skipping OAuth (valid for the configured TTL).
+    ///
+    /// # Errors
+    /// [`SimError::UnknownRealm`] if the simulator does not serve it.
+    pub fn mint_access_token(&self, realm_id: &str) -> Result<String, SimError> {
+        self.realm(realm_id)?;
+        let ttl = self.shared().settings().token.access_ttl;
+        Ok(lock(&self.shared().tokens).mint_access(
+            realm_id,
+            ttl,
+            tokio::time::Instant::now().into_std(),
+        ))
+    }
+
+    /// Counters since start or the last [`SimHandle::reset_stats`].
+    pub fn stats(&self) -> SimStats {
+        self.shared().stats_snapshot()
+    }
+
+    /// Every request seen (the newest 100,000), oldest first.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.shared().requests_snapshot()
+    }
+
+    /// Clears counters and the request log.
+    pub fn reset_stats(&self) {
+        self.shared().reset_stats();
+    }
+
+    /// Every record of an entity of the primary company (inactive included, hard-deleted
+    /// excluded), oldest first, with the exact JSON served. Unknown entities give an empty
+    /// list (use [`RealmHandle::truth`] to get an error instead).
+    pub fn truth(&self, entity: &str) -> Vec<TruthRecord> {
+        match self.primary().truth(entity) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "truth of an unknown entity");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Number of live records of an entity of the primary company (inactive included,
+    /// hard-deleted excluded), without rendering JSON; 0 for unknown entities.
+    pub fn count(&self, entity: &str) -> usize {
+        self.primary().count(entity).unwrap_or(0)
+    }
+
+    /// Adds a generated record to the primary company with `MetaData.CreateTime` = `create_time`
+    /// (default: now). With an explicit time, `LastUpdatedTime` equals it too, so a record can
+    /// be slipped into a window that is being paged.
+    ///
+    /// # Errors
+    /// [`SimError::UnknownEntity`], or [`SimError::Unsupported`] for entities without data.
+    pub fn create(
+        &self,
+        entity: &str,
+        create_time: Option<OffsetDateTime>,
+    ) -> Result<TruthRecord, SimError> {
+        self.primary().create(entity, create_time)
+    }
+
+    /// Bumps a record's `SyncToken` and sets `LastUpdatedTime` to now (or 1 s after the old value).
+    ///
+    /// # Errors
+    /// [`SimError::UnknownEntity`], [`SimError::Unsupported`] or [`SimError::NotFound`].
+    pub fn update(&self, entity: &str, id: &str) -> Result<TruthRecord, SimError> {
+        self.primary().update(entity, id)
+    }
+
+    /// Deletes a record: customers, items, vendors become inactive; invoices disappear from
+    /// queries (CDC lists them as deleted).
+    ///
+    /// # Errors
+    /// [`SimError::UnknownEntity`], [`SimError::Unsupported`] or [`SimError::NotFound`].
+    pub fn delete(&self, entity: &str, id: &str) -> Result<(), SimError> {
+        self.primary().delete(entity, id)
+    }
+
+    /// Sets `Active` of a name-list record.
+    ///
+    /// # Errors
+    /// [`SimError::UnknownEntity`], [`SimError::Unsupported`] or [`SimError::NotFound`].
+    pub fn set_active(
+        &self,
+        entity: &str,
+        id: &str,
+        active: bool,
+    ) -> Result<TruthRecord, SimError> {
+        self.primary().set_active(entity, id, active)
+    }
+
+    /// Replaces the probabilistic fault plan (and reseeds its dice).
+    pub fn set_faults(&self, plan: FaultPlan) {
+        self.shared().set_faults(plan);
+    }
+
+    /// The current fault plan.
+    pub fn faults(&self) -> FaultPlan {
+        self.shared().settings().faults
+    }
+
+    /// The next API requests (query, batch, CDC) that pass authentication and rate limiting
+    /// get these faults, one each, in order; replaces any script not yet used up.
+    pub fn script(&self, faults: Vec<ScriptedFault>) {
+        self.shared().set_script(faults);
+    }
+
+    /// The next token-endpoint requests get these faults, one each, in order.
+    pub fn script_token(&self, faults: Vec<ScriptedFault>) {
+        self.shared().set_token_script(faults);
+    }
+
+    /// Scripted API faults not yet used.
+    pub fn pending_script(&self) -> usize {
+        lock(&self.shared().script).len()
+    }
+
+    /// Replaces the quirks.
+    pub fn set_quirks(&self, quirks: Quirks) {
+        lock(&self.shared().settings).quirks = quirks;
+    }
+
+    /// The current quirks.
+    pub fn quirks(&self) -> Quirks {
+        self.shared().settings().quirks
+    }
+
+    /// Sets the per-response latency (fixed + uniform jitter).
+    pub fn set_latency(&self, fixed: Duration, jitter: Duration) {
+        let mut s = lock(&self.shared().settings);
+        s.latency = fixed;
+        s.jitter = jitter;
+    }
+
+    /// Sets the per-realm budgets: requests per rate window and concurrent requests (0 = unlimited).
+    pub fn set_limits(&self, requests_per_min: u32, max_concurrency: u32) {
+        let mut s = lock(&self.shared().settings);
+        s.requests_per_window = requests_per_min;
+        s.max_concurrency = max_concurrency;
+    }
+
+    /// Sets the rotation mode and the grace of superseded refresh tokens.
+    pub fn set_rotation(&self, rotation: Rotation, grace: Option<Duration>) {
+        let mut s = lock(&self.shared().settings);
+        s.token.rotation = rotation;
+        s.token.grace = grace;
+    }
+
+    /// Sets the lifetime of access tokens issued from now on.
+    pub fn set_access_token_ttl(&self, ttl: Duration) {
+        lock(&self.shared().settings).token.access_ttl = ttl;
+    }
+
+    /// Expires every access token issued so far (the next API call gets the gateway 401).
+    pub fn expire_access_tokens(&self) {
+        self.shared().expire_access_tokens();
+    }
+
+    /// Revokes every refresh token (the next refresh gets `invalid_grant`).
+    pub fn revoke_refresh_tokens(&self) {
+        self.shared().revoke_refresh_tokens();
+    }
+
+    /// Stops serving and waits (up to 5 s) for in-flight requests.
+    ///
+    /// # Errors
+    /// [`SimError::Serve`] if the server had failed.
+    pub async fn shutdown(&self) -> Result<(), SimError> {
+        if let Some(tx) = lock(&self.inner.stop).take() {
+            let _ = tx.send(());
+        }
+        let join = lock(&self.inner.join).take();
+        if let Some(mut join) = join {
+            match tokio::time::timeout(Duration::from_secs(5), &mut join).await {
+                Ok(Ok(r)) => r?,
+                Ok(Err(e)) => tracing::warn!(error = %e, "server task ended abnormally"),
+                Err(_) => {
+                    join.abort();
+                    tracing::warn!("server did not stop within 5 s; aborted");
+                }
+            }
+        }
+        Ok(())
+    }
+}

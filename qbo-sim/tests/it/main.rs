@@ -1,0 +1,12 @@
+//! Integration tests of qbo-sim, driven over HTTP with a plain client.
+#![allow(clippy::unwrap_used)]
+
+mod batch_cdc;
+mod common;
+mod control;
+mod determinism;
+mod faults;
+mod oauth;
+mod paging;
+mod query;
+mod rate;
