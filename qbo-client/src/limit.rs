@@ -1,0 +1,222 @@
+//! Proactive rate limiting, per realm and shared by every client of the process: a GCRA
+//! limiter (governor) for the per-minute budget plus a semaphore for the concurrency cap.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Quota};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// QBO's limits for one realm: requests per minute and requests in flight. `0` means unlimited
+/// (for tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RateLimit {
+    /// Requests per minute (QBO: 500).
+    pub per_minute: u32,
+    /// Requests in flight at once (QBO: 10).
+    pub max_concurrency: u32,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self::QBO
+    }
+}
+
+impl RateLimit {
+    /// QBO's published limits: 500 requests/min and 10 concurrent requests per realm.
+    pub const QBO: Self = Self {
+        per_minute: 500,
+        max_concurrency: 10,
+    };
+
+    /// No limits at all (tests only).
+    #[must_use]
+    pub const fn unlimited() -> Self {
+        Self {
+            per_minute: 0,
+            max_concurrency: 0,
+        }
+    }
+}
+
+/// The governor quota for `per_minute` requests: evenly spaced, burst of one, the spacing a
+/// hair over 60 s / N so that no closed 60-second window ever holds more than N requests (and a
+/// 500/min budget also stays under QBO's 10 requests/second).
+pub(crate) fn quota(per_minute: u32) -> Option<Quota> {
+    if per_minute == 0 {
+        return None;
+    }
+    let per_request_micros = 60_000_000u64.div_ceil(u64::from(per_minute)) + 1;
+    Quota::with_period(Duration::from_micros(per_request_micros))
+        .map(|q| q.allow_burst(NonZeroU32::MIN))
+}
+
+/// The limiter of one realm.
+pub(crate) struct RealmLimiter {
+    config: RateLimit,
+    rate: Option<DefaultDirectRateLimiter>,
+    slots: Option<Arc<Semaphore>>,
+}
+
+/// Held while a request is in flight.
+pub(crate) struct Permit {
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+impl RealmLimiter {
+    fn new(config: RateLimit) -> Self {
+        Self {
+            config,
+            rate: quota(config.per_minute).map(governor::RateLimiter::direct),
+            slots: (config.max_concurrency > 0)
+                .then(|| Arc::new(Semaphore::new(config.max_concurrency as usize))),
+        }
+    }
+
+    /// Waits for a concurrency slot, then for the rate budget (in that order, so that requests
+    /// queued for a slot cannot go out in a burst later).
+    pub(crate) async fn acquire(&self) -> Permit {
+        let slot = match &self.slots {
+            // The semaphore is never closed.
+            Some(s) => Arc::clone(s).acquire_owned().await.ok(),
+            None => None,
+        };
+        if let Some(rate) = &self.rate {
+            rate.until_ready().await;
+        }
+        Permit { _slot: slot }
+    }
+
+    pub(crate) fn config(&self) -> RateLimit {
+        self.config
+    }
+}
+
+type Registry = Mutex<HashMap<String, Weak<RealmLimiter>>>;
+
+static REGISTRY: LazyLock<Registry> = LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// The process-wide limiter of (`api_origin`, `realm_id`); created with `config` when absent.
+/// If it exists with another configuration, the existing one is kept (all clients of a realm
+/// must share one budget) and a warning says so.
+pub(crate) fn shared(api_origin: &str, realm_id: &str, config: RateLimit) -> Arc<RealmLimiter> {
+    let key = format!("{api_origin}|{realm_id}");
+    let mut map = REGISTRY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    map.retain(|_, w| w.strong_count() > 0);
+    if let Some(existing) = map.get(&key).and_then(Weak::upgrade) {
+        if existing.config() != config {
+            tracing::warn!(
+                realm = realm_id,
+                requested_per_minute = config.per_minute,
+                requested_max_concurrency = config.max_concurrency,
+                per_minute = existing.config().per_minute,
+                max_concurrency = existing.config().max_concurrency,
+                "another client of this realm already set the rate limit; sharing its limiter"
+            );
+        }
+        return existing;
+    }
+    let limiter = Arc::new(RealmLimiter::new(config));
+    map.insert(key, Arc::downgrade(&limiter));
+    limiter
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use governor::clock::{Clock, FakeRelativeClock, Reference};
+
+    /// Greedy callers against the quota on a fake clock; returns the allowed instants.
+    fn simulate(per_minute: u32, requests: usize) -> Vec<Duration> {
+        let clock = FakeRelativeClock::default();
+        let limiter =
+            governor::RateLimiter::direct_with_clock(quota(per_minute).unwrap(), clock.clone());
+        let start = clock.now();
+        let mut times = Vec::with_capacity(requests);
+        while times.len() < requests {
+            match limiter.check() {
+                Ok(()) => times.push(clock.now().duration_since(start).into()),
+                Err(not_until) => clock.advance(not_until.wait_time_from(clock.now())),
+            }
+        }
+        times
+    }
+
+    fn max_in_window(times: &[Duration], window: Duration) -> usize {
+        let mut best = 0;
+        let mut lo = 0;
+        for hi in 0..times.len() {
+            while times[hi] - times[lo] > window {
+                lo += 1;
+            }
+            best = best.max(hi - lo + 1);
+        }
+        best
+    }
+
+    #[test]
+    fn qbo_budget_arithmetic_holds_for_a_2000_request_burst() {
+        let times = simulate(500, 2000);
+        // Never more than 500 in any closed 60-second window, nor 10 in any second.
+        assert!(max_in_window(&times, Duration::from_secs(60)) <= 500);
+        assert!(max_in_window(&times, Duration::from_secs(1)) <= 10);
+        // And no slower than needed: 2,000 requests fit in about four minutes.
+        let total = *times.last().unwrap();
+        assert!(total < Duration::from_secs(4 * 60 + 1), "{total:?}");
+        assert!(total > Duration::from_secs(3 * 60 + 59), "{total:?}");
+        assert_eq!(max_in_window(&times, Duration::from_secs(60)), 500);
+    }
+
+    #[test]
+    fn other_budgets() {
+        for per_minute in [1, 7, 60, 499, 600, 6000, 60_000] {
+            let n = (per_minute as usize * 2).min(5000);
+            let times = simulate(per_minute, n);
+            assert!(
+                max_in_window(&times, Duration::from_secs(60)) <= per_minute as usize,
+                "{per_minute}"
+            );
+        }
+        assert!(quota(0).is_none());
+    }
+
+    #[tokio::test]
+    async fn registry_shares_per_origin_and_realm() {
+        let a = shared("http://127.0.0.1:1", "realm-a", RateLimit::QBO);
+        let b = shared("http://127.0.0.1:1", "realm-a", RateLimit::unlimited());
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(b.config(), RateLimit::QBO);
+        let c = shared("http://127.0.0.1:1", "realm-b", RateLimit::QBO);
+        assert!(!Arc::ptr_eq(&a, &c));
+        let d = shared("http://127.0.0.1:2", "realm-a", RateLimit::QBO);
+        assert!(!Arc::ptr_eq(&a, &d));
+        drop((a, b));
+        // Once every client is gone, a new configuration takes effect.
+        let e = shared("http://127.0.0.1:1", "realm-a", RateLimit::unlimited());
+        assert_eq!(e.config(), RateLimit::unlimited());
+    }
+
+    #[tokio::test]
+    async fn concurrency_cap() {
+        let l = Arc::new(RealmLimiter::new(RateLimit {
+            per_minute: 0,
+            max_concurrency: 2,
+        }));
+        let p1 = l.acquire().await;
+        let _p2 = l.acquire().await;
+        let l2 = Arc::clone(&l);
+        let third = tokio::spawn(async move { l2.acquire().await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!third.is_finished());
+        drop(p1);
+        tokio::time::timeout(Duration::from_secs(1), third)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}

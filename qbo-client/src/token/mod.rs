@@ -1,0 +1,531 @@
+//! OAuth 2.0 token provider: a cached access token, single-flight refresh, refresh-token
+//! rotation persisted before use, and the store-then-configuration fallback of SPEC §3.
+
+mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::Url;
+use reqwest::header::ACCEPT;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use tokio::time::Instant;
+
+pub use store::{FileTokenStore, MemoryTokenStore, TokenStore, TokenStoreError};
+
+use crate::error::{AuthError, Endpoint, QboError};
+use crate::http::{header_str, retry_after_of};
+use crate::retry::{Decision, FailureClass, RetryPolicy, RetryState};
+
+/// An access token handed to a request, with the generation it belongs to (so that a 401
+/// forces at most one refresh however many requests saw it).
+#[derive(Clone)]
+pub(crate) struct AccessToken {
+    pub(crate) value: SecretString,
+    pub(crate) generation: u64,
+}
+
+#[derive(Clone)]
+struct Cached {
+    value: SecretString,
+    expires_at: Instant,
+    lifetime: Duration,
+    buffer: Duration,
+    generation: u64,
+}
+
+impl Cached {
+    fn token(&self) -> AccessToken {
+        AccessToken {
+            value: self.value.clone(),
+            generation: self.generation,
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    initialized: bool,
+    /// The refresh token to use next (the newest known).
+    current: Option<SecretString>,
+    /// Whether `current` is known to be in the store.
+    persisted: bool,
+    /// Tokens the endpoint answered `invalid_grant` for: never sent again.
+    rejected: Vec<SecretString>,
+    last_rejection: Option<AuthError>,
+    generation: u64,
+}
+
+fn same(a: &SecretString, b: &SecretString) -> bool {
+    a.expose_secret() == b.expose_secret()
+}
+
+/// Settings of the token provider.
+pub(crate) struct TokenSettings {
+    pub(crate) http: reqwest::Client,
+    pub(crate) token_url: Url,
+    pub(crate) realm_id: String,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: SecretString,
+    pub(crate) configured_refresh_token: SecretString,
+    pub(crate) store: Arc<dyn TokenStore>,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) expiry_buffer: Duration,
+}
+
+pub(crate) struct TokenProvider {
+    s: TokenSettings,
+    cache: std::sync::Mutex<Option<Cached>>,
+    state: tokio::sync::Mutex<State>,
+}
+
+/// What the token endpoint granted.
+struct Granted {
+    access_token: SecretString,
+    refresh_token: Option<SecretString>,
+    expires_in: u64,
+    refresh_expires_in: Option<u64>,
+    refresh_hard_expires_in: Option<u64>,
+    /// When the request was sent: the server's clock for `expires_in` started no earlier.
+    requested_at: Instant,
+}
+
+enum RefreshFailure {
+    InvalidGrant(AuthError),
+    Other(QboError),
+}
+
+enum Once {
+    InvalidGrant(AuthError),
+    Fatal(QboError),
+    Transient(FailureClass, QboError),
+}
+
+#[derive(Deserialize)]
+struct TokenBody {
+    #[serde(default)]
+    access_token: Option<SecretString>,
+    #[serde(default)]
+    refresh_token: Option<SecretString>,
+    #[serde(default)]
+    expires_in: Option<u64>,
+    #[serde(default)]
+    x_refresh_token_expires_in: Option<u64>,
+    #[serde(default)]
+    x_refresh_token_hard_expires_in: Option<u64>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    error_description: Option<String>,
+}
+
+impl TokenProvider {
+    pub(crate) fn new(settings: TokenSettings) -> Self {
+        Self {
+            s: settings,
+            cache: std::sync::Mutex::new(None),
+            state: tokio::sync::Mutex::new(State::default()),
+        }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, Option<Cached>> {
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The cached token if it stays valid for `need` (default: the expiry buffer).
+    fn cached_valid(&self, need: Option<Duration>) -> Option<AccessToken> {
+        let cache = self.cache();
+        let c = cache.as_ref()?;
+        let margin = match need {
+            None => c.buffer,
+            Some(d) => d.min(c.lifetime / 2),
+        };
+        (Instant::now() + margin < c.expires_at).then(|| c.token())
+    }
+
+    /// A valid access token, refreshing first if it expires within the buffer.
+    pub(crate) async fn access_token(&self) -> Result<AccessToken, QboError> {
+        self.valid_for(None).await
+    }
+
+    /// Refreshes only if the access token expires within `d` (capped at half its lifetime).
+    pub(crate) async fn ensure_valid_for(&self, d: Duration) -> Result<AccessToken, QboError> {
+        self.valid_for(Some(d)).await
+    }
+
+    async fn valid_for(&self, need: Option<Duration>) -> Result<AccessToken, QboError> {
+        if let Some(t) = self.cached_valid(need) {
+            return Ok(t);
+        }
+        let mut state = self.state.lock().await;
+        // Whoever held the lock may have refreshed already: single flight.
+        if let Some(t) = self.cached_valid(need) {
+            return Ok(t);
+        }
+        self.refresh_locked(&mut state).await
+    }
+
+    /// After a 401 with the token of `stale_generation`: refresh, unless another request did.
+    pub(crate) async fn force_refresh(
+        &self,
+        stale_generation: u64,
+    ) -> Result<AccessToken, QboError> {
+        let mut state = self.state.lock().await;
+        if let Some(t) = self.cached_valid(None)
+            && t.generation != stale_generation
+        {
+            return Ok(t);
+        }
+        *self.cache() = None;
+        self.refresh_locked(&mut state).await
+    }
+
+    async fn refresh_locked(&self, st: &mut State) -> Result<AccessToken, QboError> {
+        let realm = self.s.realm_id.as_str();
+        if !st.initialized {
+            match self.s.store.load(realm).await? {
+                Some(stored) => {
+                    tracing::debug!(realm, "using the refresh token from the token store");
+                    st.current = Some(stored);
+                    st.persisted = true;
+                }
+                None => {
+                    st.current = Some(self.s.configured_refresh_token.clone());
+                    st.persisted = false;
+                }
+            }
+            st.initialized = true;
+        }
+        loop {
+            let usable = st
+                .current
+                .clone()
+                .filter(|c| !st.rejected.iter().any(|r| same(r, c)));
+            let candidate = match usable {
+                Some(c) => c,
+                None => match self.next_candidate(st).await? {
+                    Some(c) => c,
+                    None => {
+                        return Err(QboError::Auth(st.last_rejection.clone().unwrap_or(
+                            AuthError::InvalidGrant {
+                                description: None,
+                                intuit_tid: None,
+                            },
+                        )));
+                    }
+                },
+            };
+            match self.call_endpoint(&candidate).await {
+                Ok(granted) => return self.accept(st, &candidate, granted).await,
+                Err(RefreshFailure::InvalidGrant(err)) => {
+                    tracing::warn!(
+                        realm,
+                        intuit_tid = err.intuit_tid(),
+                        "refresh token rejected (invalid_grant)"
+                    );
+                    st.rejected.push(candidate);
+                    st.last_rejection = Some(err);
+                }
+                Err(RefreshFailure::Other(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// After a rejection: the store's token if another process saved a newer one, else the
+    /// configured token if it differs (an operator rotated it per the runbook). Each at most once.
+    async fn next_candidate(&self, st: &mut State) -> Result<Option<SecretString>, QboError> {
+        let realm = self.s.realm_id.as_str();
+        let untried = |t: &SecretString| !st.rejected.iter().any(|r| same(r, t));
+        if let Some(stored) = self.s.store.load(realm).await?
+            && untried(&stored)
+        {
+            tracing::info!(realm, "trying the refresh token found in the token store");
+            st.current = Some(stored.clone());
+            st.persisted = true;
+            return Ok(Some(stored));
+        }
+        let configured = self.s.configured_refresh_token.clone();
+        if untried(&configured) {
+            tracing::warn!(
+                realm,
+                "the stored refresh token was rejected; trying the configured one (QBO_REFRESH_TOKEN) once"
+            );
+            st.current = Some(configured.clone());
+            st.persisted = false;
+            return Ok(Some(configured));
+        }
+        Ok(None)
+    }
+
+    async fn accept(
+        &self,
+        st: &mut State,
+        used: &SecretString,
+        granted: Granted,
+    ) -> Result<AccessToken, QboError> {
+        let realm = self.s.realm_id.as_str();
+        let newest = granted.refresh_token.unwrap_or_else(|| used.clone());
+        let rotated = !same(&newest, used);
+        if rotated {
+            st.persisted = false;
+        }
+        st.current = Some(newest.clone());
+        if !st.persisted {
+            // Persist before the new access token is used by anyone.
+            self.s.store.save(realm, &newest).await?;
+            st.persisted = true;
+        }
+        st.generation += 1;
+        let lifetime = Duration::from_secs(granted.expires_in);
+        let cached = Cached {
+            value: granted.access_token,
+            expires_at: granted.requested_at + lifetime,
+            lifetime,
+            buffer: self.s.expiry_buffer.min(lifetime / 4),
+            generation: st.generation,
+        };
+        let token = cached.token();
+        *self.cache() = Some(cached);
+        tracing::info!(
+            realm,
+            expires_in = granted.expires_in,
+            refresh_token_expires_in = granted.refresh_expires_in,
+            refresh_token_hard_expires_in = granted.refresh_hard_expires_in,
+            rotated,
+            generation = st.generation,
+            "token_refreshed"
+        );
+        Ok(token)
+    }
+
+    async fn call_endpoint(&self, refresh_token: &SecretString) -> Result<Granted, RefreshFailure> {
+        let mut history = RetryState::new();
+        loop {
+            match self.post_once(refresh_token).await {
+                Ok(g) => return Ok(g),
+                Err(Once::InvalidGrant(e)) => return Err(RefreshFailure::InvalidGrant(e)),
+                Err(Once::Fatal(e)) => return Err(RefreshFailure::Other(e)),
+                Err(Once::Transient(class, e)) => match history.failed(&self.s.retry, class) {
+                    Decision::Stop => {
+                        let attempt = history.attempts();
+                        let e = if attempt > 1 {
+                            QboError::GaveUp {
+                                attempts: attempt,
+                                last: Box::new(e),
+                            }
+                        } else {
+                            e
+                        };
+                        return Err(RefreshFailure::Other(e));
+                    }
+                    Decision::RetryAfter(wait) => {
+                        tracing::warn!(
+                            realm = self.s.realm_id.as_str(),
+                            endpoint = "token",
+                            cause = class.as_str(),
+                            attempt = history.attempts(),
+                            wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                            intuit_tid = e.intuit_tid(),
+                            "retry"
+                        );
+                        tokio::time::sleep(wait).await;
+                    }
+                },
+            }
+        }
+    }
+
+    async fn post_once(&self, refresh_token: &SecretString) -> Result<Granted, Once> {
+        let endpoint = Endpoint::Token;
+        let requested_at = Instant::now();
+        let sent = self
+            .s
+            .http
+            .post(self.s.token_url.clone())
+            .basic_auth(
+                &self.s.client_id,
+                Some(self.s.client_secret.expose_secret()),
+            )
+            .header(ACCEPT, "application/json")
+            .header("x-include-refresh-token-hard-expires-in", "true")
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token.expose_secret()),
+            ])
+            .send()
+            .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => {
+                return Err(Once::Transient(
+                    FailureClass::Timeout,
+                    QboError::Timeout {
+                        endpoint,
+                        intuit_tid: None,
+                    },
+                ));
+            }
+            Err(e) => {
+                return Err(Once::Transient(
+                    FailureClass::Connection,
+                    QboError::Connection {
+                        endpoint,
+                        source: e,
+                    },
+                ));
+            }
+        };
+        let status = resp.status().as_u16();
+        let intuit_tid = header_str(resp.headers(), "intuit_tid");
+        let retry_after = retry_after_of(resp.headers());
+        let body = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                let (class, err) = if e.is_timeout() {
+                    (
+                        FailureClass::Timeout,
+                        QboError::Timeout {
+                            endpoint,
+                            intuit_tid,
+                        },
+                    )
+                } else {
+                    (
+                        FailureClass::TruncatedBody,
+                        QboError::TruncatedBody {
+                            endpoint,
+                            intuit_tid,
+                        },
+                    )
+                };
+                return Err(Once::Transient(class, err));
+            }
+        };
+        let parsed: Result<TokenBody, serde_json::Error> = serde_json::from_slice(&body);
+        if let Ok(TokenBody {
+            error: Some(error),
+            error_description: description,
+            ..
+        }) = &parsed
+        {
+            let description = description.clone();
+            return Err(match error.as_str() {
+                "invalid_grant" => Once::InvalidGrant(AuthError::InvalidGrant {
+                    description,
+                    intuit_tid,
+                }),
+                "invalid_client" => Once::Fatal(QboError::Auth(AuthError::InvalidClient {
+                    description,
+                    status,
+                    intuit_tid,
+                })),
+                _ if status == 429 || status >= 500 => {
+                    let class = FailureClass::from_status(status, None, retry_after);
+                    Once::Transient(
+                        class,
+                        QboError::Http {
+                            endpoint,
+                            status,
+                            class,
+                            retry_after,
+                            intuit_tid,
+                            body: Some(error.clone()),
+                        },
+                    )
+                }
+                _ => Once::Fatal(QboError::Auth(AuthError::Refused {
+                    error: error.clone(),
+                    description,
+                    status,
+                    intuit_tid,
+                })),
+            });
+        }
+        if (200..300).contains(&status) {
+            return match parsed {
+                Ok(TokenBody {
+                    access_token: Some(access_token),
+                    expires_in: Some(expires_in),
+                    refresh_token,
+                    x_refresh_token_expires_in,
+                    x_refresh_token_hard_expires_in,
+                    ..
+                }) => Ok(Granted {
+                    access_token,
+                    refresh_token,
+                    expires_in,
+                    refresh_expires_in: x_refresh_token_expires_in,
+                    refresh_hard_expires_in: x_refresh_token_hard_expires_in,
+                    requested_at,
+                }),
+                Ok(_) => Err(Once::Fatal(QboError::Malformed {
+                    endpoint,
+                    detail: "no access_token or expires_in in the token response".into(),
+                    class: FailureClass::Rejected,
+                    intuit_tid,
+                })),
+                // serde's messages are left out: they could quote a token.
+                Err(e) if e.is_data() => Err(Once::Fatal(QboError::Malformed {
+                    endpoint,
+                    detail: format!(
+                        "unexpected token response shape (line {}, column {})",
+                        e.line(),
+                        e.column()
+                    ),
+                    class: FailureClass::Rejected,
+                    intuit_tid,
+                })),
+                Err(e) if e.is_eof() => Err(Once::Transient(
+                    FailureClass::TruncatedBody,
+                    QboError::TruncatedBody {
+                        endpoint,
+                        intuit_tid,
+                    },
+                )),
+                Err(e) => Err(Once::Transient(
+                    FailureClass::Malformed,
+                    QboError::Malformed {
+                        endpoint,
+                        detail: format!("not JSON (line {}, column {})", e.line(), e.column()),
+                        class: FailureClass::Malformed,
+                        intuit_tid,
+                    },
+                )),
+            };
+        }
+        if status == 401 {
+            return Err(Once::Fatal(QboError::Auth(AuthError::InvalidClient {
+                description: None,
+                status,
+                intuit_tid,
+            })));
+        }
+        let class = FailureClass::from_status(status, None, retry_after);
+        let err = QboError::Http {
+            endpoint,
+            status,
+            class,
+            retry_after,
+            intuit_tid,
+            body: None,
+        };
+        if class.is_transient() {
+            Err(Once::Transient(class, err))
+        } else {
+            Err(Once::Fatal(err))
+        }
+    }
+}
+
+impl std::fmt::Debug for TokenProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenProvider")
+            .field("realm_id", &self.s.realm_id)
+            .field("token_url", &self.s.token_url.as_str())
+            .field("client_id", &self.s.client_id)
+            .finish_non_exhaustive()
+    }
+}

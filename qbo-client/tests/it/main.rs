@@ -1,0 +1,11 @@
+//! Integration tests of qbo-client against qbo-sim (in-process, random port) and a raw capture
+//! server for wire-format checks.
+#![allow(clippy::unwrap_used)]
+
+mod auth;
+mod common;
+mod faults;
+mod limits;
+mod paging;
+mod secrets;
+mod wire;
