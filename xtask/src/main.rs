@@ -50,7 +50,9 @@ fn dispatch(args: &[&str]) -> Result<ExitCode> {
                 },
                 "url" => match cluster.url()? {
                     Some(url) => println!("{url}"),
-                    None => bail!("the throwaway cluster is not running; start it with `cargo xtask pg start`"),
+                    None => bail!(
+                        "the throwaway cluster is not running; start it with `cargo xtask pg start`"
+                    ),
                 },
                 other => bail!("unknown pg task `{other}`\n{USAGE}"),
             }
@@ -87,10 +89,8 @@ fn test(root: &Path) -> Result<ExitCode> {
 
     let steps = run_checks(root, &url);
 
-    if !was_running {
-        if let Err(e) = cluster.stop() {
-            eprintln!("xtask: stopping the throwaway cluster failed: {e:#}");
-        }
+    if !was_running && let Err(e) = cluster.stop() {
+        eprintln!("xtask: stopping the throwaway cluster failed: {e:#}");
     }
 
     let steps = steps?;
@@ -206,7 +206,9 @@ fn advisories(root: &Path, cargo: &str) -> Result<Step> {
         .status()
         .is_ok_and(|s| s.success());
     if !deny_ok {
-        eprintln!("xtask: cargo-deny is not installed; install it with: cargo install --locked cargo-deny");
+        eprintln!(
+            "xtask: cargo-deny is not installed; install it with: cargo install --locked cargo-deny"
+        );
         return Ok(Step {
             name: "advisories",
             ok: false,

@@ -8,7 +8,9 @@ use yaml_rust2::yaml::Hash;
 use yaml_rust2::{Yaml, YamlLoader};
 
 fn repo_file(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
@@ -17,10 +19,10 @@ fn merged(y: &Yaml) -> Yaml {
     match y {
         Yaml::Hash(h) => {
             let mut out = Hash::new();
-            if let Some(base) = h.get(&Yaml::String("<<".into())) {
-                if let Yaml::Hash(b) = merged(base) {
-                    out.extend(b);
-                }
+            if let Some(base) = h.get(&Yaml::String("<<".into()))
+                && let Yaml::Hash(b) = merged(base)
+            {
+                out.extend(b);
             }
             for (k, v) in h {
                 if k.as_str() != Some("<<") {
@@ -42,13 +44,21 @@ fn compose() -> Yaml {
 
 fn keys(y: &Yaml) -> BTreeSet<String> {
     y.as_hash()
-        .map(|h| h.keys().filter_map(|k| k.as_str().map(str::to_owned)).collect())
+        .map(|h| {
+            h.keys()
+                .filter_map(|k| k.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 fn strings(y: &Yaml) -> Vec<String> {
     y.as_vec()
-        .map(|v| v.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+        .map(|v| {
+            v.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -111,11 +121,16 @@ fn pipelines_wait_for_a_healthy_database_and_reach_it_by_service_name() {
             Some("service_healthy"),
             "{p} waits for postgres' healthcheck"
         );
-        assert_eq!(s["environment"]["PG_HOST"].as_str(), Some("postgres"), "{p}");
+        assert_eq!(
+            s["environment"]["PG_HOST"].as_str(),
+            Some("postgres"),
+            "{p}"
+        );
         assert_eq!(s["restart"].as_str(), Some("no"), "{p} is one-shot");
         let cmd = strings(&s["command"]);
         assert!(
-            cmd.first().is_some_and(|b| b.starts_with("qb-") && b.ends_with("-backfill")),
+            cmd.first()
+                .is_some_and(|b| b.starts_with("qb-") && b.ends_with("-backfill")),
             "{p} runs a pipeline binary: {cmd:?}"
         );
     }
@@ -187,9 +202,12 @@ fn dockerfile_is_multi_stage_and_runs_as_a_non_root_user() {
     let user = d
         .lines()
         .filter_map(|l| l.strip_prefix("USER "))
-        .last()
+        .next_back()
         .expect("a USER line");
-    assert!(!matches!(user.trim(), "root" | "0"), "runtime user is not root");
+    assert!(
+        !matches!(user.trim(), "root" | "0"),
+        "runtime user is not root"
+    );
     for bin in [
         "qb-customers-backfill",
         "qb-items-backfill",
