@@ -1,0 +1,1630 @@
+//! The loop: one generic function, [`run()`], that back-fills one entity over planned windows.
+//!
+//! Shape of a run:
+//! 1. trigger check (completed or disabled → refused unless `force`), run row opened;
+//! 2. the planned windows are ensured in the ledger; windows already `done` are skipped unless
+//!    `force`; the rest are **claimed** (window leases, see [`crate::claim`]) in chunks of
+//!    adjacent windows, so that several processes can share one backfill; a chunk forms maximal
+//!    runs of adjacent windows ("segments");
+//! 3. **sparse probing**: a segment is COUNTed as a whole; an empty one is marked `done` with
+//!    source count 0 in one statement; one holding at most [`SEGMENT_PAGES`] pages of records
+//!    (or a single window) is loaded with one paged query whose records are split into their
+//!    windows, the COUNT verifying the load; a larger one is halved and probed again;
+//! 4. a window (or small segment) is paged with overlapping pages: each page starts `overlap`
+//!    rows before the previous one ended and those rows must be the same ids, otherwise records
+//!    were inserted or deleted mid-paging and the window is paged again (bounded attempts);
+//! 5. each page is upserted with the window's progress in one transaction while the next page
+//!    is fetched (at most two pages in memory);
+//! 6. verification: the COUNT for the same filter must equal the distinct ids loaded, else the
+//!    window is paged again and finally marked `mismatch`;
+//! 7. up to `concurrency` segments/windows in flight; a failed window never stops the others;
+//! 8. a worker with nothing left to claim waits while other workers hold windows of the plan
+//!    (their process may die, and then their windows are claimed again), then ends;
+//! 9. a stop request ([`crate::Shutdown`]) ends the run cleanly: no new request, fetched pages
+//!    written, running windows back to `pending`, leases released, run `interrupted`;
+//!    database statements that fail for a retryable reason are retried ([`crate::DbRetry`]).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use qbo_client::{Op, Order, Page, QboClient, QboError, Query, Record, Value};
+use raw_sink::{
+    Ledger, NewRun, PageMeta, RawRow, RunId, RunStatus, RunSummary, Sink, SinkError, TriggerKey,
+    TriggerStatus, UpsertCounts, Window as WindowRow, WindowClaim, WindowId, WindowOutcome,
+    WindowScope, WindowSpan, WindowStatus,
+};
+use time::{OffsetDateTime, UtcOffset};
+
+use crate::claim::{DEFAULT_LEASE_TTL, Worker, WorkerConfig, lease_lost};
+use crate::dbretry::{DbRetry, with_retry};
+use crate::shutdown::{Shutdown, StopReason};
+use crate::window::{Window, format_utc};
+use crate::{Entity, Error, ExitStatus, Progress, WindowField};
+
+/// Everything a run needs besides the client and the sink. Build with [`RunConfig::new`] and
+/// adjust the public fields.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// The planned windows, ascending and adjacent (see [`crate::window::plan`]).
+    pub windows: Vec<Window>,
+    /// Start of the range as requested (UTC), recorded with the run and the trigger.
+    pub range_start: OffsetDateTime,
+    /// End of the range (after clipping), recorded with the run and the trigger.
+    pub range_end: OffsetDateTime,
+    /// The timestamp that places records in windows.
+    pub window_field: WindowField,
+    /// The one-time trigger this run executes.
+    pub trigger: String,
+    /// Windows (or segments) in flight at once.
+    pub concurrency: usize,
+    /// Compare a COUNT with the distinct ids loaded for every window.
+    pub verify: bool,
+    /// Run a completed/disabled trigger and reload windows already done.
+    pub force: bool,
+    /// `MAXRESULTS` (1..=1000).
+    pub page_size: u32,
+    /// Rows by which consecutive pages overlap to detect records inserted or deleted mid-paging
+    /// (0 disables the check). Must be below `page_size`.
+    pub page_overlap: u32,
+    /// Attempts per window before it is marked `failed` or `mismatch`.
+    pub max_window_attempts: u32,
+    /// Before a window starts, the access token must stay valid at least this long.
+    pub token_margin: Duration,
+    /// COUNT segments first so that empty stretches cost no request per window.
+    pub probe: bool,
+    /// Terminal progress display.
+    pub progress: Progress,
+    /// How many processes are expected to share this backfill (`--workers`): with more than
+    /// one, windows are claimed in smaller chunks so that every worker gets some.
+    pub workers: u32,
+    /// The registered worker this run claims windows as (the CLI registers one with a share
+    /// of the realm's QBO budget); `None` registers one for the run, without a budget share.
+    pub worker: Option<Worker>,
+    /// Lease of claimed windows when the run registers its own worker.
+    pub lease_ttl: Duration,
+    /// Stop request: see [`crate::shutdown`].
+    pub shutdown: Shutdown,
+    /// Retries of database statements while the database is unreachable.
+    pub db_retry: DbRetry,
+}
+
+impl RunConfig {
+    /// A configuration with the defaults of the CLI for the given windows and trigger.
+    #[must_use]
+    pub fn new(
+        windows: Vec<Window>,
+        window_field: WindowField,
+        trigger: impl Into<String>,
+    ) -> RunConfig {
+        let range_start = windows
+            .first()
+            .map_or(OffsetDateTime::UNIX_EPOCH, |w| w.start);
+        let range_end = windows.last().map_or(OffsetDateTime::UNIX_EPOCH, |w| w.end);
+        RunConfig {
+            windows,
+            range_start,
+            range_end,
+            window_field,
+            trigger: trigger.into(),
+            concurrency: 4,
+            verify: true,
+            force: false,
+            page_size: 1000,
+            page_overlap: 3,
+            max_window_attempts: 3,
+            token_margin: Duration::from_secs(600),
+            probe: true,
+            progress: Progress::hidden(),
+            workers: 1,
+            worker: None,
+            lease_ttl: DEFAULT_LEASE_TTL,
+            shutdown: Shutdown::new(),
+            db_retry: DbRetry::default(),
+        }
+    }
+}
+
+/// A window that did not end `done`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowProblem {
+    /// The window.
+    pub window: Window,
+    /// `failed` or `mismatch`.
+    pub status: WindowStatus,
+    /// What went wrong.
+    pub error: String,
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// The ledger's run id.
+    pub run_id: i64,
+    /// Final run status.
+    pub status: RunStatus,
+    /// Windows in the plan.
+    pub windows_planned: u64,
+    /// Windows skipped because they were already done.
+    pub windows_skipped: u64,
+    /// Windows done by this run (including empty ones).
+    pub windows_done: u64,
+    /// Windows done by this run that hold no record.
+    pub windows_empty: u64,
+    /// Windows that failed or mismatched.
+    pub problems: Vec<WindowProblem>,
+    /// Rows received from QBO (distinct per page).
+    pub rows: u64,
+    /// Upsert totals.
+    pub counts: UpsertCounts,
+    /// QBO queries issued by the loop (pages and COUNTs; the client's retries not included).
+    pub requests: u64,
+    /// Whether the trigger is now completed.
+    pub trigger_completed: bool,
+    /// Wall time.
+    pub duration: Duration,
+    /// Set when the run was stopped by a signal or stop request before its windows were done.
+    pub interrupted: Option<StopReason>,
+    /// The worker id that claimed this run's windows (see `backfill.workers`).
+    pub worker: String,
+}
+
+impl RunReport {
+    /// The process exit status for this report: 130/143 when interrupted, 0 when every window
+    /// is done, else 1.
+    #[must_use]
+    pub fn exit_status(&self) -> ExitStatus {
+        if let Some(reason) = self.interrupted {
+            return reason.exit_status();
+        }
+        if self.problems.is_empty() {
+            ExitStatus::Success
+        } else {
+            ExitStatus::WindowsFailed
+        }
+    }
+}
+
+/// Run-wide shared state.
+struct Ctx<'a> {
+    client: &'a QboClient,
+    sink: &'a Sink,
+    ledger: Ledger,
+    cfg: &'a RunConfig,
+    pipeline: &'static str,
+    entity: &'static str,
+    name_list: bool,
+    table: raw_sink::RawTable,
+    scope: WindowScope,
+    realm: String,
+    run_id: RunId,
+    worker: Worker,
+    /// One token check at a time per process (each holds a database lock across processes).
+    token_gate: tokio::sync::Mutex<()>,
+    requests: AtomicU64,
+    rows: AtomicU64,
+    inserted: AtomicU64,
+    updated: AtomicU64,
+    unchanged: AtomicU64,
+}
+
+macro_rules! event {
+    ($ctx:expr, $lvl:ident, $name:literal $(, $($rest:tt)*)?) => {
+        tracing::$lvl!(
+            pipeline = $ctx.pipeline,
+            realm = %$ctx.realm,
+            run_id = $ctx.run_id.get(),
+            $($($rest)*,)?
+            $name
+        )
+    };
+}
+
+/// A unit of work in the queue.
+enum Task {
+    /// COUNT a segment of adjacent pending windows and decide what to do with it.
+    Probe(Vec<WindowRow>),
+    /// Load adjacent windows with one paged query; `expected` is a COUNT already taken.
+    Load {
+        windows: Vec<WindowRow>,
+        expected: Option<u64>,
+    },
+}
+
+/// What finishing a task produced.
+enum TaskResult {
+    /// Nothing more to do for these windows (no longer held).
+    Finished {
+        done: u64,
+        empty: u64,
+        problems: Vec<WindowProblem>,
+        windows: Vec<WindowId>,
+    },
+    /// More tasks to queue (their windows still held).
+    Split(Vec<Task>),
+    /// A stop was requested: these windows are left for the end of the run to release.
+    Interrupted { windows: Vec<WindowId> },
+}
+
+/// Most pages a probed segment of several windows is loaded with as one paged query (larger
+/// ones are halved). Bigger segments save COUNT requests; smaller ones cost less to page again
+/// window by window when a segment fails verification.
+pub(crate) const SEGMENT_PAGES: u64 = 8;
+
+/// Runs pipeline `E` over `cfg.windows` for the client's realm.
+///
+/// # Errors
+/// [`Error::TriggerCompleted`] / [`Error::TriggerDisabled`] (exit 4) before anything is loaded;
+/// [`Error::Auth`] (exit 3) when QBO rejects the credentials; [`Error::Database`] (exit 5)
+/// when the ledger cannot be read or written. Failures of single windows are not errors: they
+/// are in the report.
+pub async fn run<E: Entity>(
+    client: &QboClient,
+    sink: &Sink,
+    cfg: &RunConfig,
+) -> Result<RunReport, Error> {
+    let started = Instant::now();
+    let ledger = sink.ledger();
+    let realm = client.realm_id().to_owned();
+    let pipeline = E::PIPELINE;
+    let key = TriggerKey::new(pipeline, realm.clone(), cfg.trigger.clone());
+
+    let trigger = with_retry(&cfg.db_retry, "creating the trigger", || {
+        ledger.create_or_get_trigger(&key, cfg.range_start, cfg.range_end)
+    })
+    .await
+    .map_err(ledger_error)?;
+    match trigger.status {
+        TriggerStatus::Completed if !cfg.force => {
+            return Err(Error::TriggerCompleted {
+                name: cfg.trigger.clone(),
+                completed_at: trigger
+                    .completed_at
+                    .map_or_else(|| "unknown".to_owned(), format_utc),
+            });
+        }
+        TriggerStatus::Disabled if !cfg.force => {
+            return Err(Error::TriggerDisabled {
+                name: cfg.trigger.clone(),
+            });
+        }
+        TriggerStatus::Disabled => {
+            with_retry(&cfg.db_retry, "enabling the trigger", || {
+                ledger.enable_trigger(&key)
+            })
+            .await
+            .map_err(Error::Database)?;
+        }
+        _ => {}
+    }
+    if let Some(reason) = cfg.shutdown.reason() {
+        return Err(Error::Interrupted(reason));
+    }
+
+    let new_run = NewRun {
+        pipeline: pipeline.to_owned(),
+        realm_id: realm.clone(),
+        range_start: cfg.range_start,
+        range_end: cfg.range_end,
+        window_field: cfg.window_field.as_str().to_owned(),
+        trigger_name: Some(cfg.trigger.clone()),
+        windows_planned: u32::try_from(cfg.windows.len()).unwrap_or(u32::MAX),
+    };
+    let run_id = with_retry(&cfg.db_retry, "recording the run", || {
+        ledger.start_run(&new_run)
+    })
+    .await
+    .map_err(Error::Database)?;
+    with_retry(&cfg.db_retry, "marking the trigger running", || {
+        ledger.mark_trigger_running(&key, run_id, cfg.force)
+    })
+    .await
+    .map_err(ledger_error)?;
+
+    // The worker that claims the windows: the caller's (with its budget share) or our own.
+    let (worker, own_worker) = match &cfg.worker {
+        Some(w) => (w.clone(), false),
+        None => {
+            let mut wc = WorkerConfig::new(pipeline, realm.clone());
+            wc.lease_ttl = cfg.lease_ttl;
+            wc.db_retry = cfg.db_retry;
+            match Worker::start(sink, &wc, &cfg.shutdown).await {
+                Ok(w) => (w, true),
+                Err(e) => {
+                    let mut summary = RunSummary::new(RunStatus::Failed);
+                    summary.error = Some(error_chain(&e));
+                    let _ = ledger.finish_run(run_id, &summary).await;
+                    let _ = ledger.settle_trigger(&key, run_id, "", false).await;
+                    return Err(e);
+                }
+            }
+        }
+    };
+    if let Err(e) = with_retry(&cfg.db_retry, "attaching the worker", || {
+        ledger.attach_worker_run(worker.id(), run_id, &cfg.trigger)
+    })
+    .await
+    {
+        if own_worker {
+            worker.stop("the run could not start").await;
+        }
+        return Err(Error::Database(e));
+    }
+
+    let ctx = Ctx {
+        client,
+        sink,
+        ledger: ledger.clone(),
+        cfg,
+        pipeline,
+        entity: E::NAME,
+        name_list: E::NAME_LIST,
+        table: E::TABLE,
+        scope: WindowScope::new(pipeline, realm.clone(), cfg.window_field.as_str()),
+        realm: realm.clone(),
+        run_id,
+        worker: worker.clone(),
+        token_gate: tokio::sync::Mutex::new(()),
+        requests: AtomicU64::new(0),
+        rows: AtomicU64::new(0),
+        inserted: AtomicU64::new(0),
+        updated: AtomicU64::new(0),
+        unchanged: AtomicU64::new(0),
+    };
+
+    let outcome = drive(&ctx).await;
+    let result = conclude(&ctx, &key, outcome, started).await;
+    if own_worker {
+        worker
+            .stop(match &result {
+                Ok(r) if r.interrupted.is_some() => "interrupted; the next run resumes it",
+                Ok(_) => "run finished",
+                Err(_) => "the run stopped on an error; the next run resumes it",
+            })
+            .await;
+    }
+    result
+}
+
+/// Records the end of the run (ledger, trigger, events) and builds the report.
+async fn conclude(
+    ctx: &Ctx<'_>,
+    key: &TriggerKey,
+    outcome: Result<DriveOutcome, (Error, DriveOutcome)>,
+    started: Instant,
+) -> Result<RunReport, Error> {
+    let cfg = ctx.cfg;
+    let ledger = &ctx.ledger;
+    let run_id = ctx.run_id;
+    let worker = ctx.worker.id();
+    let duration = started.elapsed();
+    let counts = UpsertCounts {
+        inserted: ctx.inserted.load(Ordering::Relaxed),
+        updated: ctx.updated.load(Ordering::Relaxed),
+        unchanged: ctx.unchanged.load(Ordering::Relaxed),
+        duplicates: 0,
+    };
+    let rows = ctx.rows.load(Ordering::Relaxed);
+    let requests = ctx.requests.load(Ordering::Relaxed);
+    cfg.progress.finish();
+
+    let drive = match outcome {
+        Ok(d) => d,
+        Err((e, partial)) => {
+            let msg = error_chain(&e);
+            let mut summary = run_summary(RunStatus::Failed, &partial, rows, counts);
+            summary.error = Some(msg.clone());
+            // Best effort, briefly: the ledger may be the thing that failed. Windows not
+            // released here keep their lease until it expires, then anyone resumes them.
+            let quick =
+                DbRetry::for_duration(cfg.db_retry.give_up_after.min(Duration::from_secs(3)));
+            let reason = format!("the run stopped: {msg}");
+            let _ = with_retry(&quick, "releasing windows", || {
+                ledger.release_windows(worker, None, &reason)
+            })
+            .await;
+            let _ = with_retry(&quick, "recording the failed run", || {
+                ledger.finish_run(run_id, &summary)
+            })
+            .await;
+            let _ = with_retry(&quick, "releasing the trigger", || {
+                ledger.settle_trigger(key, run_id, worker, false)
+            })
+            .await;
+            event!(ctx, error, "pipeline_finished",
+                status = "failed", error = %msg, rows, requests,
+                duration_ms = duration_ms(duration));
+            return Err(e);
+        }
+    };
+
+    let status = if drive.interrupted.is_some() {
+        RunStatus::Interrupted
+    } else if drive.problems.is_empty() {
+        RunStatus::Succeeded
+    } else {
+        RunStatus::Partial
+    };
+    let mut summary = run_summary(status, &drive, rows, counts);
+    summary.error = match drive.interrupted {
+        Some(reason) => Some(format!(
+            "interrupted by {reason}; the next run resumes the remaining windows"
+        )),
+        None => (!drive.problems.is_empty())
+            .then(|| format!("{} window(s) failed or mismatched", drive.problems.len())),
+    };
+    if let Some(reason) = drive.interrupted {
+        let why = format!("interrupted by {reason}; the next run resumes it");
+        let released = with_retry(&cfg.db_retry, "releasing windows", || {
+            ledger.release_windows(worker, None, &why)
+        })
+        .await
+        .map_err(Error::Database)?;
+        event!(
+            ctx,
+            warn,
+            "windows_released",
+            reason = reason.as_str(),
+            windows = released
+        );
+    }
+    match with_retry(&cfg.db_retry, "recording the end of the run", || {
+        ledger.finish_run(run_id, &summary)
+    })
+    .await
+    {
+        Ok(_) => {}
+        // A peer declared this worker dead meanwhile (it lost the database longer than its
+        // lease) and closed the run: its windows were resumed by others; nothing to record.
+        Err(e @ SinkError::InvalidTransition { .. }) => {
+            event!(ctx, warn, "run_already_closed", cause = %error_chain(&e));
+        }
+        Err(e) => return Err(Error::Database(e)),
+    }
+
+    // The trigger completes once every planned window is done (by this run, earlier runs or
+    // cooperating workers).
+    let all_done = drive.interrupted.is_none() && drive.problems.is_empty() && {
+        let planned = spans(&cfg.windows);
+        let windows = with_retry(&cfg.db_retry, "checking the windows", || {
+            ledger.ensure_windows(&ctx.scope, &planned)
+        })
+        .await
+        .map_err(Error::Database)?;
+        windows.iter().all(|w| w.status == WindowStatus::Done)
+    };
+    let trigger_status = with_retry(&cfg.db_retry, "settling the trigger", || {
+        ledger.settle_trigger(key, run_id, worker, all_done)
+    })
+    .await
+    .map_err(Error::Database)?;
+    let trigger_completed = trigger_status == TriggerStatus::Completed;
+
+    let failed = drive
+        .problems
+        .iter()
+        .filter(|p| p.status == WindowStatus::Failed)
+        .count();
+    event!(
+        ctx,
+        info,
+        "pipeline_finished",
+        status = status.as_str(),
+        windows_planned = cfg.windows.len(),
+        windows_skipped = drive.skipped,
+        windows_done = drive.done,
+        windows_empty = drive.empty,
+        windows_failed = failed,
+        windows_mismatch = drive.problems.len() - failed,
+        rows,
+        inserted = counts.inserted,
+        updated = counts.updated,
+        unchanged = counts.unchanged,
+        requests,
+        trigger_completed,
+        interrupted = drive.interrupted.map(StopReason::as_str),
+        worker,
+        duration_ms = duration_ms(duration)
+    );
+    for p in &drive.problems {
+        event!(ctx, warn, "window_problem",
+            window_start = %format_utc(p.window.start),
+            window_end = %format_utc(p.window.end),
+            status = p.status.as_str(),
+            error = %p.error);
+    }
+
+    Ok(RunReport {
+        run_id: run_id.get(),
+        status,
+        windows_planned: cfg.windows.len() as u64,
+        windows_skipped: drive.skipped,
+        windows_done: drive.done,
+        windows_empty: drive.empty,
+        problems: drive.problems,
+        rows,
+        counts,
+        requests,
+        trigger_completed,
+        duration,
+        interrupted: drive.interrupted,
+        worker: worker.to_owned(),
+    })
+}
+
+#[derive(Default)]
+struct DriveOutcome {
+    skipped: u64,
+    done: u64,
+    empty: u64,
+    problems: Vec<WindowProblem>,
+    interrupted: Option<StopReason>,
+}
+
+fn run_summary(status: RunStatus, d: &DriveOutcome, rows: u64, counts: UpsertCounts) -> RunSummary {
+    let small = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+    let failed = d
+        .problems
+        .iter()
+        .filter(|p| p.status == WindowStatus::Failed)
+        .count() as u64;
+    let mut s = RunSummary::new(status);
+    s.windows_done = small(d.done);
+    s.windows_skipped = small(d.skipped);
+    s.windows_failed = small(failed);
+    s.windows_mismatch = small(d.problems.len() as u64 - failed);
+    s.rows = rows;
+    s.inserted = counts.inserted;
+    s.updated = counts.updated;
+    s.unchanged = counts.unchanged;
+    s
+}
+
+fn spans(windows: &[Window]) -> Vec<WindowSpan> {
+    windows
+        .iter()
+        .map(|w| WindowSpan::new(w.start, w.end))
+        .collect()
+}
+
+/// A ledger failure: a trigger name reused with another range is the user's error (exit 2),
+/// anything else is the database's (exit 5).
+fn ledger_error(e: SinkError) -> Error {
+    if matches!(e, SinkError::TriggerConflict { .. }) {
+        Error::TriggerConflict(e)
+    } else {
+        Error::Database(e)
+    }
+}
+
+/// Plans the work, claims and runs it, and collects the outcome. On error, also returns what was
+/// done so far for the run's record.
+async fn drive(ctx: &Ctx<'_>) -> Result<DriveOutcome, (Error, DriveOutcome)> {
+    let cfg = ctx.cfg;
+    let mut out = DriveOutcome::default();
+    let planned = spans(&cfg.windows);
+    let rows = match ctx
+        .db("planning windows", || {
+            ctx.ledger.ensure_windows(&ctx.scope, &planned)
+        })
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return Err((Error::Database(e), out)),
+    };
+    let plan: Vec<WindowId> = rows.iter().map(|w| w.id).collect();
+    let mut segments = 0usize;
+    let mut pending = 0usize;
+    let mut previous_end: Option<OffsetDateTime> = None;
+    for w in &rows {
+        if w.status == WindowStatus::Done && !cfg.force {
+            out.skipped += 1;
+            previous_end = None;
+            continue;
+        }
+        pending += 1;
+        if previous_end != Some(w.span.start) {
+            segments += 1;
+        }
+        previous_end = Some(w.span.end);
+    }
+    cfg.progress.start(cfg.windows.len() as u64, out.skipped);
+    event!(ctx, info, "pipeline_started",
+        entity = ctx.entity,
+        range_start = %format_utc(cfg.range_start),
+        range_end = %format_utc(cfg.range_end),
+        window_field = cfg.window_field.as_str(),
+        trigger = %cfg.trigger,
+        windows_planned = cfg.windows.len(),
+        windows_pending = pending,
+        windows_skipped = out.skipped,
+        segments,
+        concurrency = cfg.concurrency,
+        workers = cfg.workers,
+        worker = %ctx.worker.id(),
+        verify = cfg.verify);
+
+    if pending > 0 {
+        // Fail fast on rejected credentials, before any window is touched.
+        match ensure_token(ctx).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err((qbo_error(e), out)),
+            Err(e) => return Err((e, out)),
+        }
+    }
+
+    let chunk = claim_chunk(pending, cfg);
+    // Windows this worker holds in its queue or in flight.
+    let mut held: HashSet<WindowId> = HashSet::new();
+    let mut queue: VecDeque<Task> = VecDeque::new();
+    // A split pushes its parts to the front: probing proceeds depth-first, the queue stays small.
+    let mut in_flight = FuturesUnordered::new();
+    let limit = cfg.concurrency.max(1);
+    // Whether the last claim found nothing (reset when something may have changed).
+    let mut exhausted = false;
+    let mut waiting_logged = false;
+    loop {
+        let stopping = cfg.shutdown.is_requested();
+        if !stopping {
+            while in_flight.len() < limit {
+                if let Some(task) = queue.pop_front() {
+                    in_flight.push(run_task(ctx, task));
+                    continue;
+                }
+                if exhausted {
+                    break;
+                }
+                let held_now: Vec<WindowId> = held.iter().copied().collect();
+                let claim = WindowClaim {
+                    worker: ctx.worker.id(),
+                    run: ctx.run_id,
+                    windows: &plan,
+                    held: &held_now,
+                    limit: chunk,
+                    force: cfg.force,
+                    lease_ttl: ctx.worker.lease_ttl(),
+                };
+                let claimed = match ctx
+                    .db("claiming windows", || ctx.ledger.claim_windows(&claim))
+                    .await
+                {
+                    Ok(c) => c,
+                    Err(e) => return Err((Error::Database(e), out)),
+                };
+                if claimed.is_empty() {
+                    exhausted = true;
+                    break;
+                }
+                event!(ctx, debug, "windows_claimed",
+                    worker = %ctx.worker.id(),
+                    windows = claimed.len(),
+                    first = %format_utc(claimed[0].span.start));
+                for seg in adjacent_segments(claimed) {
+                    held.extend(seg.iter().map(|w| w.id));
+                    queue.push_back(if cfg.probe && seg.len() > 1 {
+                        Task::Probe(seg)
+                    } else {
+                        Task::Load {
+                            windows: seg,
+                            expected: None,
+                        }
+                    });
+                }
+            }
+        }
+        if in_flight.is_empty() {
+            if stopping {
+                break;
+            }
+            // Nothing held: either every window of the plan is settled, or other workers hold
+            // some. Wait for those: if their worker dies, its windows become claimable here.
+            let status = match ctx
+                .db("reading the claims", || {
+                    ctx.ledger
+                        .claim_status(ctx.worker.id(), ctx.run_id, &plan, cfg.force)
+                })
+                .await
+            {
+                Ok(s) => s,
+                Err(e) => return Err((Error::Database(e), out)),
+            };
+            if status.claimable > 0 {
+                exhausted = false;
+                continue;
+            }
+            if status.leased_by_others == 0 {
+                break;
+            }
+            match ctx.worker.reap_dead_peers().await {
+                Ok(0) => {}
+                Ok(_) => {
+                    exhausted = false;
+                    continue;
+                }
+                Err(e) => return Err((e, out)),
+            }
+            if !waiting_logged {
+                event!(ctx, info, "waiting_for_peers",
+                    worker = %ctx.worker.id(),
+                    windows_held_by_others = status.leased_by_others,
+                    next_lease_expiry = %status.next_expiry.map_or_else(String::new, format_utc));
+                waiting_logged = true;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(ctx.worker.poll_interval()) => {}
+                _ = cfg.shutdown.requested() => {}
+            }
+            exhausted = false;
+            continue;
+        }
+        let result = tokio::select! {
+            r = in_flight.next() => r,
+            _ = cfg.shutdown.requested(), if !stopping => continue,
+        };
+        let Some(result) = result else { continue };
+        match result {
+            Ok(TaskResult::Finished {
+                done,
+                empty,
+                problems,
+                windows,
+            }) => {
+                out.done += done;
+                out.empty += empty;
+                out.problems.extend(problems);
+                for id in windows {
+                    held.remove(&id);
+                }
+            }
+            Ok(TaskResult::Split(tasks)) => {
+                for t in tasks.into_iter().rev() {
+                    queue.push_front(t);
+                }
+            }
+            Ok(TaskResult::Interrupted { windows }) => {
+                for id in windows {
+                    held.remove(&id);
+                }
+            }
+            // Authentication or the database failed: nothing else can succeed. Windows still in
+            // flight are released (or, if the database is gone, left to their leases); the
+            // next run takes them over.
+            Err(e) => return Err((e, out)),
+        }
+    }
+    out.interrupted = cfg.shutdown.reason();
+    Ok(out)
+}
+
+/// How many windows one claim takes: everything for a single worker (so that one COUNT can
+/// cover a whole sparse range, as without claims), else a share small enough that every worker
+/// of `workers` gets several chunks.
+fn claim_chunk(pending: usize, cfg: &RunConfig) -> u32 {
+    let pending = u32::try_from(pending.max(1)).unwrap_or(u32::MAX);
+    if cfg.workers <= 1 {
+        return pending;
+    }
+    let parts = cfg
+        .workers
+        .saturating_mul(u32::try_from(cfg.concurrency.max(1)).unwrap_or(u32::MAX));
+    pending.div_ceil(parts).max(1)
+}
+
+/// Splits windows (ordered by start) into maximal runs of adjacent windows.
+fn adjacent_segments(windows: Vec<WindowRow>) -> Vec<Vec<WindowRow>> {
+    let mut segments: Vec<Vec<WindowRow>> = Vec::new();
+    for w in windows {
+        match segments.last_mut() {
+            Some(seg) if seg.last().is_some_and(|l| l.span.end == w.span.start) => seg.push(w),
+            _ => segments.push(vec![w]),
+        }
+    }
+    segments
+}
+
+impl Ctx<'_> {
+    /// A ledger statement with the run's database retries.
+    async fn db<T, F, Fut>(&self, what: &str, op: F) -> Result<T, SinkError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, SinkError>>,
+    {
+        with_retry(&self.cfg.db_retry, what, op).await
+    }
+}
+
+/// `fut`, unless a stop is (or gets) requested first: `None` then, and `fut` is dropped (an
+/// HTTP request in flight is abandoned; nothing of it was written).
+async fn stoppable<T>(ctx: &Ctx<'_>, fut: impl Future<Output = T>) -> Option<T> {
+    tokio::select! {
+        biased;
+        _ = ctx.cfg.shutdown.requested() => None,
+        v = fut => Some(v),
+    }
+}
+
+/// Makes sure the access token outlives the next window, refreshing it if needed. Refreshes of
+/// a realm are serialised across processes by a database lock, so that cooperating workers
+/// never present the same rotating refresh token twice. The outer error is the database's.
+async fn ensure_token(ctx: &Ctx<'_>) -> Result<Result<(), QboError>, Error> {
+    let _one_at_a_time = ctx.token_gate.lock().await;
+    let name = format!("qb-backfill token refresh {}", ctx.realm);
+    let lock = ctx
+        .db("locking the token refresh", || {
+            ctx.ledger.advisory_lock(&name)
+        })
+        .await
+        .map_err(Error::Database)?;
+    let result = ctx
+        .client
+        .ensure_token_valid_for(ctx.cfg.token_margin)
+        .await;
+    if let Err(e) = lock.release().await {
+        event!(ctx, warn, "token_lock_release_failed", cause = %error_chain(&e));
+    }
+    Ok(result)
+}
+
+fn window_ids(windows: &[WindowRow]) -> Vec<WindowId> {
+    windows.iter().map(|w| w.id).collect()
+}
+
+fn interrupted(windows: &[WindowRow]) -> TaskResult {
+    TaskResult::Interrupted {
+        windows: window_ids(windows),
+    }
+}
+
+fn qbo_error(e: QboError) -> Error {
+    if e.is_auth() {
+        Error::Auth(e)
+    } else {
+        Error::Qbo(e)
+    }
+}
+
+async fn run_task(ctx: &Ctx<'_>, task: Task) -> Result<TaskResult, Error> {
+    match task {
+        Task::Probe(seg) => probe(ctx, seg).await,
+        Task::Load { windows, expected } => load(ctx, windows, expected).await,
+    }
+}
+
+fn segment_window(seg: &[WindowRow]) -> Window {
+    Window {
+        start: seg
+            .first()
+            .map_or(OffsetDateTime::UNIX_EPOCH, |w| w.span.start),
+        end: seg
+            .last()
+            .map_or(OffsetDateTime::UNIX_EPOCH, |w| w.span.end),
+    }
+}
+
+fn row_window(w: &WindowRow) -> Window {
+    Window {
+        start: w.span.start,
+        end: w.span.end,
+    }
+}
+
+/// COUNTs a segment and decides: all empty, load as one, split, or one by one.
+async fn probe(ctx: &Ctx<'_>, seg: Vec<WindowRow>) -> Result<TaskResult, Error> {
+    let range = segment_window(&seg);
+    let mut attempt = 1;
+    let count = loop {
+        let Some(counted) = stoppable(ctx, count_range(ctx, range)).await else {
+            return Ok(interrupted(&seg));
+        };
+        match counted {
+            Ok(c) => break c,
+            Err(e) if e.is_auth() => return Err(qbo_error(e)),
+            Err(e) if e.is_retryable() && attempt < ctx.cfg.max_window_attempts => {
+                event!(ctx, warn, "probe_retry",
+                    window_start = %format_utc(range.start),
+                    window_end = %format_utc(range.end),
+                    attempt,
+                    cause = %error_chain(&e));
+                attempt += 1;
+            }
+            Err(e) => {
+                // QBO keeps failing after the client's retries: record every window as failed
+                // rather than spend one more failing request per window.
+                let msg = error_chain(&e);
+                return fail_all(ctx, &seg, &msg).await;
+            }
+        }
+    };
+    let page = u64::from(ctx.cfg.page_size);
+    let n = seg.len() as u64;
+    if count == 0 {
+        let ids = window_ids(&seg);
+        let marked = ctx
+            .db("marking empty windows done", || {
+                ctx.ledger
+                    .mark_claimed_windows_done_empty(&ids, ctx.run_id, ctx.worker.id())
+            })
+            .await
+            .map_err(Error::Database)?;
+        for id in ids.iter().filter(|id| !marked.contains(id)) {
+            lease_lost(&ctx.worker, *id);
+        }
+        let n = marked.len() as u64;
+        event!(ctx, info, "windows_empty",
+            window_start = %format_utc(range.start),
+            window_end = %format_utc(range.end),
+            windows = n);
+        finished_windows(ctx, n);
+        return Ok(TaskResult::Finished {
+            done: n,
+            empty: n,
+            problems: Vec::new(),
+            windows: ids,
+        });
+    }
+    // Up to SEGMENT_PAGES pages are loaded as one paged query, verified by this COUNT: splitting
+    // never saves a page (pages(a) + pages(b) >= pages(a + b)), it only costs two more COUNTs,
+    // and loading dense windows one by one costs a verification COUNT each.
+    if n == 1 || count <= page.saturating_mul(SEGMENT_PAGES) {
+        return Ok(TaskResult::Split(vec![Task::Load {
+            windows: seg,
+            expected: Some(count),
+        }]));
+    }
+    let mut left = seg;
+    let right = left.split_off(left.len() / 2);
+    Ok(TaskResult::Split(vec![
+        Task::Probe(left),
+        Task::Probe(right),
+    ]))
+}
+
+fn finished_windows(ctx: &Ctx<'_>, n: u64) {
+    ctx.cfg
+        .progress
+        .windows_finished(n, ctx.rows.load(Ordering::Relaxed));
+}
+
+async fn fail_all(ctx: &Ctx<'_>, seg: &[WindowRow], msg: &str) -> Result<TaskResult, Error> {
+    let mut problems = Vec::with_capacity(seg.len());
+    for w in seg {
+        let outcome = WindowOutcome {
+            status: WindowStatus::Failed,
+            source_count: None,
+            duration: Duration::ZERO,
+            error: Some(msg.to_owned()),
+        };
+        // A probed window has no attempt yet: start one so that the failure is recorded.
+        let held = ctx
+            .db("starting a window", || {
+                ctx.ledger.start_claimed_attempt(
+                    w.id,
+                    ctx.run_id,
+                    ctx.worker.id(),
+                    ctx.worker.lease_ttl(),
+                )
+            })
+            .await
+            .map_err(Error::Database)?
+            .is_some()
+            && ctx
+                .db("finishing a window", || {
+                    ctx.ledger
+                        .finish_claimed_window(w.id, ctx.run_id, ctx.worker.id(), &outcome)
+                })
+                .await
+                .map_err(Error::Database)?
+                .is_some();
+        if !held {
+            lease_lost(&ctx.worker, w.id);
+            continue;
+        }
+        problems.push(WindowProblem {
+            window: row_window(w),
+            status: WindowStatus::Failed,
+            error: msg.to_owned(),
+        });
+    }
+    finished_windows(ctx, seg.len() as u64);
+    Ok(TaskResult::Finished {
+        done: 0,
+        empty: 0,
+        problems,
+        windows: window_ids(seg),
+    })
+}
+
+/// Per-window tallies of one loading attempt.
+#[derive(Default, Clone)]
+struct WindowTally {
+    ids: HashSet<String>,
+    rows: u64,
+    counts: UpsertCounts,
+}
+
+/// Why an attempt did not produce a verified load.
+enum AttemptError {
+    /// Records were inserted or deleted while paging (overlap check failed).
+    Changed(String),
+    /// COUNT disagrees with the distinct ids loaded.
+    Mismatch { count: u64, loaded: u64 },
+    /// QBO failed after the client's retries.
+    Qbo(QboError),
+    /// A record fell outside every window of the query (the source broke the filter).
+    Stray(String),
+    /// Writing a page failed.
+    Sink(SinkError),
+    /// The database stayed unreachable beyond the retry bound: the run stops (exit code 5).
+    DatabaseGone(SinkError),
+    /// A stop was requested; the pages fetched so far are written.
+    Interrupted,
+}
+
+impl AttemptError {
+    fn describe(&self) -> String {
+        match self {
+            AttemptError::Changed(s) => format!("records changed during paging: {s}"),
+            AttemptError::Mismatch { count, loaded } => {
+                format!("COUNT says {count} records, {loaded} distinct ids were loaded")
+            }
+            AttemptError::Qbo(e) => error_chain(e),
+            AttemptError::Stray(s) => s.clone(),
+            AttemptError::Sink(e) | AttemptError::DatabaseGone(e) => error_chain(e),
+            AttemptError::Interrupted => "interrupted".to_owned(),
+        }
+    }
+}
+
+/// Loads adjacent windows with one paged query per attempt, verifies, and records the outcome.
+/// A multi-window segment that cannot be verified is split into single windows.
+async fn load(
+    ctx: &Ctx<'_>,
+    windows: Vec<WindowRow>,
+    mut expected: Option<u64>,
+) -> Result<TaskResult, Error> {
+    let cfg = ctx.cfg;
+    let range = segment_window(&windows);
+    let started = Instant::now();
+    let attempts = if windows.len() > 1 {
+        1
+    } else {
+        cfg.max_window_attempts.max(1)
+    };
+    let mut last_error: Option<AttemptError> = None;
+    let mut tallies: Vec<WindowTally> = Vec::new();
+    for attempt in 1..=attempts {
+        if cfg.shutdown.is_requested() {
+            return Ok(interrupted(&windows));
+        }
+        match ensure_token(ctx).await? {
+            Ok(()) => {}
+            Err(e) if e.is_auth() => return Err(qbo_error(e)),
+            Err(e) => {
+                last_error = Some(AttemptError::Qbo(e));
+                break;
+            }
+        }
+        if !start_attempts(ctx, &windows).await? {
+            // Another worker took some of these windows over (this worker's lease had expired):
+            // give the rest back; whoever claims them next loads them.
+            let ids = window_ids(&windows);
+            ctx.db("releasing windows", || {
+                ctx.ledger
+                    .release_windows(ctx.worker.id(), Some(&ids), "lease lost mid-attempt")
+            })
+            .await
+            .map_err(Error::Database)?;
+            return Ok(TaskResult::Finished {
+                done: 0,
+                empty: 0,
+                problems: Vec::new(),
+                windows: ids,
+            });
+        }
+        event!(ctx, info, "window_started",
+            window_start = %format_utc(range.start),
+            window_end = %format_utc(range.end),
+            windows = windows.len(),
+            attempt);
+        match load_attempt(ctx, &windows, range).await {
+            Ok(t) => {
+                tallies = t;
+                let loaded: u64 = tallies.iter().map(|t| t.ids.len() as u64).sum();
+                if !cfg.verify {
+                    last_error = None;
+                    break;
+                }
+                if expected == Some(loaded) {
+                    last_error = None;
+                    break;
+                }
+                let Some(counted) = stoppable(ctx, count_range(ctx, range)).await else {
+                    return Ok(interrupted(&windows));
+                };
+                match counted {
+                    Ok(count) if count == loaded => {
+                        last_error = None;
+                        break;
+                    }
+                    Ok(count) => {
+                        expected = Some(count);
+                        last_error = Some(AttemptError::Mismatch { count, loaded });
+                    }
+                    Err(e) if e.is_auth() => return Err(qbo_error(e)),
+                    Err(e) => {
+                        last_error = Some(AttemptError::Qbo(e));
+                        break;
+                    }
+                }
+            }
+            Err(AttemptError::Interrupted) => return Ok(interrupted(&windows)),
+            Err(AttemptError::DatabaseGone(e)) => return Err(Error::Database(e)),
+            Err(AttemptError::Qbo(e)) if e.is_auth() => {
+                return Err(qbo_error(e));
+            }
+            Err(e @ (AttemptError::Changed(_) | AttemptError::Mismatch { .. })) => {
+                last_error = Some(e);
+            }
+            // Still transient after the client's own retries: give the window another attempt.
+            Err(AttemptError::Qbo(e)) if e.is_retryable() => {
+                last_error = Some(AttemptError::Qbo(e));
+            }
+            Err(e) => {
+                last_error = Some(e);
+                break;
+            }
+        }
+        if let Some(e) = &last_error {
+            event!(ctx, warn, "window_retry",
+                window_start = %format_utc(range.start),
+                window_end = %format_utc(range.end),
+                attempt,
+                cause = %e.describe());
+        }
+    }
+
+    let elapsed = started.elapsed();
+    match last_error {
+        None => {
+            let mut done = 0u64;
+            let mut empty = 0u64;
+            for (w, t) in windows.iter().zip(tallies.iter()) {
+                let source = t.ids.len() as u64;
+                let outcome = WindowOutcome {
+                    status: WindowStatus::Done,
+                    source_count: Some(source),
+                    duration: elapsed,
+                    error: None,
+                };
+                if finish(ctx, w.id, &outcome).await?.is_none() {
+                    continue;
+                }
+                empty += u64::from(source == 0);
+                done += 1;
+                event!(ctx, info, "window_finished",
+                    window_start = %format_utc(w.span.start),
+                    window_end = %format_utc(w.span.end),
+                    status = "done",
+                    rows = t.rows,
+                    inserted = t.counts.inserted,
+                    updated = t.counts.updated,
+                    unchanged = t.counts.unchanged,
+                    source_count = source,
+                    verified = cfg.verify,
+                    duration_ms = duration_ms(elapsed));
+            }
+            finished_windows(ctx, done);
+            Ok(TaskResult::Finished {
+                done,
+                empty,
+                problems: Vec::new(),
+                windows: window_ids(&windows),
+            })
+        }
+        Some(AttemptError::Changed(_) | AttemptError::Mismatch { .. } | AttemptError::Stray(_))
+            if windows.len() > 1 =>
+        {
+            // Retry window by window: each gets its own attempts and verification.
+            Ok(TaskResult::Split(
+                windows
+                    .into_iter()
+                    .map(|w| Task::Load {
+                        windows: vec![w],
+                        expected: None,
+                    })
+                    .collect(),
+            ))
+        }
+        Some(e) => {
+            let (status, source) = match &e {
+                AttemptError::Mismatch { count, .. } => (WindowStatus::Mismatch, Some(*count)),
+                AttemptError::Changed(_) => (WindowStatus::Mismatch, None),
+                _ => (WindowStatus::Failed, None),
+            };
+            let msg = e.describe();
+            let mut problems = Vec::new();
+            for w in &windows {
+                let outcome = WindowOutcome {
+                    status,
+                    source_count: source,
+                    duration: elapsed,
+                    error: Some(msg.clone()),
+                };
+                if finish(ctx, w.id, &outcome).await?.is_none() {
+                    continue;
+                }
+                event!(ctx, warn, "window_finished",
+                    window_start = %format_utc(w.span.start),
+                    window_end = %format_utc(w.span.end),
+                    status = status.as_str(),
+                    error = %msg,
+                    duration_ms = duration_ms(elapsed));
+                problems.push(WindowProblem {
+                    window: row_window(w),
+                    status,
+                    error: msg.clone(),
+                });
+            }
+            finished_windows(ctx, windows.len() as u64);
+            Ok(TaskResult::Finished {
+                done: 0,
+                empty: 0,
+                problems,
+                windows: window_ids(&windows),
+            })
+        }
+    }
+}
+
+/// Starts an attempt on every window of a task; `false` if this worker no longer holds one.
+async fn start_attempts(ctx: &Ctx<'_>, windows: &[WindowRow]) -> Result<bool, Error> {
+    let mut all = true;
+    for w in windows {
+        let started = ctx
+            .db("starting a window", || {
+                ctx.ledger.start_claimed_attempt(
+                    w.id,
+                    ctx.run_id,
+                    ctx.worker.id(),
+                    ctx.worker.lease_ttl(),
+                )
+            })
+            .await
+            .map_err(Error::Database)?;
+        if started.is_none() {
+            lease_lost(&ctx.worker, w.id);
+            all = false;
+        }
+    }
+    Ok(all)
+}
+
+/// Ends this run's attempt on a window; `None` (logged) if another worker took it over.
+async fn finish(
+    ctx: &Ctx<'_>,
+    id: WindowId,
+    outcome: &WindowOutcome,
+) -> Result<Option<WindowRow>, Error> {
+    let row = ctx
+        .db("finishing a window", || {
+            ctx.ledger
+                .finish_claimed_window(id, ctx.run_id, ctx.worker.id(), outcome)
+        })
+        .await
+        .map_err(Error::Database)?;
+    if row.is_none() {
+        lease_lost(&ctx.worker, id);
+    }
+    Ok(row)
+}
+
+/// The query for `range`: filter on the window field, inactive rows for name lists, and for
+/// SELECTs ordering and MAXRESULTS (STARTPOSITION is set per page).
+fn build_query(ctx: &Ctx<'_>, kind: QueryKind, range: Window) -> Result<Query, QboError> {
+    let field = ctx.cfg.window_field;
+    let (lo, hi) = if field.is_date() {
+        (
+            Value::Date(range.start.to_offset(UtcOffset::UTC).date()),
+            Value::Date(range.end.to_offset(UtcOffset::UTC).date()),
+        )
+    } else {
+        (Value::DateTime(range.start), Value::DateTime(range.end))
+    };
+    let mut q = match kind {
+        QueryKind::Select => Query::select(ctx.entity),
+        QueryKind::Count => Query::count(ctx.entity),
+    };
+    q = q
+        .filter(field.as_str(), Op::Ge, lo)
+        .filter(field.as_str(), Op::Lt, hi);
+    if ctx.name_list {
+        q = q.include_inactive();
+    }
+    if let QueryKind::Select = kind {
+        // ORDERBY the window field so offsets are stable; TxnDate has many ties, CreateTime few.
+        let order_field = if field.is_date() {
+            WindowField::CreateTime
+        } else {
+            field
+        };
+        q = q
+            .order_by(order_field.as_str(), Order::Asc)
+            .max_results(ctx.cfg.page_size.clamp(1, 1000));
+    }
+    Ok(q.build()?)
+}
+
+#[derive(Clone, Copy)]
+enum QueryKind {
+    Select,
+    Count,
+}
+
+async fn count_range(ctx: &Ctx<'_>, range: Window) -> Result<u64, QboError> {
+    let q = build_query(ctx, QueryKind::Count, range)?;
+    ctx.requests.fetch_add(1, Ordering::Relaxed);
+    ctx.client.count(&q).await
+}
+
+/// The field a record is placed in a window by.
+fn record_key(field: WindowField, r: &Record) -> Option<OffsetDateTime> {
+    match field {
+        WindowField::CreateTime => Some(r.create_time),
+        WindowField::LastUpdatedTime => Some(r.last_updated_time),
+        WindowField::TxnDate => r.txn_date.map(|d| d.midnight().assume_utc()),
+    }
+}
+
+/// Pages `range` once, upserting each page (split by window) while the next one is fetched.
+async fn load_attempt(
+    ctx: &Ctx<'_>,
+    windows: &[WindowRow],
+    range: Window,
+) -> Result<Vec<WindowTally>, AttemptError> {
+    let cfg = ctx.cfg;
+    let page_size = cfg.page_size.clamp(1, 1000);
+    let overlap = cfg.page_overlap.min(page_size.saturating_sub(1));
+    let step = page_size - overlap;
+    let base = build_query(ctx, QueryKind::Select, range).map_err(AttemptError::Qbo)?;
+
+    let mut tallies = vec![WindowTally::default(); windows.len()];
+    let mut page_number: u32 = 1;
+    let mut start_position: u32 = 1;
+    let mut tail: Vec<String> = Vec::new();
+    let fetch = |start: u32| {
+        let q = base.with_start_position(start);
+        async move {
+            let q = q.map_err(|e| AttemptError::Qbo(e.into()))?;
+            if ctx.cfg.shutdown.is_requested() {
+                return Err(AttemptError::Interrupted);
+            }
+            ctx.requests.fetch_add(1, Ordering::Relaxed);
+            match stoppable(ctx, ctx.client.query_page(&q)).await {
+                None => Err(AttemptError::Interrupted),
+                Some(page) => page.map_err(AttemptError::Qbo),
+            }
+        }
+    };
+    let mut current = fetch(start_position).await?;
+    loop {
+        let full = current.records.len() >= page_size as usize;
+        // Check the overlap: the first rows must be the previous page's last rows.
+        let skip = if page_number > 1 && overlap > 0 {
+            let head: Vec<&str> = current
+                .records
+                .iter()
+                .take(tail.len())
+                .map(|r| r.id.as_str())
+                .collect();
+            if head != tail.iter().map(String::as_str).collect::<Vec<_>>() {
+                return Err(AttemptError::Changed(format!(
+                    "page {page_number} at position {start_position} should start with ids {tail:?}, got {head:?}"
+                )));
+            }
+            tail.len()
+        } else {
+            0
+        };
+        event!(ctx, info, "page_loaded",
+            window_start = %format_utc(range.start),
+            window_end = %format_utc(range.end),
+            page_number,
+            start_position,
+            rows = current.records.len(),
+            latency_ms = duration_ms(current.latency),
+            intuit_tid = current.intuit_tid.as_deref().unwrap_or(""));
+        tail = current
+            .records
+            .iter()
+            .rev()
+            .take(overlap as usize)
+            .rev()
+            .map(|r| r.id.clone())
+            .collect();
+
+        let next_start = start_position + step;
+        let (written, next) = if full {
+            let (w, n) = tokio::join!(
+                write_page(ctx, windows, &mut tallies, &current, skip, page_number),
+                fetch(next_start)
+            );
+            (w, Some(n))
+        } else {
+            (
+                write_page(ctx, windows, &mut tallies, &current, skip, page_number).await,
+                None,
+            )
+        };
+        written?;
+        match next {
+            None => break,
+            Some(n) => {
+                current = n?;
+                page_number += 1;
+                start_position = next_start;
+                if current.records.len() < tail.len() {
+                    return Err(AttemptError::Changed(format!(
+                        "page {page_number} at position {start_position} returned {} rows, fewer than the {} overlapping ones",
+                        current.records.len(),
+                        tail.len()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(tallies)
+}
+
+/// Splits a page's new rows by window and upserts each group with its window's progress.
+async fn write_page(
+    ctx: &Ctx<'_>,
+    windows: &[WindowRow],
+    tallies: &mut [WindowTally],
+    page: &Page,
+    skip: usize,
+    page_number: u32,
+) -> Result<(), AttemptError> {
+    let field = ctx.cfg.window_field;
+    let mut groups: HashMap<usize, Vec<RawRow<'_>>> = HashMap::new();
+    for r in page.records.iter().skip(skip) {
+        let key = record_key(field, r)
+            .ok_or_else(|| AttemptError::Stray(format!("record {} has no {field}", r.id)))?;
+        let idx = windows
+            .iter()
+            .position(|w| w.span.start <= key && key < w.span.end)
+            .ok_or_else(|| {
+                AttemptError::Stray(format!(
+                    "record {} has {field} {} outside the queried windows",
+                    r.id,
+                    format_utc(key)
+                ))
+            })?;
+        groups.entry(idx).or_default().push(RawRow {
+            id: &r.id,
+            payload: &r.raw,
+        });
+    }
+    let mut indices: Vec<usize> = groups.keys().copied().collect();
+    indices.sort_unstable();
+    for idx in indices {
+        let rows = groups.remove(&idx).unwrap_or_default();
+        let w = &windows[idx];
+        let meta = PageMeta {
+            realm_id: ctx.realm.clone(),
+            window_start: w.span.start,
+            window_end: w.span.end,
+            page_number: i32::try_from(page_number).unwrap_or(i32::MAX),
+            page_size: i32::try_from(page.max_results).unwrap_or(i32::MAX),
+            request_payload: page.query.clone(),
+        };
+        let counts = ctx
+            .db("upserting a page", || {
+                ctx.sink.upsert_page(ctx.table, &meta, &rows, Some(w.id))
+            })
+            .await
+            .map_err(|e| {
+                if e.is_retryable() {
+                    AttemptError::DatabaseGone(e)
+                } else {
+                    AttemptError::Sink(e)
+                }
+            })?;
+        let t = &mut tallies[idx];
+        t.rows += rows.len() as u64;
+        t.counts += counts;
+        for r in &rows {
+            t.ids.insert(r.id.to_owned());
+        }
+        ctx.rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
+        ctx.inserted.fetch_add(counts.inserted, Ordering::Relaxed);
+        ctx.updated.fetch_add(counts.updated, Ordering::Relaxed);
+        ctx.unchanged.fetch_add(counts.unchanged, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `error: cause: cause` on one line.
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        let text = cause.to_string();
+        if !text.is_empty() && !s.ends_with(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        src = cause.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod claim_tests {
+    use super::*;
+    use crate::window::{PlanRequest, WindowSize, plan};
+    use time::macros::datetime;
+
+    fn cfg(days: i64, workers: u32, concurrency: usize) -> RunConfig {
+        let p = plan(&PlanRequest {
+            start: datetime!(2023-01-01 00:00 UTC),
+            end: datetime!(2023-01-01 00:00 UTC) + time::Duration::days(days),
+            size: WindowSize::DAY,
+            now: datetime!(2026-01-01 00:00 UTC),
+            whole_days: false,
+        })
+        .unwrap();
+        let mut c = RunConfig::new(p.windows, WindowField::CreateTime, "t");
+        c.workers = workers;
+        c.concurrency = concurrency;
+        c
+    }
+
+    #[test]
+    fn a_lone_worker_claims_everything_and_peers_get_several_chunks_each() {
+        assert_eq!(claim_chunk(1096, &cfg(1096, 1, 4)), 1096);
+        assert_eq!(claim_chunk(0, &cfg(1, 1, 4)), 1);
+        // 4 workers × 4 windows in flight: 16 chunks.
+        assert_eq!(claim_chunk(1096, &cfg(1096, 4, 4)), 69);
+        assert_eq!(claim_chunk(16, &cfg(16, 4, 2)), 2);
+        assert_eq!(claim_chunk(3, &cfg(3, 8, 4)), 1);
+    }
+
+    #[test]
+    fn claimed_windows_split_into_adjacent_runs() {
+        let row = |id: i64, d: i64| WindowRow {
+            id: WindowId::new(id),
+            scope: WindowScope::new("p", "r", "f"),
+            span: WindowSpan::new(
+                datetime!(2023-01-01 00:00 UTC) + time::Duration::days(d),
+                datetime!(2023-01-01 00:00 UTC) + time::Duration::days(d + 1),
+            ),
+            status: WindowStatus::Pending,
+            attempts: 0,
+            pages: 0,
+            rows: 0,
+            inserted: 0,
+            updated: 0,
+            unchanged: 0,
+            source_count: None,
+            duration: None,
+            last_error: None,
+            run_id: None,
+            started_at: None,
+            finished_at: None,
+            updated_at: datetime!(2023-01-01 00:00 UTC),
+        };
+        let segs = adjacent_segments(vec![row(1, 0), row(2, 1), row(3, 3), row(4, 4), row(5, 9)]);
+        let ids: Vec<Vec<i64>> = segs
+            .iter()
+            .map(|s| s.iter().map(|w| w.id.get()).collect())
+            .collect();
+        assert_eq!(ids, vec![vec![1, 2], vec![3, 4], vec![5]]);
+        assert!(adjacent_segments(Vec::new()).is_empty());
+    }
+}

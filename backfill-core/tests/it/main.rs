@@ -1,0 +1,14 @@
+//! Integration tests of backfill-core: the loop against qbo-sim and a real PostgreSQL.
+#![allow(clippy::unwrap_used, missing_docs, unreachable_pub)]
+
+mod chaos;
+mod common;
+mod edges;
+mod equality;
+mod faults;
+mod paging_change;
+mod realms;
+mod report;
+mod rerun;
+mod sparse;
+mod vendor;

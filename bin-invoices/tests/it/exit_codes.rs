@@ -1,0 +1,254 @@
+use raw_sink::testing::TestDb;
+
+use crate::common::*;
+
+const RANGE: [&str; 4] = [
+    "--fecha-inicio",
+    "2023-01-01T00:00:00+00:00",
+    "--fecha-fin",
+    "2023-01-05T00:00:00+00:00",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_exits_2_with_one_line_and_writes_nothing() {
+    let sim = small_sim().await;
+    let db = TestDb::new().await;
+    let url = db_url(&db);
+    let dir = tempfile::tempdir().unwrap();
+    let unreadable = dir.path().join("missing-secret");
+    type Setup = Box<dyn Fn(&mut std::process::Command)>;
+    let cases: Vec<(&str, Vec<&str>, Setup)> = vec![
+        (
+            "reversed range",
+            vec!["--start", "2023-02-01", "--end", "2023-01-01"],
+            Box::new(|_| {}),
+        ),
+        (
+            "offset-less timestamp",
+            vec!["--start", "2023-01-01T00:00:00", "--end", "2023-01-02"],
+            Box::new(|_| {}),
+        ),
+        (
+            "unknown flag",
+            vec![
+                "--start",
+                "2023-01-01",
+                "--end",
+                "2023-01-02",
+                "--frobnicate",
+            ],
+            Box::new(|_| {}),
+        ),
+        (
+            "bad window",
+            vec![
+                "--start",
+                "2023-01-01",
+                "--end",
+                "2023-01-02",
+                "--window",
+                "5h",
+            ],
+            Box::new(|_| {}),
+        ),
+        ("missing range", vec![], Box::new(|_| {})),
+        (
+            "TxnDate on a partial day",
+            vec![
+                "--start",
+                "2023-01-01T05:00:00Z",
+                "--end",
+                "2023-01-02",
+                "--window-field",
+                "TxnDate",
+            ],
+            Box::new(|_| {}),
+        ),
+        (
+            "missing secret",
+            RANGE.to_vec(),
+            Box::new(|c| {
+                c.env_remove("QBO_CLIENT_SECRET");
+            }),
+        ),
+        (
+            "unreadable secret file",
+            RANGE.to_vec(),
+            Box::new(move |c| {
+                c.env_remove("QBO_CLIENT_SECRET")
+                    .env("QBO_CLIENT_SECRET_FILE", &unreadable);
+            }),
+        ),
+        (
+            "secret twice",
+            RANGE.to_vec(),
+            Box::new(|c| {
+                c.env("QBO_REFRESH_TOKEN_FILE", "/etc/hostname");
+            }),
+        ),
+        (
+            "no database settings",
+            RANGE.to_vec(),
+            Box::new(|c| {
+                c.env_remove("DATABASE_URL");
+            }),
+        ),
+        (
+            "bad range from env",
+            vec![],
+            Box::new(|c| {
+                c.env("FECHA_INICIO", "2023-01-01 00:00")
+                    .env("FECHA_FIN", "2023-01-02");
+            }),
+        ),
+    ];
+    for (name, args, setup) in cases {
+        let mut c = command(&sim, &url);
+        c.args(&args);
+        setup(&mut c);
+        let o = output(c).await;
+        let (out, err) = text(&o);
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{name}: stdout {out} stderr {err}"
+        );
+        let lines: Vec<_> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{name}: expected one line, got {err}");
+        assert!(lines[0].contains("error"), "{name}: {err}");
+        assert!(
+            !err.contains(&sim.client_secret()),
+            "{name} leaked the secret"
+        );
+    }
+    // Nothing was called or written.
+    assert_eq!(sim.stats().total_requests, 0);
+    let sink = db.sink().await;
+    assert!(!has_schema(&sink, "backfill").await && !has_schema(&sink, "raw").await);
+    sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_grant_exits_3_with_the_runbook() {
+    let sim = small_sim().await;
+    let db = TestDb::new().await;
+    let mut c = command(&sim, &db_url(&db));
+    c.args(RANGE)
+        .env("QBO_REFRESH_TOKEN", "AB11-not-a-valid-token");
+    let o = output(c).await;
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    let last = err.lines().last().unwrap();
+    assert!(
+        last.contains("authentication failed") && last.contains("runbook"),
+        "{last}"
+    );
+    assert!(!err.contains("AB11-not-a-valid-token"));
+    sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_down_exits_5() {
+    let sim = small_sim().await;
+    // A port nobody listens on.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let mut c = command(
+        &sim,
+        &format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+    );
+    c.args(RANGE);
+    let o = output(c).await;
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(5), "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.contains("error")).count(),
+        1,
+        "{err}"
+    );
+    assert_eq!(sim.stats().total_requests, 0);
+    sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completed_trigger_exits_4_and_triggers_subcommands() {
+    let sim = small_sim().await;
+    let db = TestDb::new().await;
+    let url = db_url(&db);
+    let run = |extra: &[&str]| {
+        let mut c = command(&sim, &url);
+        c.args(RANGE)
+            .args(["--trigger", "initial-load"])
+            .args(extra);
+        c
+    };
+    let o = output(run(&[])).await;
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let o = output(run(&[])).await;
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("already completed") && err.contains("--force"),
+        "{err}"
+    );
+    let o = output(run(&["--force"])).await;
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+
+    let mut c = command(&sim, &url);
+    c.args(["triggers", "list"]);
+    let o = output(c).await;
+    let (out, _) = text(&o);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        out.lines()
+            .any(|l| l.contains("initial-load") && l.starts_with("completed")),
+        "{out}"
+    );
+
+    let mut c = command(&sim, &url);
+    c.args(["triggers", "disable", "initial-load"]);
+    assert_eq!(output(c).await.status.code(), Some(0));
+    let o = output(run(&[])).await;
+    assert_eq!(o.status.code(), Some(4));
+    assert!(text(&o).1.contains("disabled"));
+    let mut c = command(&sim, &url);
+    c.args(["triggers", "disable", "no-such-trigger"]);
+    assert_eq!(output(c).await.status.code(), Some(2));
+    sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_and_dry_run_call_nothing() {
+    let sim = small_sim().await;
+    let mut c = command(&sim, "postgres://postgres@127.0.0.1:1/none");
+    c.arg("--help");
+    let o = output(c).await;
+    let (out, _) = text(&o);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        out.contains("Examples:") && out.contains("--fecha-inicio") && out.contains("Exit codes")
+    );
+
+    let mut c = command(&sim, "postgres://postgres@127.0.0.1:1/none");
+    c.args([
+        "--start",
+        "2023-01-01T00:00:00-05:00",
+        "--end",
+        "2023-01-03",
+        "--dry-run",
+    ]);
+    let o = output(c).await;
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let windows: Vec<_> = out.lines().filter(|l| l.contains('\t')).collect();
+    assert_eq!(
+        windows,
+        vec![
+            "2023-01-01T05:00:00Z\t2023-01-02T00:00:00Z",
+            "2023-01-02T00:00:00Z\t2023-01-03T00:00:00Z"
+        ]
+    );
+    assert_eq!(sim.stats().total_requests, 0);
+    sim.shutdown().await.unwrap();
+}
