@@ -479,7 +479,7 @@ impl QboClient {
         let status = resp.status().as_u16();
         let intuit_tid = header_str(resp.headers(), "intuit_tid");
         let retry_after = retry_after_of(resp.headers());
-        let body = match resp.bytes().await {
+        let body = match read_body(resp).await {
             Ok(b) => b,
             Err(e) if e.is_timeout() => {
                 return Err((
@@ -543,6 +543,20 @@ impl QboClient {
             }
         })
     }
+}
+
+/// Reads a response body into one buffer, chunk by chunk, sized from `Content-Length` when the
+/// server sends it. (`Response::bytes` collects every chunk first and then joins them, holding a
+/// page of records twice at its peak; pages are the largest allocations of a run.)
+async fn read_body(mut resp: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+    /// Never trust a declared length for more than this up front; larger bodies still grow.
+    const MAX_PREALLOCATION: u64 = 64 << 20;
+    let hint = resp.content_length().unwrap_or(0).min(MAX_PREALLOCATION);
+    let mut body = Vec::with_capacity(usize::try_from(hint).unwrap_or(0));
+    while let Some(chunk) = resp.chunk().await? {
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn fault_failure(

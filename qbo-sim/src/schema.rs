@@ -199,6 +199,8 @@ pub(crate) static ENTITIES: &[EntityDef] = &[
         EMPTY_NAME_LIST_FIELDS
     ),
     entity!("TaxCode", Kind::EmptyNameList, true, EMPTY_NAME_LIST_FIELDS),
+    entity!("TaxRate", Kind::EmptyNameList, true, EMPTY_NAME_LIST_FIELDS),
+    entity!("TimeActivity", Kind::EmptyTxn, false, EMPTY_TXN_FIELDS),
     entity!("Bill", Kind::EmptyTxn, false, EMPTY_TXN_FIELDS),
     entity!("BillPayment", Kind::EmptyTxn, false, EMPTY_TXN_FIELDS),
     entity!("CreditMemo", Kind::EmptyTxn, false, EMPTY_TXN_FIELDS),

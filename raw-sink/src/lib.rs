@@ -1,5 +1,5 @@
 //! PostgreSQL sink of qb-backfill: connection pool, embedded migrations, the raw layer's
-//! idempotent page upsert, the run ledger and the OAuth token store.
+//! idempotent page upsert, the run ledger, the OAuth token store and the volumetry queries.
 //!
 //! `raw-sink` knows nothing of QuickBooks: it stores JSON records by `(realm_id, id)` in tables
 //! of schema `raw`, and windows, runs, triggers and tokens in schema `backfill`. All DDL lives in
@@ -38,6 +38,7 @@ mod sink;
 mod table;
 mod tls;
 mod upsert;
+pub mod volumetry;
 
 #[cfg(feature = "test-support")]
 pub mod testing;
@@ -45,12 +46,14 @@ pub mod testing;
 pub use config::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE, PgConfig, SslMode};
 pub use error::SinkError;
 pub use ledger::{
-    Ledger, NewRun, Run, RunId, RunStatus, RunSummary, TokenLock, Trigger, TriggerKey,
-    TriggerStatus, Window, WindowId, WindowOutcome, WindowScope, WindowSpan, WindowStatus,
+    AdvisoryLock, BudgetShare, ClaimStatus, LeaseRenewal, Ledger, NewRun, NewWorker, Run, RunId,
+    RunStatus, RunSummary, ShareGrant, TokenLock, Trigger, TriggerKey, TriggerStatus, Window,
+    WindowClaim, WindowId, WindowOutcome, WindowScope, WindowSpan, WindowStatus, WorkerRow,
 };
 pub use sink::{Sink, embedded_migrations};
 pub use table::RawTable;
 pub use upsert::{PageMeta, RawRow, UpsertCounts};
+pub use volumetry::{DayCount, RerunEntry, TableTotals, Verification, WindowVolume};
 
 /// Re-exported so callers can name the pool type of [`Sink::pool`] / [`Sink::from_pool`].
 pub use deadpool_postgres;

@@ -7,5 +7,6 @@ mod common;
 mod faults;
 mod limits;
 mod paging;
+mod robust;
 mod secrets;
 mod wire;

@@ -4,6 +4,7 @@
 //! the database enforces the legal transitions even with several processes; an illegal one
 //! comes back as [`SinkError::InvalidTransition`] naming the current status.
 
+mod claims;
 mod runs;
 mod tokens;
 mod triggers;
@@ -18,6 +19,10 @@ use tokio_postgres::types::FromSql;
 use crate::error::SinkError;
 use crate::sink::get_client;
 
+pub use claims::{
+    AdvisoryLock, BudgetShare, ClaimStatus, LeaseRenewal, NewWorker, ShareGrant, WindowClaim,
+    WorkerRow,
+};
 pub use runs::{NewRun, Run, RunStatus, RunSummary};
 pub use tokens::TokenLock;
 pub use triggers::{Trigger, TriggerKey, TriggerStatus};

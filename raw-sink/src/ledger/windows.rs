@@ -127,11 +127,11 @@ pub struct WindowOutcome {
     pub error: Option<String>,
 }
 
-const COLS: &str = "id, pipeline, realm_id, window_field, window_start, window_end, status, \
+pub(super) const COLS: &str = "id, pipeline, realm_id, window_field, window_start, window_end, status, \
                     attempts, pages, rows, inserted, updated, unchanged, source_count, \
                     duration_ms, last_error, run_id, started_at, finished_at, updated_at";
 
-fn from_row(row: &Row) -> Result<Window, SinkError> {
+pub(super) fn from_row(row: &Row) -> Result<Window, SinkError> {
     let source_count: Option<i64> = col(row, "source_count")?;
     let duration_ms: Option<i64> = col(row, "duration_ms")?;
     Ok(Window {

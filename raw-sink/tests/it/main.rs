@@ -2,6 +2,7 @@
 //! in its own fresh database.
 #![allow(clippy::unwrap_used)]
 
+mod claims;
 mod config;
 mod connect;
 mod ledger;

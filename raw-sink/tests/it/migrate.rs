@@ -142,7 +142,8 @@ async fn raw_tables_match_the_spec() {
             "refinery_schema_history",
             "runs",
             "triggers",
-            "windows"
+            "windows",
+            "workers"
         ]
     );
 }

@@ -135,6 +135,34 @@ async fn re_upserting_a_page_writes_nothing() {
 }
 
 #[tokio::test]
+async fn unchanged_rows_are_not_even_locked() {
+    // `ON CONFLICT DO UPDATE ... WHERE` alone locks every conflicting row before testing the
+    // WHERE: the lock sets the tuple's xmax (and writes WAL, and dirties the page). Unchanged
+    // rows must be filtered out before the INSERT, so a re-run leaves their xmax at 0.
+    let db = TestDb::new().await;
+    let sink = db.migrated_sink().await;
+    let items = page(1..=40, "a");
+    sink.upsert_page(RawTable::INVOICES, &meta(1), &rows(&items), None)
+        .await
+        .unwrap();
+    let again = sink
+        .upsert_page(RawTable::INVOICES, &meta(2), &rows(&items), None)
+        .await
+        .unwrap();
+    assert_eq!(again.unchanged, 40);
+    let client = sink.pool().get().await.unwrap();
+    let locked: i64 = client
+        .query_one(
+            "SELECT count(*) FROM raw.qb_invoices WHERE realm_id = $1 AND xmax::text <> '0'",
+            &[&REALM],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(locked, 0);
+}
+
+#[tokio::test]
 async fn numbers_and_strings_round_trip_exactly() {
     let db = TestDb::new().await;
     let sink = db.migrated_sink().await;
