@@ -2,9 +2,12 @@
 //!
 //! ```text
 //! cargo xtask pg start|stop|status|url   throwaway PostgreSQL cluster under target/
-//! cargo xtask test                       fmt, clippy, the whole test suite, advisories
+//! cargo xtask test                       fmt, clippy, the whole test suite, the small demo, advisories
+//! cargo xtask demo [--small]             the main job end to end on PostgreSQL + qbo-sim
 //! ```
 
+mod bench;
+mod demo;
 mod pg;
 
 use std::path::{Path, PathBuf};
@@ -20,8 +23,11 @@ tasks:
   pg stop      stop it and delete its data
   pg status    say whether it runs, and its URL
   pg url       print its URL (fails when it does not run)
+  demo         the main job end to end: throwaway PostgreSQL + qbo-sim, the pipelines over a sample
+               company, the volumetry report, a forced re-run; `--small`, `--out DIR`, `--keep`
   test         the full check: cargo fmt --check, clippy -D warnings, the test suite against a
-               throwaway cluster (DATABASE_URL), and the offline RustSec advisory check
+               throwaway cluster (DATABASE_URL), `demo --small`, and the offline RustSec advisory check
+  bench        performance scenarios (ingest, api, sparse, rerun, scale); `cargo xtask bench --help`
 ";
 
 fn main() -> ExitCode {
@@ -59,6 +65,15 @@ fn dispatch(args: &[&str]) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ["test"] => test(&root),
+        ["demo", "--help" | "-h"] => {
+            print!("{}", demo::USAGE);
+            Ok(ExitCode::SUCCESS)
+        }
+        ["demo", rest @ ..] => {
+            demo::demo(&root, &demo::Options::parse(rest)?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ["bench", rest @ ..] => bench::bench(&root, rest),
         [] | ["help"] | ["--help"] | ["-h"] => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)
@@ -98,11 +113,30 @@ fn test(root: &Path) -> Result<ExitCode> {
     for s in &steps {
         eprintln!("  {:<12} {}", s.name, if s.ok { "ok" } else { "FAILED" });
     }
+    // The closing line CI reads: the test suite's own totals, from nextest's JUnit report.
+    if let Some((passed, failed)) = junit_totals(root) {
+        println!("tests: {passed} passed, {failed} failed");
+    }
     if steps.iter().all(|s| s.ok) {
         Ok(ExitCode::SUCCESS)
     } else {
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// `(passed, failed)` from the JUnit report of the last nextest run, when there is one.
+fn junit_totals(root: &Path) -> Option<(u64, u64)> {
+    let xml = std::fs::read_to_string(root.join("target/nextest/default/junit.xml")).ok()?;
+    let head = &xml[xml.find("<testsuites")?..];
+    let head = &head[..head.find('>')?];
+    let attr = |name: &str| -> Option<u64> {
+        let at = head.find(&format!(" {name}=\""))? + name.len() + 3;
+        head[at..].split('"').next()?.parse().ok()
+    };
+    let tests = attr("tests")?;
+    let failed = attr("failures")? + attr("errors").unwrap_or(0);
+    let skipped = attr("skipped").unwrap_or(0);
+    Some((tests.saturating_sub(failed + skipped), failed))
 }
 
 fn run_checks(root: &Path, database_url: &str) -> Result<Vec<Step>> {
@@ -138,6 +172,8 @@ fn run_checks(root: &Path, database_url: &str) -> Result<Vec<Step>> {
         tests.args(["test", "--workspace", "--locked", "--no-fail-fast"]);
     }
     tests.env("DATABASE_URL", database_url);
+    // A report left by an earlier run must not stand in for this one.
+    let _ = std::fs::remove_file(root.join("target/nextest/default/junit.xml"));
     steps.push(step("tests", &mut tests, root)?);
 
     // Doc tests are not run by nextest; run them (they are quick) so crate examples stay true.
@@ -145,6 +181,22 @@ fn run_checks(root: &Path, database_url: &str) -> Result<Vec<Step>> {
     doctests.args(["test", "--workspace", "--locked", "--doc"]);
     doctests.env("DATABASE_URL", database_url);
     steps.push(step("doctests", &mut doctests, root)?);
+
+    // The README's first command, end to end on the small sample, checking its own evidence.
+    eprintln!("\nxtask: == demo --small ==");
+    let demo = demo::Options {
+        small: true,
+        out: root.join("target/demo-small-evidence"),
+        keep: true,
+    };
+    let ok = match demo::demo(root, &demo) {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("xtask: demo --small failed: {e:#}");
+            false
+        }
+    };
+    steps.push(Step { name: "demo", ok });
 
     steps.push(advisories(root, &cargo)?);
     Ok(steps)

@@ -149,6 +149,46 @@ impl Cluster {
         Ok(())
     }
 
+    /// `psql` beside `initdb` (following a symlinked `initdb` to its real directory), else the
+    /// one on PATH.
+    fn psql_exe(&self) -> PathBuf {
+        let beside = self.bin.join("psql");
+        if beside.is_file() {
+            return beside;
+        }
+        fs::canonicalize(self.bin.join("initdb"))
+            .ok()
+            .and_then(|real| real.parent().map(|d| d.join("psql")))
+            .filter(|p| p.is_file())
+            .unwrap_or_else(|| PathBuf::from("psql"))
+    }
+
+    /// Runs each statement with `psql` (as the connecting user, not as `postgres`) on `url`.
+    pub(crate) fn psql(&self, url: &str, statements: &[&str]) -> Result<()> {
+        let mut cmd = Command::new(self.psql_exe());
+        cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1"]);
+        for s in statements {
+            cmd.args(["-c", s]);
+        }
+        run(cmd.arg(url).stdout(Stdio::null()))
+    }
+
+    /// The single value `sql` returns, as text.
+    pub(crate) fn psql_value(&self, url: &str, sql: &str) -> Result<String> {
+        let out = Command::new(self.psql_exe())
+            .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .arg(url)
+            .output()
+            .context("running psql")?;
+        if !out.status.success() {
+            bail!(
+                "psql -c {sql:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
     /// A command for one of the PostgreSQL binaries, run as `postgres` when we are root.
     fn pg_command(&self, name: &str) -> Command {
         let exe = self.bin.join(name);

@@ -62,13 +62,15 @@ fn strings(y: &Yaml) -> Vec<String> {
         .unwrap_or_default()
 }
 
-const PIPELINES: [&str; 6] = [
+const PIPELINES: [&str; 8] = [
     "customers",
     "items",
     "invoices",
+    "backfill",
     "demo-customers",
     "demo-items",
     "demo-invoices",
+    "demo-backfill",
 ];
 
 /// Variables that hold secrets: they may appear only as `X_FILE` pointing at a mounted secret.
@@ -84,7 +86,10 @@ const SECRET_VARS: [&str; 5] = [
 fn services_are_all_there() {
     let c = compose();
     let services = keys(&c["services"]);
-    for s in ["postgres", "qbo-sim"].iter().chain(PIPELINES.iter()) {
+    for s in ["postgres", "qbo-sim", "report"]
+        .iter()
+        .chain(PIPELINES.iter())
+    {
         assert!(services.contains(*s), "service {s} missing: {services:?}");
     }
 }
@@ -139,7 +144,13 @@ fn pipelines_wait_for_a_healthy_database_and_reach_it_by_service_name() {
 #[test]
 fn the_simulator_and_its_pipelines_live_under_the_demo_profile() {
     let c = compose();
-    for s in ["qbo-sim", "demo-customers", "demo-items", "demo-invoices"] {
+    for s in [
+        "qbo-sim",
+        "demo-customers",
+        "demo-items",
+        "demo-invoices",
+        "demo-backfill",
+    ] {
         assert_eq!(strings(&c["services"][s]["profiles"]), vec!["demo"], "{s}");
     }
     let demo = &c["services"]["demo-invoices"];
@@ -212,8 +223,99 @@ fn dockerfile_is_multi_stage_and_runs_as_a_non_root_user() {
         "qb-customers-backfill",
         "qb-items-backfill",
         "qb-invoices-backfill",
+        "qb-backfill",
         "qbo-sim",
     ] {
         assert!(d.contains(bin), "the image ships {bin}");
+    }
+    assert!(
+        d.contains("-p bin-backfill"),
+        "the build stage builds the generic binary's package"
+    );
+    assert!(
+        d.contains("mkdir /evidence && chown qb /evidence"),
+        "the runtime user can write the evidence volume"
+    );
+}
+
+#[test]
+fn the_generic_pipeline_takes_its_entity_from_the_environment() {
+    let c = compose();
+    for (svc, default) in [
+        ("backfill", "${QB_ENTITY:-}"),
+        ("demo-backfill", "${QB_ENTITY:-Vendor}"),
+    ] {
+        let s = &c["services"][svc];
+        assert_eq!(strings(&s["command"]), vec!["qb-backfill"], "{svc}");
+        assert_eq!(
+            s["environment"]["QB_ENTITY"].as_str(),
+            Some(default),
+            "{svc}"
+        );
+        // It keeps the shared pipeline settings (merged from the anchors).
+        assert_eq!(
+            s["environment"]["QBO_REFRESH_TOKEN_FILE"].as_str(),
+            Some("/run/secrets/qbo_refresh_token"),
+            "{svc}"
+        );
+    }
+    assert!(
+        c["services"]["demo-backfill"]["environment"]["QBO_BASE_URL"]
+            .as_str()
+            .is_some_and(|u| u.contains("//qbo-sim:"))
+    );
+}
+
+#[test]
+fn the_report_writes_evidence_to_a_volume_and_needs_no_qbo_secret() {
+    let c = compose();
+    let r = &c["services"]["report"];
+    let cmd = strings(&r["command"]);
+    assert_eq!(cmd.first().map(String::as_str), Some("qb-backfill"));
+    assert!(cmd.iter().any(|a| a == "report"), "{cmd:?}");
+    let out = cmd
+        .iter()
+        .skip_while(|a| *a != "--out")
+        .nth(1)
+        .expect("report --out DIR");
+    let mount = strings(&r["volumes"])
+        .into_iter()
+        .find(|v| v.ends_with(&format!(":{out}")))
+        .expect("a volume mounted at the --out directory");
+    let volume = mount.split(':').next().unwrap();
+    assert!(
+        keys(&c["volumes"]).contains(volume),
+        "volume {volume} declared"
+    );
+    assert_eq!(
+        r["depends_on"]["postgres"]["condition"].as_str(),
+        Some("service_healthy")
+    );
+    assert_eq!(r["environment"]["PG_HOST"].as_str(), Some("postgres"));
+    assert_eq!(
+        strings(&r["secrets"]),
+        vec!["pg_password"],
+        "least privilege"
+    );
+    assert_eq!(r["restart"].as_str(), Some("no"));
+}
+
+#[test]
+fn no_secret_value_is_passed_on_a_command_line() {
+    let c = compose();
+    for (name, svc) in c["services"].as_hash().unwrap() {
+        let cmd = strings(&svc["command"]);
+        for flag in [
+            "--client-id",
+            "--client-secret",
+            "--refresh-token",
+            "--password",
+        ] {
+            assert!(
+                !cmd.iter()
+                    .any(|a| a == flag || a.starts_with(&format!("{flag}="))),
+                "{name:?} passes {flag} by value; use the -file variant"
+            );
+        }
     }
 }

@@ -1,0 +1,7 @@
+//! Process-level tests of `qb-backfill`: entity dispatch, `report` files against direct SQL,
+//! help and usage errors.
+#![allow(clippy::unwrap_used, missing_docs, unreachable_pub)]
+
+mod common;
+mod generic;
+mod report;

@@ -1,0 +1,106 @@
+use raw_sink::testing::TestDb;
+
+use crate::common::*;
+
+/// Loads three entities, forces one range again, and checks every figure of `report --out`
+/// against direct SQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_files_match_direct_sql() {
+    let sim = sim().await;
+    let db = TestDb::new().await;
+    let url = db_url(&db);
+    let range = ["--start", "2023-01-01", "--end", "2023-01-11"];
+    for entity in ["Customer", "Item", "Invoice"] {
+        let mut args = vec!["--entity", entity];
+        args.extend(range);
+        run_expect(command(&sim, &url, &args), 0).await;
+    }
+    let mut forced = vec!["--entity", "Invoice", "--force"];
+    forced.extend(range);
+    run_expect(command(&sim, &url, &forced), 0).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("evidence");
+    let o = run_expect(
+        command(&sim, &url, &["report", "--out", out_dir.to_str().unwrap()]),
+        0,
+    )
+    .await;
+    let (stdout, _) = text(&o);
+    assert!(
+        stdout.contains("raw.qb_invoices") && stdout.contains("500"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("nothing moved"), "{stdout}");
+    assert!(stdout.contains("report.json"), "{stdout}");
+
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["ok"], true);
+    assert_eq!(json["realm_id"], sim.realm_id());
+    let sink = db.sink().await;
+    let client = sink.pool().get().await.unwrap();
+    for t in json["tables"].as_array().unwrap() {
+        let table = t["table"].as_str().unwrap();
+        let direct: i64 = client
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(t["rows"].as_i64(), Some(direct), "{table}");
+    }
+    for p in json["pipelines"].as_array().unwrap() {
+        let v = &p["verification"];
+        assert_eq!(v["windows"], 10, "{}", p["pipeline"]);
+        assert_eq!(v["match"], 10, "{}", p["pipeline"]);
+        assert_eq!(v["source_total"], v["loaded_total"]);
+    }
+    let runs: i64 = client
+        .query_one("SELECT count(*) FROM backfill.runs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(json["runs"].as_array().unwrap().len() as i64, runs);
+    let rerun = &json["reruns"][0];
+    assert_eq!(rerun["pipeline"], "qb_invoices_backfill");
+    assert_eq!(rerun["previous"]["inserted"], 500);
+    assert_eq!(rerun["latest"]["inserted"], 0);
+    assert_eq!(rerun["latest"]["updated"], 0);
+    assert_eq!(rerun["latest"]["unchanged"], 500);
+    let md = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+    assert!(
+        md.contains("Every window matches its source COUNT."),
+        "{md}"
+    );
+    let svg = std::fs::read_to_string(out_dir.join("rows_per_day.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("raw.qb_invoices"));
+
+    // A lost row turns the report red: exit 1 and the window listed first.
+    client
+        .execute(
+            "DELETE FROM raw.qb_invoices WHERE id = (SELECT min(id) FROM raw.qb_invoices)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let o = run_expect(command(&sim, &url, &["--entity", "invoice", "report"]), 1).await;
+    let (stdout, _) = text(&o);
+    assert!(
+        stdout.contains("1 mismatch") && stdout.contains("PROBLEMS"),
+        "{stdout}"
+    );
+    sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_of_an_unreachable_database_exits_5() {
+    let sim = sim().await;
+    let o = run_expect(
+        command(&sim, "postgres://nobody@127.0.0.1:1/none", &["report"]),
+        5,
+    )
+    .await;
+    assert!(text(&o).1.contains("cannot connect"), "{}", text(&o).1);
+    sim.shutdown().await.unwrap();
+}
