@@ -23,9 +23,7 @@ use time::OffsetDateTime;
 use tokio_postgres::Row;
 
 use super::windows::{COLS as WINDOW_COLS, from_row as window_from_row};
-use super::{
-    Ledger, RunId, TriggerKey, Window, WindowId, WindowOutcome, WindowStatus, col, to_i64,
-};
+use super::{Ledger, RunId, TriggerKey, Window, WindowId, WindowOutcome, col};
 use crate::error::SinkError;
 
 /// What [`Ledger::register_worker`] records about a process.
@@ -616,46 +614,8 @@ impl Ledger {
         worker: &str,
         outcome: &WindowOutcome,
     ) -> Result<Option<Window>, SinkError> {
-        if !outcome.status.is_terminal() {
-            return Err(SinkError::InvalidTransition {
-                entity: "window",
-                key: id.to_string(),
-                from: WindowStatus::Running.to_string(),
-                to: outcome.status.to_string(),
-            });
-        }
-        let sql = format!(
-            "UPDATE backfill.windows SET status = $4, source_count = $5, duration_ms = $6, \
-             last_error = $7, finished_at = now(), updated_at = now(), \
-             lease_owner = NULL, lease_expires_at = NULL \
-             WHERE id = $1 AND status = 'running' AND run_id = $2 AND lease_owner = $3 \
-             RETURNING {WINDOW_COLS}"
-        );
-        let client = self.client().await?;
-        let ctx = || format!("finishing window {id}");
-        let stmt = client
-            .prepare_cached(&sql)
-            .await
-            .map_err(|e| SinkError::query(ctx(), e))?;
-        let duration_ms = i64::try_from(outcome.duration.as_millis()).unwrap_or(i64::MAX);
-        let row = client
-            .query_opt(
-                &stmt,
-                &[
-                    &id.get(),
-                    &run.get(),
-                    &worker,
-                    &outcome.status.as_str(),
-                    &outcome.source_count.map(to_i64),
-                    &duration_ms,
-                    &outcome.error,
-                ],
-            )
-            .await
-            .map_err(|e| SinkError::query(ctx(), e))?;
-        drop(client);
-        if let Some(row) = row {
-            return window_from_row(&row).map(Some);
+        if let Some(window) = self.finish_attempt(id, run, Some(worker), outcome).await? {
+            return Ok(Some(window));
         }
         // Already finished by this very run (a retried call whose first answer was lost)?
         Ok(self.get_window(id).await?.filter(|w| {

@@ -292,6 +292,24 @@ impl Ledger {
         run: RunId,
         outcome: &WindowOutcome,
     ) -> Result<Window, SinkError> {
+        match self.finish_attempt(id, run, None, outcome).await? {
+            Some(window) => Ok(window),
+            None => Err(self
+                .window_transition_error(id, outcome.status.as_str())
+                .await),
+        }
+    }
+
+    /// The one statement that ends an attempt: `running → done|failed|mismatch` for `run`
+    /// (and, when `owner` is given, only while that worker holds the lease), lease released.
+    /// `None` when no window matched.
+    pub(super) async fn finish_attempt(
+        &self,
+        id: WindowId,
+        run: RunId,
+        owner: Option<&str>,
+        outcome: &WindowOutcome,
+    ) -> Result<Option<Window>, SinkError> {
         if !outcome.status.is_terminal() {
             return Err(SinkError::InvalidTransition {
                 entity: "window",
@@ -301,9 +319,12 @@ impl Ledger {
             });
         }
         let sql = format!(
-            "UPDATE backfill.windows SET status = $3, source_count = $4, duration_ms = $5, \
-             last_error = $6, finished_at = now(), updated_at = now() \
-             WHERE id = $1 AND status = 'running' AND run_id = $2 RETURNING {COLS}"
+            "UPDATE backfill.windows SET status = $4, source_count = $5, duration_ms = $6, \
+             last_error = $7, finished_at = now(), updated_at = now(), \
+             lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = $1 AND status = 'running' AND run_id = $2 \
+             AND ($3::text IS NULL OR lease_owner = $3::text) \
+             RETURNING {COLS}"
         );
         let client = self.client().await?;
         let ctx = || format!("finishing window {id}");
@@ -318,6 +339,7 @@ impl Ledger {
                 &[
                     &id.get(),
                     &run.get(),
+                    &owner,
                     &outcome.status.as_str(),
                     &outcome.source_count.map(to_i64),
                     &duration_ms,
@@ -327,12 +349,7 @@ impl Ledger {
             .await
             .map_err(|e| SinkError::query(ctx(), e))?;
         drop(client);
-        match row {
-            Some(row) => from_row(&row),
-            None => Err(self
-                .window_transition_error(id, outcome.status.as_str())
-                .await),
-        }
+        row.as_ref().map(from_row).transpose()
     }
 
     /// Marks windows known to be empty (QBO's COUNT is 0) as `done` with source count 0 and no
