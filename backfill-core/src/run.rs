@@ -312,45 +312,44 @@ pub async fn run<E: Entity>(
         trigger_name: Some(cfg.trigger.clone()),
         windows_planned: u32::try_from(cfg.windows.len()).unwrap_or(u32::MAX),
     };
-    let run_id = with_retry(&cfg.db_retry, "recording the run", || {
-        ledger.start_run(&new_run)
-    })
-    .await
-    .map_err(Error::Database)?;
-    with_retry(&cfg.db_retry, "marking the trigger running", || {
-        ledger.mark_trigger_running(&key, run_id, cfg.force)
-    })
-    .await
-    .map_err(ledger_error)?;
-
-    // The worker that claims the windows: the caller's (with its budget share) or our own.
+    // The worker that claims the windows: the caller's (with its budget share) or our own. It
+    // exists before the run, and the run is recorded already attached to it, so a process
+    // killed at any moment leaves a run that the next worker can find and close.
     let (worker, own_worker) = match &cfg.worker {
         Some(w) => (w.clone(), false),
         None => {
             let mut wc = WorkerConfig::new(pipeline, realm.clone());
             wc.lease_ttl = cfg.lease_ttl;
             wc.db_retry = cfg.db_retry;
-            match Worker::start(sink, &wc, &cfg.shutdown).await {
-                Ok(w) => (w, true),
-                Err(e) => {
-                    let mut summary = RunSummary::new(RunStatus::Failed);
-                    summary.error = Some(error_chain(&e));
-                    let _ = ledger.finish_run(run_id, &summary).await;
-                    let _ = ledger.settle_trigger(&key, run_id, "", false).await;
-                    return Err(e);
-                }
-            }
+            (Worker::start(sink, &wc, &cfg.shutdown).await?, true)
         }
     };
-    if let Err(e) = with_retry(&cfg.db_retry, "attaching the worker", || {
-        ledger.attach_worker_run(worker.id(), run_id, &cfg.trigger)
+    let run_id = match with_retry(&cfg.db_retry, "recording the run", || {
+        ledger.start_worker_run(&new_run, worker.id(), &cfg.trigger)
     })
     .await
     {
+        Ok(id) => id,
+        Err(e) => {
+            if own_worker {
+                worker.stop("the run could not start").await;
+            }
+            return Err(Error::Database(e));
+        }
+    };
+    if let Err(e) = with_retry(&cfg.db_retry, "marking the trigger running", || {
+        ledger.mark_trigger_running(&key, run_id, cfg.force)
+    })
+    .await
+    {
+        let err = ledger_error(e);
+        let mut summary = RunSummary::new(RunStatus::Failed);
+        summary.error = Some(error_chain(&err));
+        let _ = ledger.finish_run(run_id, &summary).await;
         if own_worker {
             worker.stop("the run could not start").await;
         }
-        return Err(Error::Database(e));
+        return Err(err);
     }
 
     let ctx = Ctx {

@@ -91,7 +91,7 @@ pub enum SinkError {
     /// A ledger row cannot move from its current status to the requested one.
     #[error("{entity} {key} cannot go from {from} to {to}")]
     InvalidTransition {
-        /// `trigger`, `run` or `window`.
+        /// `trigger`, `run`, `window` or `worker`.
         entity: &'static str,
         /// Its key, for the message.
         key: String,
@@ -111,7 +111,7 @@ pub enum SinkError {
     /// A ledger row does not exist.
     #[error("{entity} {key} not found")]
     NotFound {
-        /// `trigger`, `run` or `window`.
+        /// `trigger`, `run`, `window` or `worker`.
         entity: &'static str,
         /// Its key, for the message.
         key: String,

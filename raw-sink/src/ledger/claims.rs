@@ -23,7 +23,7 @@ use time::OffsetDateTime;
 use tokio_postgres::Row;
 
 use super::windows::{COLS as WINDOW_COLS, from_row as window_from_row};
-use super::{Ledger, RunId, TriggerKey, Window, WindowId, WindowOutcome, col};
+use super::{Ledger, NewRun, RunId, TriggerKey, Window, WindowId, WindowOutcome, col};
 use crate::error::SinkError;
 
 /// What [`Ledger::register_worker`] records about a process.
@@ -319,6 +319,61 @@ impl Ledger {
         }
         tx.commit().await.map_err(|e| SinkError::query(ctx(), e))?;
         Ok(ShareGrant::Granted)
+    }
+
+    /// Records the start of a run already attached to `worker`, in one statement, so that no
+    /// moment exists where the run is `running` but no worker row leads to it (a process killed
+    /// then would leave a run nobody could close).
+    ///
+    /// # Errors
+    /// [`SinkError::Pool`] / [`SinkError::Query`].
+    pub async fn start_worker_run(
+        &self,
+        run: &NewRun,
+        worker: &str,
+        trigger_name: &str,
+    ) -> Result<RunId, SinkError> {
+        let client = self.client().await?;
+        let ctx = || format!("recording the start of a {} run", run.pipeline);
+        let stmt = client
+            .prepare_cached(
+                "WITH r AS ( \
+                     INSERT INTO backfill.runs (pipeline, realm_id, range_start, range_end, \
+                     window_field, trigger_name, windows_planned) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id \
+                 ), w AS ( \
+                     UPDATE backfill.workers SET run_id = (SELECT id FROM r), trigger_name = $9 \
+                     WHERE id = $8 RETURNING id \
+                 ) \
+                 SELECT (SELECT id FROM r) AS id, (SELECT count(*) FROM w) AS attached",
+            )
+            .await
+            .map_err(|e| SinkError::query(ctx(), e))?;
+        let row = client
+            .query_one(
+                &stmt,
+                &[
+                    &run.pipeline,
+                    &run.realm_id,
+                    &run.range_start,
+                    &run.range_end,
+                    &run.window_field,
+                    &run.trigger_name,
+                    &i32::try_from(run.windows_planned).unwrap_or(i32::MAX),
+                    &worker,
+                    &trigger_name,
+                ],
+            )
+            .await
+            .map_err(|e| SinkError::query(ctx(), e))?;
+        let attached: i64 = col(&row, "attached")?;
+        if attached != 1 {
+            return Err(SinkError::NotFound {
+                entity: "worker",
+                key: worker.to_owned(),
+            });
+        }
+        Ok(RunId(col(&row, "id")?))
     }
 
     /// Records the run and trigger `worker` works for.
