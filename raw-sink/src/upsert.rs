@@ -67,8 +67,8 @@ impl std::ops::AddAssign for UpsertCounts {
     }
 }
 
-/// The single statement of a page: lock the window (when given) so the page and the window's
-/// progress commit together, insert-or-update the deduplicated rows in id order (a stable lock
+/// The statement of a page (or of one chunk of a large page, see [`CHUNK_BYTES`]): lock the
+/// window (when given) so the page and the window's progress commit together, insert-or-update the deduplicated rows in id order (a stable lock
 /// order, so concurrent overlapping pages cannot deadlock), skip rows whose payload is
 /// unchanged, and add the counts to the window.
 ///
@@ -123,7 +123,7 @@ counts AS (
 ),
 progress AS (
     UPDATE backfill.windows w SET
-        pages = w.pages + 1,
+        pages = w.pages + $12::int4,
         rows = w.rows + $10::int8,
         inserted = w.inserted + c.ins,
         updated = w.updated + c.upd,
@@ -182,13 +182,107 @@ fn dedupe<'a>(rows: &[RawRow<'a>]) -> Vec<RawRow<'a>> {
 /// pages, the table is large enough that the generic plan probes the primary key.
 const CACHED_STATEMENT_MIN_ROWS: usize = 256;
 
+/// Payload bytes per statement. A statement's parameters are encoded into one contiguous
+/// buffer, which tokio-postgres then copies into the connection's write buffer, and both
+/// buffers keep their capacity for the life of the connection: a 4 MB page sent in one
+/// statement costs ~16 MB of retained memory per connection. Pages larger than this are sent
+/// as several statements in one transaction, which bounds that cost to ~4 × `CHUNK_BYTES` per
+/// connection; smaller pages stay a single statement and a single round trip.
+pub(crate) const CHUNK_BYTES: usize = 1 << 20;
+
+/// Splits sorted, deduplicated rows into consecutive chunks of at most [`CHUNK_BYTES`] of
+/// payload (a single larger row is a chunk of its own). Chunks stay in id order, so the row
+/// locks of a page are still taken in one global order.
+fn chunks(rows: &[RawRow<'_>], max_bytes: usize) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0usize;
+    for (i, row) in rows.iter().enumerate() {
+        let len = row.payload.get().len();
+        if i > start && bytes + len > max_bytes {
+            out.push(start..i);
+            start = i;
+            bytes = 0;
+        }
+        bytes += len;
+    }
+    if start < rows.len() || out.is_empty() {
+        out.push(start..rows.len());
+    }
+    out
+}
+
+/// What one chunk statement reported.
+#[derive(Debug, Default, Clone, Copy)]
+struct ChunkOutcome {
+    inserted: i64,
+    updated: i64,
+    /// Whether the window (when given) was `running` and took the progress.
+    window_updated: bool,
+}
+
+impl ChunkOutcome {
+    fn add(&mut self, o: ChunkOutcome) {
+        self.inserted += o.inserted;
+        self.updated += o.updated;
+        self.window_updated = o.window_updated;
+    }
+}
+
+/// The parameters every chunk statement of a page shares.
+struct ChunkParams<'a> {
+    meta: &'a PageMeta,
+    window_id: Option<i64>,
+    statement: &'a tokio_postgres::Statement,
+}
+
+impl ChunkParams<'_> {
+    /// Runs the page statement for `ids`/`payloads` (sorted, distinct), adding `pages` and
+    /// `extra` received rows (duplicates) to the window's progress.
+    async fn run(
+        &self,
+        client: &impl tokio_postgres::GenericClient,
+        ids: &[&str],
+        payloads: &[&str],
+        pages: i32,
+        extra: usize,
+    ) -> Result<ChunkOutcome, tokio_postgres::Error> {
+        let received = count(ids.len() + extra);
+        let distinct = count(ids.len());
+        let row = client
+            .query_one(
+                self.statement,
+                &[
+                    &self.meta.realm_id,
+                    &ids,
+                    &payloads,
+                    &self.meta.window_start,
+                    &self.meta.window_end,
+                    &self.meta.page_number,
+                    &self.meta.page_size,
+                    &self.meta.request_payload,
+                    &self.window_id,
+                    &received,
+                    &distinct,
+                    &pages,
+                ],
+            )
+            .await?;
+        Ok(ChunkOutcome {
+            inserted: row.get(0),
+            updated: row.get(1),
+            window_updated: row.get(2),
+        })
+    }
+}
+
 fn count(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 impl Sink {
-    /// Upserts one page into `table` in ONE statement (one round trip) and, when `window` is
-    /// given, adds the page to that window's progress (pages + 1, rows + `rows.len()`, and the
+    /// Upserts one page into `table` in one statement (one round trip; pages over
+    /// [`CHUNK_BYTES`] of payload: one transaction of several) and, when `window` is given, adds the page to that window's progress (pages + 1, rows + `rows.len()`, and the
     /// counts) in the same transaction, so a crash replays at most this page.
     ///
     /// Ids repeated within the page are written once (last wins). A row whose payload is
@@ -216,10 +310,10 @@ impl Sink {
         let ids: Vec<&str> = unique.iter().map(|r| r.id).collect();
         let payloads: Vec<&str> = unique.iter().map(|r| r.payload.get()).collect();
         let window_id: Option<i64> = window.map(WindowId::get);
-        let received = count(rows.len());
-        let distinct = count(unique.len());
+        let duplicates = rows.len() - unique.len();
+        let parts = chunks(&unique, CHUNK_BYTES);
 
-        let client = self.client().await?;
+        let mut client = self.client().await?;
         let context = || format!("upserting page {} into {table}", meta.page_number);
         let sql = upsert_sql(table);
         let statement = if unique.len() >= CACHED_STATEMENT_MIN_ROWS {
@@ -228,42 +322,73 @@ impl Sink {
             client.prepare(&sql).await
         }
         .map_err(|e| SinkError::query(context(), e))?;
-        let row = client
-            .query_one(
-                &statement,
-                &[
-                    &meta.realm_id,
-                    &ids,
-                    &payloads,
-                    &meta.window_start,
-                    &meta.window_end,
-                    &meta.page_number,
-                    &meta.page_size,
-                    &meta.request_payload,
-                    &window_id,
-                    &received,
-                    &distinct,
-                ],
-            )
-            .await
-            .map_err(|e| SinkError::query(context(), e))?;
-        let inserted: i64 = row.get(0);
-        let updated: i64 = row.get(1);
-        let window_updated: bool = row.get(2);
-
+        let chunk = ChunkParams {
+            meta,
+            window_id,
+            statement: &statement,
+        };
+        // One chunk: one autocommit statement. Several: one transaction, so the page and the
+        // window's progress still commit (or roll back, when dropped on error) as a whole.
+        let outcome = if let [only] = parts.as_slice() {
+            chunk
+                .run(
+                    &**client,
+                    &ids[only.clone()],
+                    &payloads[only.clone()],
+                    1,
+                    duplicates,
+                )
+                .await
+        } else {
+            let tx = client
+                .transaction()
+                .await
+                .map_err(|e| SinkError::query(context(), e))?;
+            let mut total = ChunkOutcome::default();
+            let last = parts.len() - 1;
+            for (i, part) in parts.iter().enumerate() {
+                // The window's progress takes the page (pages + 1, and the duplicates among
+                // its rows) with the last chunk.
+                let (pages, extra) = if i == last { (1, duplicates) } else { (0, 0) };
+                let done = chunk
+                    .run(
+                        &*tx,
+                        &ids[part.clone()],
+                        &payloads[part.clone()],
+                        pages,
+                        extra,
+                    )
+                    .await;
+                match done {
+                    Ok(o) if o.window_updated || window.is_none() => total.add(o),
+                    other => {
+                        total = other.map_err(|e| SinkError::query(context(), e))?;
+                        break;
+                    }
+                }
+            }
+            if total.window_updated || window.is_none() {
+                tx.commit()
+                    .await
+                    .map_err(|e| SinkError::query(context(), e))?;
+            }
+            Ok(total)
+        }
+        .map_err(|e| SinkError::query(context(), e))?;
         if let Some(id) = window
-            && !window_updated
+            && !outcome.window_updated
         {
             drop(client);
             return Err(self.ledger().window_not_running(id).await);
         }
+        let (inserted, updated) = (outcome.inserted, outcome.updated);
         let inserted = u64::try_from(inserted).unwrap_or_default();
         let updated = u64::try_from(updated).unwrap_or_default();
         let counts = UpsertCounts {
             inserted,
             updated,
             unchanged: (unique.len() as u64).saturating_sub(inserted + updated),
-            duplicates: (rows.len() - unique.len()) as u64,
+            duplicates: duplicates as u64,
         };
         tracing::trace!(
             table = %table,
@@ -319,6 +444,25 @@ mod tests {
         assert_eq!(unique[0].id, "a");
         assert_eq!(unique[0].payload.get(), "3");
         assert_eq!(unique[1].id, "b");
+    }
+
+    #[test]
+    fn chunks_cover_every_row_once_in_order_within_the_byte_budget() {
+        let payloads: Vec<Box<RawValue>> = [4, 4, 4, 9, 1, 1]
+            .iter()
+            .map(|&n: &usize| raw(&"7".repeat(n)))
+            .collect();
+        let ids = ["a", "b", "c", "d", "e", "f"];
+        let rows: Vec<RawRow<'_>> = ids
+            .iter()
+            .zip(&payloads)
+            .map(|(id, payload)| RawRow { id, payload })
+            .collect();
+        // 8 bytes a chunk; the 9-byte row is a chunk of its own.
+        assert_eq!(chunks(&rows, 8), vec![0..2, 2..3, 3..4, 4..6]);
+        assert_eq!(chunks(&rows, 1 << 20), vec![0..6]);
+        assert_eq!(chunks(&rows, 0), vec![0..1, 1..2, 2..3, 3..4, 4..5, 5..6]);
+        assert_eq!(chunks(&[], 8), vec![0..0]);
     }
 
     #[test]

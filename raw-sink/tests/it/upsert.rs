@@ -430,3 +430,98 @@ async fn window_progress_commits_with_the_page() {
     );
     assert_eq!(snapshot(&sink, RawTable::CUSTOMERS).await.len(), 6);
 }
+
+/// A page of `n` rows of about `size` bytes each.
+fn big_page(n: u32, size: usize) -> Vec<(String, Box<RawValue>)> {
+    let filler = "x".repeat(size);
+    (1..=n)
+        .map(|i| {
+            (
+                format!("{i:05}"),
+                raw(&format!(r#"{{"Id":"{i:05}","Memo":"{filler}"}}"#)),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_page_larger_than_a_chunk_commits_as_one_page() {
+    let db = TestDb::new().await;
+    let sink = db.migrated_sink().await;
+    let ledger = sink.ledger();
+    let scope = WindowScope::new("invoices", REALM, "MetaData.CreateTime");
+    let run = ledger
+        .start_run(&NewRun {
+            pipeline: "invoices".into(),
+            realm_id: REALM.into(),
+            range_start: day(0),
+            range_end: day(1),
+            window_field: "MetaData.CreateTime".into(),
+            trigger_name: None,
+            windows_planned: 1,
+        })
+        .await
+        .unwrap();
+    let window = ledger
+        .ensure_windows(&scope, &[WindowSpan::new(day(0), day(1))])
+        .await
+        .unwrap()[0]
+        .id;
+    ledger
+        .start_window_attempt(window, run, false)
+        .await
+        .unwrap();
+
+    // ~3.6 MB of payload (several statements), plus one id repeated.
+    let mut items = big_page(900, 4_000);
+    items.push((
+        "00007".to_owned(),
+        raw(r#"{"Id":"00007","Memo":"last wins"}"#),
+    ));
+    let c = sink
+        .upsert_page(RawTable::INVOICES, &meta(1), &rows(&items), Some(window))
+        .await
+        .unwrap();
+    assert_eq!(
+        c,
+        UpsertCounts {
+            inserted: 900,
+            updated: 0,
+            unchanged: 0,
+            duplicates: 1,
+        }
+    );
+    let w = ledger.get_window(window).await.unwrap().unwrap();
+    assert_eq!((w.pages, w.rows), (1, 901), "the page is counted once");
+    assert_eq!((w.inserted, w.updated, w.unchanged), (900, 0, 0));
+    let snap = snapshot(&sink, RawTable::INVOICES).await;
+    assert_eq!(snap.len(), 900);
+    let seventh = snap.iter().find(|r| r.0 == "00007").unwrap();
+    assert!(seventh.5.contains("last wins"), "{}", seventh.5);
+
+    // The same page again: nothing rewritten, counts still per page.
+    let c = sink
+        .upsert_page(RawTable::INVOICES, &meta(1), &rows(&items), Some(window))
+        .await
+        .unwrap();
+    assert_eq!((c.inserted, c.updated, c.unchanged), (0, 0, 900));
+    assert_eq!(snapshot(&sink, RawTable::INVOICES).await, snap);
+    let w = ledger.get_window(window).await.unwrap().unwrap();
+    assert_eq!((w.pages, w.rows, w.unchanged), (2, 1802, 900));
+}
+
+#[tokio::test]
+async fn a_failing_statement_late_in_a_large_page_leaves_nothing_written() {
+    let db = TestDb::new().await;
+    let sink = db.migrated_sink().await;
+    let mut items = big_page(600, 4_000);
+    // Valid JSON that PostgreSQL's jsonb refuses (numeric overflow); its id sorts last, so the
+    // earlier statements of the page have already run when it fails.
+    items.push(("zzz".to_owned(), raw(r#"{"Id":"zzz","Amount":1e1000000}"#)));
+    let e = sink
+        .upsert_page(RawTable::INVOICES, &meta(1), &rows(&items), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, SinkError::Query { .. }), "{e:?}");
+    assert!(snapshot(&sink, RawTable::INVOICES).await.is_empty());
+}
