@@ -77,6 +77,10 @@ pub struct RequestRecord {
     /// When the request arrived (UTC).
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
+    /// Microseconds from arrival until the response was ready to send (simulated latency
+    /// included; body transfer not).
+    #[serde(default)]
+    pub elapsed_us: u64,
     /// The `intuit_tid` header sent back.
     pub intuit_tid: String,
     /// The injected fault, if any (e.g. `throttle`, `status_503`, `rate_limit`).

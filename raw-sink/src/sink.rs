@@ -3,7 +3,7 @@
 use std::fmt;
 
 use deadpool_postgres::{
-    Manager, ManagerConfig, Object, Pool, PoolError, QueueMode, RecyclingMethod, Runtime,
+    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
 };
 use tokio_postgres::NoTls;
 
@@ -58,11 +58,6 @@ impl Sink {
         };
         let pool = Pool::builder(manager)
             .max_size(cfg.pool_size())
-            // Most recently used first: a connection keeps the capacity of the largest page it
-            // sent (tokio-postgres reuses its encode and write buffers), so cycling through the
-            // whole pool would multiply that by the pool size. LIFO keeps the page traffic on
-            // as few connections as are in use at once.
-            .queue_mode(QueueMode::Lifo)
             .runtime(Runtime::Tokio1)
             .create_timeout(Some(cfg.connect_timeout()))
             .recycle_timeout(Some(cfg.connect_timeout()))

@@ -319,9 +319,11 @@ impl Gate {
 /// Records every request and adds `intuit_tid`.
 async fn observe(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
     let at = OffsetDateTime::now_utc();
+    let started = std::time::Instant::now();
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     let mut resp = next.run(req).await;
+    let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     let tid = new_tid();
     if let Ok(v) = HeaderValue::from_str(&tid) {
         resp.headers_mut().insert("intuit_tid", v);
@@ -347,6 +349,7 @@ async fn observe(State(shared): State<Arc<Shared>>, req: Request, next: Next) ->
         query: tag.query,
         status: resp.status().as_u16(),
         at,
+        elapsed_us,
         intuit_tid: tid,
         fault: tag.fault,
         bytes,
