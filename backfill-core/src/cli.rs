@@ -158,7 +158,7 @@ pub struct RunArgs {
     /// Timestamp that places a record in a window.
     #[arg(long, value_parser = parse_window_field_arg, help = "Window field: MetaData.CreateTime (default), MetaData.LastUpdatedTime, or TxnDate (transactions)")]
     pub window_field: Option<WindowField>,
-    /// Windows in flight at once.
+    /// Segments (runs of windows) in flight at once; pages held in memory are capped at this + 1.
     #[arg(long, default_value = "4")]
     pub concurrency: NonZeroUsize,
     /// Skip the COUNT verification of each window.

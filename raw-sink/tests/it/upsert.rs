@@ -3,7 +3,10 @@
 use std::collections::HashSet;
 
 use raw_sink::testing::TestDb;
-use raw_sink::{NewRun, RawRow, RawTable, Sink, SinkError, UpsertCounts, WindowScope, WindowSpan};
+use raw_sink::{
+    NewRun, RawRow, RawTable, RunId, Sink, SinkError, UpsertCounts, WindowId, WindowScope,
+    WindowSpan,
+};
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
@@ -344,15 +347,12 @@ async fn concurrent_overlapping_pages_end_consistent() {
     assert!(tags.contains("a7") || tags.contains("b7"), "{tags:?}");
 }
 
-#[tokio::test]
-async fn window_progress_commits_with_the_page() {
-    let db = TestDb::new().await;
-    let sink = db.migrated_sink().await;
+/// A run of `pipeline` over day 0 and its one (pending) window.
+async fn one_day_window(sink: &Sink, pipeline: &str) -> (RunId, WindowId) {
     let ledger = sink.ledger();
-    let scope = WindowScope::new("customers", REALM, "MetaData.CreateTime");
     let run = ledger
         .start_run(&NewRun {
-            pipeline: "customers".into(),
+            pipeline: pipeline.into(),
             realm_id: REALM.into(),
             range_start: day(0),
             range_end: day(1),
@@ -362,11 +362,20 @@ async fn window_progress_commits_with_the_page() {
         })
         .await
         .unwrap();
+    let scope = WindowScope::new(pipeline, REALM, "MetaData.CreateTime");
     let windows = ledger
         .ensure_windows(&scope, &[WindowSpan::new(day(0), day(1))])
         .await
         .unwrap();
-    let window = windows[0].id;
+    (run, windows[0].id)
+}
+
+#[tokio::test]
+async fn window_progress_commits_with_the_page() {
+    let db = TestDb::new().await;
+    let sink = db.migrated_sink().await;
+    let ledger = sink.ledger();
+    let (run, window) = one_day_window(&sink, "customers").await;
 
     // Not running yet: refused, nothing written.
     let items = page(1..=5, "a");
@@ -449,24 +458,7 @@ async fn a_page_larger_than_a_chunk_commits_as_one_page() {
     let db = TestDb::new().await;
     let sink = db.migrated_sink().await;
     let ledger = sink.ledger();
-    let scope = WindowScope::new("invoices", REALM, "MetaData.CreateTime");
-    let run = ledger
-        .start_run(&NewRun {
-            pipeline: "invoices".into(),
-            realm_id: REALM.into(),
-            range_start: day(0),
-            range_end: day(1),
-            window_field: "MetaData.CreateTime".into(),
-            trigger_name: None,
-            windows_planned: 1,
-        })
-        .await
-        .unwrap();
-    let window = ledger
-        .ensure_windows(&scope, &[WindowSpan::new(day(0), day(1))])
-        .await
-        .unwrap()[0]
-        .id;
+    let (run, window) = one_day_window(&sink, "invoices").await;
     ledger
         .start_window_attempt(window, run, false)
         .await
