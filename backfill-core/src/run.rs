@@ -255,8 +255,8 @@ enum TaskResult {
 }
 
 /// Most pages a probed segment of several windows is loaded with as one paged query (larger
-/// ones are split, see [`split_parts`]). Bigger segments save COUNT requests; smaller ones cost less to page again
-/// window by window when a segment fails verification.
+/// ones are split, see [`split_parts`]). Bigger segments save COUNT requests; smaller ones
+/// cost less to page again window by window when a segment fails verification.
 pub(crate) const SEGMENT_PAGES: u64 = 8;
 
 /// Runs pipeline `E` over `cfg.windows` for the client's realm.
@@ -991,7 +991,7 @@ async fn probe(ctx: &Ctx<'_>, seg: Vec<WindowRow>) -> Result<TaskResult, Error> 
 /// Into how many parts a segment of `windows` windows holding `count` records is split: as
 /// many as would each hold about three quarters of [`SEGMENT_PAGES`] pages were the records
 /// spread evenly, and at least two. A dense range then costs one level of COUNTs instead of
-/// log2 levels (3 years holding 50k invoices: 8 COUNTs instead of 15), and the parts of a
+/// log2 levels (3 years holding 50k invoices: 10 COUNTs instead of 15), and the parts of a
 /// bunched range that hold its records are split again.
 fn split_parts(count: u64, windows: u64, page: u64) -> u64 {
     let target = (page.saturating_mul(SEGMENT_PAGES) * 3 / 4).max(1);

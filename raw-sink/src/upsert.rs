@@ -281,9 +281,10 @@ fn count(n: usize) -> i64 {
 }
 
 impl Sink {
-    /// Upserts one page into `table` in one statement (one round trip; pages over
-    /// [`CHUNK_BYTES`] of payload: one transaction of several) and, when `window` is given, adds the page to that window's progress (pages + 1, rows + `rows.len()`, and the
-    /// counts) in the same transaction, so a crash replays at most this page.
+    /// Upserts one page into `table` in one statement (one round trip; a page over
+    /// [`CHUNK_BYTES`] of payload: one transaction of several statements) and, when `window`
+    /// is given, adds the page to that window's progress (pages + 1, rows + `rows.len()`, and
+    /// the counts) in the same transaction, so a crash replays at most this page.
     ///
     /// Ids repeated within the page are written once (last wins). A row whose payload is
     /// unchanged is not rewritten (no new tuple, `ingested_at_utc` kept). Payloads are stored
@@ -358,13 +359,13 @@ impl Sink {
                         pages,
                         extra,
                     )
-                    .await;
-                match done {
-                    Ok(o) if o.window_updated || window.is_none() => total.add(o),
-                    other => {
-                        total = other.map_err(|e| SinkError::query(context(), e))?;
-                        break;
-                    }
+                    .await
+                    .map_err(|e| SinkError::query(context(), e))?;
+                total.add(done);
+                if window.is_some() && !done.window_updated {
+                    // The window is not running: keep nothing (the dropped transaction rolls
+                    // back), and say why below.
+                    break;
                 }
             }
             if total.window_updated || window.is_none() {
@@ -381,9 +382,8 @@ impl Sink {
             drop(client);
             return Err(self.ledger().window_not_running(id).await);
         }
-        let (inserted, updated) = (outcome.inserted, outcome.updated);
-        let inserted = u64::try_from(inserted).unwrap_or_default();
-        let updated = u64::try_from(updated).unwrap_or_default();
+        let inserted = u64::try_from(outcome.inserted).unwrap_or_default();
+        let updated = u64::try_from(outcome.updated).unwrap_or_default();
         let counts = UpsertCounts {
             inserted,
             updated,

@@ -459,10 +459,6 @@ async fn a_page_larger_than_a_chunk_commits_as_one_page() {
     let sink = db.migrated_sink().await;
     let ledger = sink.ledger();
     let (run, window) = one_day_window(&sink, "invoices").await;
-    ledger
-        .start_window_attempt(window, run, false)
-        .await
-        .unwrap();
 
     // ~3.6 MB of payload (several statements), plus one id repeated.
     let mut items = big_page(900, 4_000);
@@ -470,6 +466,21 @@ async fn a_page_larger_than_a_chunk_commits_as_one_page() {
         "00007".to_owned(),
         raw(r#"{"Id":"00007","Memo":"last wins"}"#),
     ));
+    // The window is not running yet: refused, and no statement of the page is kept.
+    let e = sink
+        .upsert_page(RawTable::INVOICES, &meta(1), &rows(&items), Some(window))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, SinkError::WindowNotRunning { status, .. } if status == "pending"),
+        "{e:?}"
+    );
+    assert!(snapshot(&sink, RawTable::INVOICES).await.is_empty());
+
+    ledger
+        .start_window_attempt(window, run, false)
+        .await
+        .unwrap();
     let c = sink
         .upsert_page(RawTable::INVOICES, &meta(1), &rows(&items), Some(window))
         .await
