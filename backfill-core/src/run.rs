@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesOrdered, FuturesUnordered, StreamExt};
-use qbo_client::{Op, Order, Page, QboClient, QboError, Query, Record, Value};
+use qbo_client::{Op, Order, Page, QboClient, QboError, Query, Record, TokenStoreError, Value};
 use raw_sink::{
     Ledger, NewRun, PageMeta, RawRow, RunId, RunStatus, RunSummary, Sink, SinkError, TriggerKey,
     TriggerStatus, UpsertCounts, Window as WindowRow, WindowClaim, WindowId, WindowOutcome,
@@ -654,10 +654,8 @@ async fn drive(ctx: &Ctx<'_>) -> Result<DriveOutcome, (Error, DriveOutcome)> {
 
     if pending > 0 {
         // Fail fast on rejected credentials, before any window is touched.
-        match ensure_token(ctx).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err((qbo_error(e), out)),
-            Err(e) => return Err((e, out)),
+        if let Err(e) = ensure_token(ctx).await {
+            return Err((qbo_error(e), out));
         }
     }
 
@@ -852,25 +850,14 @@ async fn stoppable<T>(ctx: &Ctx<'_>, fut: impl Future<Output = T>) -> Option<T> 
 }
 
 /// Makes sure the access token outlives the next window, refreshing it if needed. Refreshes of
-/// a realm are serialised across processes by a database lock, so that cooperating workers
-/// never present the same rotating refresh token twice. The outer error is the database's.
-async fn ensure_token(ctx: &Ctx<'_>) -> Result<Result<(), QboError>, Error> {
+/// a realm (these and those a 401 forces) are serialised across processes by the token
+/// store's lock (`TokenStore::lock_refresh`; a database lock for the default store), so that
+/// cooperating workers never present the same rotating refresh token twice.
+async fn ensure_token(ctx: &Ctx<'_>) -> Result<(), QboError> {
     let _one_at_a_time = ctx.token_gate.lock().await;
-    let name = format!("qb-backfill token refresh {}", ctx.realm);
-    let lock = ctx
-        .db("locking the token refresh", || {
-            ctx.ledger.advisory_lock(&name)
-        })
-        .await
-        .map_err(Error::Database)?;
-    let result = ctx
-        .client
+    ctx.client
         .ensure_token_valid_for(ctx.cfg.token_margin)
-        .await;
-    if let Err(e) = lock.release().await {
-        event!(ctx, warn, "token_lock_release_failed", cause = %error_chain(&e));
-    }
-    Ok(result)
+        .await
 }
 
 fn window_ids(windows: &[WindowRow]) -> Vec<WindowId> {
@@ -883,12 +870,29 @@ fn interrupted(windows: &[WindowRow]) -> TaskResult {
     }
 }
 
+/// A QBO error as the run's error: rejected credentials → `Auth`; the ledger database failing
+/// under the token store (saving a rotated token, taking the refresh lock) → `Database`, like
+/// any other database failure; anything else → `Qbo`.
 fn qbo_error(e: QboError) -> Error {
     if e.is_auth() {
-        Error::Auth(e)
-    } else {
-        Error::Qbo(e)
+        return Error::Auth(e);
     }
+    match e {
+        QboError::TokenStore(TokenStoreError::Backend { retryable, source }) => {
+            match source.downcast::<SinkError>() {
+                Ok(db) => Error::Database(*db),
+                Err(source) => Error::Qbo(QboError::TokenStore(TokenStoreError::backend(
+                    retryable, source,
+                ))),
+            }
+        }
+        other => Error::Qbo(other),
+    }
+}
+
+/// Whether `e` is the ledger database failing under the token store.
+fn is_database_failure(e: &QboError) -> bool {
+    matches!(e, QboError::TokenStore(TokenStoreError::Backend { source, .. }) if source.is::<SinkError>())
 }
 
 async fn run_task(ctx: &Ctx<'_>, task: Task) -> Result<TaskResult, Error> {
@@ -1133,9 +1137,9 @@ async fn load(
         if cfg.shutdown.is_requested() {
             return Ok(interrupted(&windows));
         }
-        match ensure_token(ctx).await? {
+        match ensure_token(ctx).await {
             Ok(()) => {}
-            Err(e) if e.is_auth() => return Err(qbo_error(e)),
+            Err(e) if e.is_auth() || is_database_failure(&e) => return Err(qbo_error(e)),
             Err(e) => {
                 last_error = Some(AttemptError::Qbo(e));
                 break;
@@ -1693,6 +1697,20 @@ mod claim_tests {
             .collect();
         assert_eq!(ids, vec![vec![1, 2], vec![3, 4], vec![5]]);
         assert!(adjacent_segments(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn a_token_store_database_failure_is_a_database_error() {
+        let db = SinkError::NotFound {
+            entity: "token",
+            key: String::new(),
+        };
+        let e = QboError::TokenStore(TokenStoreError::backend(true, db));
+        assert!(is_database_failure(&e));
+        assert_eq!(qbo_error(e).exit_status(), ExitStatus::Database);
+        let other = QboError::TokenStore(TokenStoreError::backend(false, "disk full"));
+        assert!(!is_database_failure(&other));
+        assert_eq!(qbo_error(other).exit_status(), ExitStatus::WindowsFailed);
     }
 
     #[test]

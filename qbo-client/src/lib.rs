@@ -84,4 +84,4 @@ pub use query::{
 pub use reqwest::Url;
 pub use retry::{Decision, FailureClass, RetryPolicy, RetryState, decide};
 pub use secrecy::{ExposeSecret, SecretString};
-pub use token::{FileTokenStore, MemoryTokenStore, TokenStore, TokenStoreError};
+pub use token::{FileTokenStore, MemoryTokenStore, RefreshGuard, TokenStore, TokenStoreError};

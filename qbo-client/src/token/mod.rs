@@ -12,7 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::time::Instant;
 
-pub use store::{FileTokenStore, MemoryTokenStore, TokenStore, TokenStoreError};
+pub use store::{FileTokenStore, MemoryTokenStore, RefreshGuard, TokenStore, TokenStoreError};
 
 use crate::error::{AuthError, Endpoint, QboError};
 use crate::http::{header_str, retry_after_of};
@@ -183,7 +183,42 @@ impl TokenProvider {
         self.refresh_locked(&mut state).await
     }
 
+    /// Refreshes under the store's cross-process lock, when it has one.
     async fn refresh_locked(&self, st: &mut State) -> Result<AccessToken, QboError> {
+        let realm = self.s.realm_id.as_str();
+        let Some(guard) = self.s.store.lock_refresh(realm).await? else {
+            return self.refresh_single_flight(st).await;
+        };
+        // Another process may have rotated the token since this one last read it: theirs is
+        // the newest (saves happen under this lock, in order).
+        let adopted = self.adopt_stored(st).await;
+        let result = match adopted {
+            Ok(()) => self.refresh_single_flight(st).await,
+            Err(e) => Err(e),
+        };
+        guard.release().await;
+        result
+    }
+
+    /// Takes the stored token as the one to use next if it differs from the current one and was
+    /// never rejected.
+    async fn adopt_stored(&self, st: &mut State) -> Result<(), QboError> {
+        let realm = self.s.realm_id.as_str();
+        if !st.initialized {
+            return Ok(());
+        }
+        if let Some(stored) = self.s.store.load(realm).await?
+            && !st.current.as_ref().is_some_and(|c| same(c, &stored))
+            && !st.rejected.iter().any(|r| same(r, &stored))
+        {
+            tracing::info!(realm, "using the refresh token another process saved");
+            st.current = Some(stored);
+            st.persisted = true;
+        }
+        Ok(())
+    }
+
+    async fn refresh_single_flight(&self, st: &mut State) -> Result<AccessToken, QboError> {
         let realm = self.s.realm_id.as_str();
         if !st.initialized {
             match self.s.store.load(realm).await? {

@@ -28,6 +28,30 @@ pub trait TokenStore: Send + Sync {
         realm_id: &str,
         refresh_token: &SecretString,
     ) -> Result<(), TokenStoreError>;
+
+    /// Serialises the refreshes of `realm_id` across every process that shares this store
+    /// (QBO: two refreshes racing for one realm can break the rotation chain). The client holds
+    /// the returned guard from before it reads the stored token until the rotated one is saved,
+    /// and adopts a token another process saved meanwhile. The default, `None`, suits a store
+    /// private to one process: refreshes are always single-flight within a process.
+    ///
+    /// # Errors
+    /// The lock cannot be taken.
+    async fn lock_refresh(
+        &self,
+        realm_id: &str,
+    ) -> Result<Option<Box<dyn RefreshGuard>>, TokenStoreError> {
+        let _ = realm_id;
+        Ok(None)
+    }
+}
+
+/// A cross-process refresh lock taken with [`TokenStore::lock_refresh`].
+#[async_trait]
+pub trait RefreshGuard: Send {
+    /// Releases the lock (a failure to release is the implementation's to log: the refresh it
+    /// guarded already succeeded or failed).
+    async fn release(self: Box<Self>);
 }
 
 /// A token store failure. Messages name paths, never tokens.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use qbo_client::{
     AuthError, ExposeSecret, FileTokenStore, MemoryTokenStore, Op, Order, QboClient, QboError,
-    Query, RateLimit, SecretString, TokenStore,
+    Query, RateLimit, RefreshGuard, SecretString, TokenStore, TokenStoreError,
 };
 use qbo_sim::{Quirks, Rotation, ScriptedFault};
 
@@ -525,4 +525,88 @@ async fn ensure_token_valid_for_refreshes_only_when_needed() {
         .unwrap();
     assert_eq!(sim.stats().token_refreshes, 3);
     assert_eq!(sim.stats().count("query", 401), 0);
+}
+
+/// A store shared by several "processes" (clients), with a cross-process refresh lock.
+#[derive(Default)]
+struct LockingStore {
+    inner: MemoryTokenStore,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    locks_taken: std::sync::atomic::AtomicU32,
+}
+
+struct LockingGuard(#[allow(dead_code)] tokio::sync::OwnedMutexGuard<()>);
+
+#[async_trait::async_trait]
+impl RefreshGuard for LockingGuard {
+    async fn release(self: Box<Self>) {}
+}
+
+#[async_trait::async_trait]
+impl TokenStore for LockingStore {
+    async fn load(&self, realm_id: &str) -> Result<Option<SecretString>, TokenStoreError> {
+        self.inner.load(realm_id).await
+    }
+
+    async fn save(
+        &self,
+        realm_id: &str,
+        refresh_token: &SecretString,
+    ) -> Result<(), TokenStoreError> {
+        self.inner.save(realm_id, refresh_token).await
+    }
+
+    async fn lock_refresh(
+        &self,
+        _realm_id: &str,
+    ) -> Result<Option<Box<dyn RefreshGuard>>, TokenStoreError> {
+        self.locks_taken
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let guard = Arc::clone(&self.lock).lock_owned().await;
+        Ok(Some(Box::new(LockingGuard(guard))))
+    }
+}
+
+/// QBO: two refreshes racing for one realm can break the rotation chain. Three clients (three
+/// processes) share a store that has a refresh lock; the old refresh token dies at once. Every
+/// refresh, the ones a 401 forces included, uses the newest token: never an invalid_grant,
+/// each refresh rotates once, and the store ends with the sim's newest token.
+#[tokio::test]
+async fn processes_sharing_a_locked_store_refresh_one_at_a_time_with_the_newest_token() {
+    let sim = sim_builder()
+        .seed(31)
+        .rotation(Rotation::EveryRefresh)
+        .old_refresh_token_grace(None)
+        .latency(Duration::from_millis(20), Duration::ZERO)
+        .spawn()
+        .await
+        .unwrap();
+    let store = Arc::new(LockingStore::default());
+    let clients: Vec<QboClient> = (0..3)
+        .map(|_| builder(&sim, store.clone()).build().unwrap())
+        .collect();
+    let q = small_query();
+    for round in 0..4 {
+        // Every client at once; from the second round on, each holds an access token the
+        // server has just dropped, so each is a 401-forced refresh.
+        let results = futures::future::join_all(clients.iter().map(|c| c.query_page(&q))).await;
+        for r in results {
+            r.unwrap_or_else(|e| panic!("round {round}: {e}"));
+        }
+        sim.expire_access_tokens();
+    }
+    let stats = sim.stats();
+    assert_eq!(token_requests(&sim, 400), 0, "{stats:?}");
+    assert_eq!(stats.token_refreshes, 12, "{stats:?}");
+    assert_eq!(stats.token_rotations, stats.token_refreshes);
+    assert!(store.locks_taken.load(std::sync::atomic::Ordering::Relaxed) >= 12);
+    assert_eq!(
+        store
+            .load(&sim.realm_id())
+            .await
+            .unwrap()
+            .unwrap()
+            .expose_secret(),
+        sim.refresh_token()
+    );
 }
