@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use qbo_client::{
     AuthError, ExposeSecret, FileTokenStore, MemoryTokenStore, Op, Order, QboClient, QboError,
-    Query, RateLimit, RefreshGuard, SecretString, TokenStore, TokenStoreError,
+    Query, RateLimit, SecretString, TokenStore,
 };
 use qbo_sim::{Quirks, Rotation, ScriptedFault};
 
@@ -527,46 +527,6 @@ async fn ensure_token_valid_for_refreshes_only_when_needed() {
     assert_eq!(sim.stats().count("query", 401), 0);
 }
 
-/// A store shared by several "processes" (clients), with a cross-process refresh lock.
-#[derive(Default)]
-struct LockingStore {
-    inner: MemoryTokenStore,
-    lock: Arc<tokio::sync::Mutex<()>>,
-    locks_taken: std::sync::atomic::AtomicU32,
-}
-
-struct LockingGuard(#[allow(dead_code)] tokio::sync::OwnedMutexGuard<()>);
-
-#[async_trait::async_trait]
-impl RefreshGuard for LockingGuard {
-    async fn release(self: Box<Self>) {}
-}
-
-#[async_trait::async_trait]
-impl TokenStore for LockingStore {
-    async fn load(&self, realm_id: &str) -> Result<Option<SecretString>, TokenStoreError> {
-        self.inner.load(realm_id).await
-    }
-
-    async fn save(
-        &self,
-        realm_id: &str,
-        refresh_token: &SecretString,
-    ) -> Result<(), TokenStoreError> {
-        self.inner.save(realm_id, refresh_token).await
-    }
-
-    async fn lock_refresh(
-        &self,
-        _realm_id: &str,
-    ) -> Result<Option<Box<dyn RefreshGuard>>, TokenStoreError> {
-        self.locks_taken
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let guard = Arc::clone(&self.lock).lock_owned().await;
-        Ok(Some(Box::new(LockingGuard(guard))))
-    }
-}
-
 /// QBO: two refreshes racing for one realm can break the rotation chain. Three clients (three
 /// processes) share a store that has a refresh lock; the old refresh token dies at once. Every
 /// refresh, the ones a 401 forces included, uses the newest token: never an invalid_grant,
@@ -581,7 +541,10 @@ async fn processes_sharing_a_locked_store_refresh_one_at_a_time_with_the_newest_
         .spawn()
         .await
         .unwrap();
-    let store = Arc::new(LockingStore::default());
+    let store = Arc::new(ProbeStore {
+        refresh_lock: Some(Arc::default()),
+        ..ProbeStore::default()
+    });
     let clients: Vec<QboClient> = (0..3)
         .map(|_| builder(&sim, store.clone()).build().unwrap())
         .collect();

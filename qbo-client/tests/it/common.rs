@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use futures::TryStreamExt;
 use qbo_client::{
     Credentials, Environment, ExposeSecret, MemoryTokenStore, Page, QboClient, QboClientBuilder,
-    QboConfig, RateLimit, RetryPolicy, SecretString, TokenStore, TokenStoreError,
+    QboConfig, RateLimit, RefreshGuard, RetryPolicy, SecretString, TokenStore, TokenStoreError,
 };
 use qbo_sim::{SimBuilder, SimHandle};
 
@@ -80,10 +80,14 @@ pub(crate) fn query_requests(sim: &SimHandle) -> u64 {
     sim.stats().endpoint_total("query")
 }
 
-/// A store that records every saved token (and can be told to fail).
+/// A store that records every saved token (and can be told to fail, or to serialise
+/// refreshes like a store shared by processes).
 #[derive(Default)]
 pub(crate) struct ProbeStore {
     pub(crate) inner: MemoryTokenStore,
+    /// When set, the cross-process refresh lock (`TokenStore::lock_refresh`).
+    pub(crate) refresh_lock: Option<Arc<tokio::sync::Mutex<()>>>,
+    pub(crate) locks_taken: std::sync::atomic::AtomicU32,
     pub(crate) saved: Mutex<Vec<String>>,
     pub(crate) fail_saves: Mutex<u32>,
     /// Query requests the sim had seen at each save.
@@ -127,4 +131,26 @@ impl TokenStore for ProbeStore {
             .push(refresh_token.expose_secret().to_owned());
         self.inner.save(realm_id, refresh_token).await
     }
+
+    async fn lock_refresh(
+        &self,
+        _realm_id: &str,
+    ) -> Result<Option<Box<dyn RefreshGuard>>, TokenStoreError> {
+        let Some(lock) = &self.refresh_lock else {
+            return Ok(None);
+        };
+        self.locks_taken
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Some(Box::new(ProbeGuard(
+            Arc::clone(lock).lock_owned().await,
+        ))))
+    }
+}
+
+/// Holds [`ProbeStore`]'s refresh lock until released.
+struct ProbeGuard(#[allow(dead_code)] tokio::sync::OwnedMutexGuard<()>);
+
+#[async_trait]
+impl RefreshGuard for ProbeGuard {
+    async fn release(self: Box<Self>) {}
 }
