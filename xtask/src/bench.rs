@@ -362,6 +362,25 @@ impl IngestFixture {
 const INGEST_START: &str = "2024-01-01";
 const INGEST_END: &str = "2025-01-01";
 
+/// Simulator arguments for `n` invoices created in `[start, end)`, answered at once and without
+/// rate or concurrency limits.
+fn unlimited_sim_args(n: u64, start: &str, end: &str) -> Vec<String> {
+    strings(&[
+        "--invoices",
+        &n.to_string(),
+        "--start",
+        start,
+        "--end",
+        end,
+        "--latency-ms",
+        "0",
+        "--requests-per-min",
+        "0",
+        "--max-concurrency",
+        "0",
+    ])
+}
+
 /// Pipeline flags that lift the client's own pacing (the simulator has no limits here).
 fn unlimited_client_flags() -> Vec<String> {
     strings(&["--requests-per-min", "6000000", "--max-in-flight", "1000"])
@@ -394,20 +413,7 @@ fn pipeline_args(
 
 fn start_ingest_fixture(env: &Env, out: &mut Outcome, for_rerun: bool) -> Result<IngestFixture> {
     let n = env.sizes.ingest;
-    let sim_args = strings(&[
-        "--invoices",
-        &n.to_string(),
-        "--start",
-        INGEST_START,
-        "--end",
-        INGEST_END,
-        "--latency-ms",
-        "0",
-        "--requests-per-min",
-        "0",
-        "--max-concurrency",
-        "0",
-    ]);
+    let sim_args = unlimited_sim_args(n, INGEST_START, INGEST_END);
     let sim = Sim::start(env, "ingest", &sim_args)?;
     let db = "qb_bench_ingest".to_owned();
     create_database(env, &db)?;
@@ -715,20 +721,7 @@ fn scenario_api(env: &Env) -> Result<Outcome> {
 fn scenario_sparse(env: &Env) -> Result<Outcome> {
     let mut out = Outcome::default();
     let n = env.sizes.sparse;
-    let sim_args = strings(&[
-        "--invoices",
-        &n.to_string(),
-        "--start",
-        "2023-03-01",
-        "--end",
-        "2023-05-01",
-        "--latency-ms",
-        "0",
-        "--requests-per-min",
-        "0",
-        "--max-concurrency",
-        "0",
-    ]);
+    let sim_args = unlimited_sim_args(n, "2023-03-01", "2023-05-01");
     let sim = Sim::start(env, "sparse", &sim_args)?;
     let db = "qb_bench_sparse";
     create_database(env, db)?;
@@ -775,20 +768,7 @@ fn scenario_scale(env: &Env, ingest_rss: Option<f64>) -> Result<Outcome> {
     let mut out = Outcome::default();
     let n = env.sizes.scale;
     let (start, end) = ("2020-01-01", "2025-01-01");
-    let sim_args = strings(&[
-        "--invoices",
-        &n.to_string(),
-        "--start",
-        start,
-        "--end",
-        end,
-        "--latency-ms",
-        "0",
-        "--requests-per-min",
-        "0",
-        "--max-concurrency",
-        "0",
-    ]);
+    let sim_args = unlimited_sim_args(n, start, end);
     let sim = Sim::start(env, "scale", &sim_args)?;
     let db = "qb_bench_scale";
     create_database(env, db)?;

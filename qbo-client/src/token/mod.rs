@@ -191,8 +191,7 @@ impl TokenProvider {
         };
         // Another process may have rotated the token since this one last read it: theirs is
         // the newest (saves happen under this lock, in order).
-        let adopted = self.adopt_stored(st).await;
-        let result = match adopted {
+        let result = match self.adopt_stored(st).await {
             Ok(()) => self.refresh_single_flight(st).await,
             Err(e) => Err(e),
         };
