@@ -1,0 +1,82 @@
+//! The `--help` texts: examples, environment and exit codes of the dedicated binaries, and
+//! the generic binary's entity table.
+
+use crate::entity::ENTITIES;
+
+pub(super) const EXAMPLES: &str = "\
+Examples:
+  # One month of history (UTC):
+  qb-invoices-backfill --fecha-inicio 2023-01-01T00:00:00+00:00 --fecha-fin 2023-02-01T00:00:00+00:00
+
+  # Plain dates mean 00:00 UTC; any offset is converted to UTC:
+  qb-customers-backfill --start 2020-01-01 --end 2023-01-01T00:00:00-05:00
+
+  # From an orchestrator's variables, 7-day windows, JSON logs:
+  FECHA_INICIO=2022-01-01 FECHA_FIN=2023-01-01 qb-items-backfill --window 7d --log-format json
+
+  # See the windows without calling anything:
+  qb-invoices-backfill --start 2023-01-01 --end 2023-03-01 --dry-run
+
+  # One-time triggers:
+  qb-invoices-backfill --start 2023-01-01 --end 2024-01-01 --trigger initial-load
+  qb-invoices-backfill triggers list
+  qb-invoices-backfill triggers disable initial-load
+
+  # Volumetry evidence (every entity) as report.md, report.json and rows_per_day.svg:
+  qb-invoices-backfill report --all --out ./evidence
+
+  # Any other QBO entity: the generic binary
+  qb-backfill --entity JournalEntry --start 2023-01-01 --end 2024-01-01
+
+  # Four processes (any machines) sharing one backfill and the realm's QBO budget:
+  qb-invoices-backfill --start 2020-01-01 --end 2024-01-01 --trigger initial-load --workers 4
+
+Environment: QBO_CLIENT_ID, QBO_CLIENT_SECRET, QBO_REFRESH_TOKEN, QBO_REALM_ID, QBO_ENV
+(sandbox|production), optional QBO_BASE_URL / QBO_TOKEN_URL; DATABASE_URL or PG_HOST, PG_PORT,
+PG_DB, PG_USER, PG_PASSWORD. Any secret X may be given as X_FILE (a path) instead.
+
+Exit codes: 0 all windows done, 1 some windows failed or mismatched, 2 usage or configuration
+error, 3 QBO authentication failed (rotate the refresh token), 4 trigger already completed,
+5 database unreachable or migrations failed, 130 / 143 interrupted by SIGINT / SIGTERM (windows
+released, run recorded `interrupted`; run again to resume; a second signal exits at once).
+`report` exits 1 when a window is not done or mismatches its source COUNT.";
+
+/// Help text of `qb-backfill`: examples and the entity table.
+pub(super) fn any_help() -> String {
+    let mut text = String::from(
+        "\
+Examples:
+  # Bills created in 2023 (windows on MetaData.CreateTime, the default):
+  qb-backfill --entity Bill --fecha-inicio 2023-01-01T00:00:00+00:00 --fecha-fin 2024-01-01T00:00:00+00:00
+
+  # Journal entries by transaction date, 7-day windows:
+  qb-backfill --entity journalentry --start 2023-01-01 --end 2024-01-01 --window-field TxnDate --window 7d
+
+  # The entity from the environment (e.g. one image, many Kubernetes Jobs):
+  QB_ENTITY=Vendor FECHA_INICIO=2020-01-01 FECHA_FIN=2024-01-01 qb-backfill
+
+  # Triggers and the volumetry report (without --entity: every entity):
+  qb-backfill --entity Payment triggers list
+  qb-backfill report --out ./evidence
+
+Entities (table; name lists include inactive records with Active IN (true, false), transactions
+may be windowed on TxnDate):
+",
+    );
+    for e in ENTITIES {
+        let kind = if e.name_list {
+            "name list"
+        } else {
+            "transaction"
+        };
+        text.push_str(&format!(
+            "  {:<15} {:<26} {kind}\n",
+            e.name,
+            e.table.to_string()
+        ));
+    }
+    text.push_str(
+        "\nEnvironment, secrets (X_FILE) and exit codes: as for qb-invoices-backfill (see its --help).",
+    );
+    text
+}

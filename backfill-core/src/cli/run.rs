@@ -1,0 +1,474 @@
+//! The backfill run itself: its options ([`RunArgs`]), their validation against the entity and
+//! the clock, the dry-run plan, the run, and the summary printed on a terminal.
+
+use std::io::IsTerminal;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use clap::Args;
+use qbo_client::{FileTokenStore, QboClient, QboConfig, RateLimit, TokenStore};
+use raw_sink::{PgConfig, Sink};
+use time::OffsetDateTime;
+
+use super::reliability::{self, ReliabilityArgs};
+use crate::run::{RunConfig, RunReport};
+use crate::token_store::PgTokenStore;
+use crate::window::{self, Plan, PlanRequest, WindowSize, format_utc};
+use crate::{Entity, Error, ExitStatus, Progress, WindowField};
+
+/// Options of a pipeline run.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Range start: RFC 3339 with offset, or a date (00:00 UTC).
+    #[arg(long = "fecha-inicio", visible_alias = "start", env = "FECHA_INICIO", required = true, value_parser = parse_instant_arg)]
+    pub start: Option<OffsetDateTime>,
+    /// Range end (exclusive): RFC 3339 with offset, or a date (00:00 UTC).
+    #[arg(long = "fecha-fin", visible_alias = "end", env = "FECHA_FIN", required = true, value_parser = parse_instant_arg)]
+    pub end: Option<OffsetDateTime>,
+    /// Window size: minutes dividing a day (15m, 6h) or whole days (1d, 7d).
+    #[arg(long, default_value = "1d", value_parser = parse_window_size_arg)]
+    pub window: WindowSize,
+    /// Timestamp that places a record in a window.
+    #[arg(long, value_parser = parse_window_field_arg, help = "Window field: MetaData.CreateTime (default), MetaData.LastUpdatedTime, or TxnDate (transactions)")]
+    pub window_field: Option<WindowField>,
+    /// Segments (runs of windows) in flight at once; pages held in memory are capped at this + 1.
+    #[arg(long, default_value = "4")]
+    pub concurrency: NonZeroUsize,
+    /// Skip the COUNT verification of each window.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Plan and print the windows; call nothing, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// One-time trigger name (default: pipeline + range).
+    #[arg(long)]
+    pub trigger: Option<String>,
+    /// Run a completed or disabled trigger again and reload windows already done.
+    #[arg(long)]
+    pub force: bool,
+    /// Where the rotating refresh token is kept: db (the ledger schema) or file:PATH.
+    #[arg(long, default_value = "db")]
+    pub token_store: TokenStoreSpec,
+    /// QBO requests per minute for this realm (QBO allows 500).
+    #[arg(long, default_value = "500", value_parser = clap::value_parser!(u32).range(1..))]
+    pub requests_per_min: u32,
+    /// QBO requests in flight at once for this realm (QBO allows 10).
+    #[arg(long, default_value = "10", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight: u32,
+    /// Rows per page (MAXRESULTS, at most 1000).
+    #[arg(long, default_value = "1000", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub page_size: u32,
+    /// Cooperative workers, leases and database loss.
+    #[command(flatten)]
+    pub reliability: ReliabilityArgs,
+}
+
+/// Where the refresh token is persisted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenStoreSpec {
+    /// `backfill.oauth_tokens` in PostgreSQL (the default).
+    Db,
+    /// A 0600 file.
+    File(PathBuf),
+}
+
+impl FromStr for TokenStoreSpec {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "db" {
+            return Ok(TokenStoreSpec::Db);
+        }
+        match s.strip_prefix("file:") {
+            Some(path) if !path.is_empty() => Ok(TokenStoreSpec::File(PathBuf::from(path))),
+            _ => Err(Error::Usage(format!(
+                "token store {s:?} is not `db` or `file:PATH`"
+            ))),
+        }
+    }
+}
+
+fn parse_instant_arg(s: &str) -> Result<OffsetDateTime, Error> {
+    window::parse_instant(s)
+}
+
+fn parse_window_size_arg(s: &str) -> Result<WindowSize, Error> {
+    s.parse()
+}
+
+fn parse_window_field_arg(s: &str) -> Result<WindowField, String> {
+    s.parse()
+        .map_err(|e: crate::entity::UnknownWindowField| e.to_string())
+}
+
+/// A run's options after validation against the entity and the clock.
+#[derive(Debug, Clone)]
+pub struct ValidatedRun {
+    /// The planned windows.
+    pub plan: Plan,
+    /// The window field.
+    pub window_field: WindowField,
+    /// The trigger name (given or default).
+    pub trigger: String,
+}
+
+impl RunArgs {
+    /// Checks the options for entity `E` at time `now` and plans the windows.
+    ///
+    /// # Errors
+    /// Usage errors ([`Error::exit_status`] = 2): a missing bound, a bad range, a window field
+    /// the entity lacks, or a range that `TxnDate` windows cannot cut.
+    pub fn validate<E: Entity>(&self, now: OffsetDateTime) -> Result<ValidatedRun, Error> {
+        let (Some(start), Some(end)) = (self.start, self.end) else {
+            return Err(Error::Usage(
+                "--fecha-inicio and --fecha-fin are required (or FECHA_INICIO / FECHA_FIN)".into(),
+            ));
+        };
+        let window_field = self.window_field.unwrap_or(E::DEFAULT_WINDOW_FIELD);
+        if !E::supports_window_field(window_field) {
+            return Err(Error::WindowFieldNotApplicable {
+                field: window_field,
+                entity: E::NAME,
+            });
+        }
+        let plan = window::plan(&PlanRequest {
+            start,
+            end,
+            size: self.window,
+            now,
+            whole_days: window_field.is_date(),
+        })?;
+        let trigger = match &self.trigger {
+            Some(name) if name.trim().is_empty() => {
+                return Err(Error::Usage("--trigger needs a non-empty name".into()));
+            }
+            Some(name) => name.clone(),
+            // The requested (not the clipped) end, so that re-runs name the same trigger.
+            None => default_trigger_name::<E>(start, end),
+        };
+        Ok(ValidatedRun {
+            plan,
+            window_field,
+            trigger,
+        })
+    }
+}
+
+/// The default trigger name: pipeline and range, e.g.
+/// `qb_invoices_backfill 2023-01-01T00:00:00Z..2023-02-01T00:00:00Z`.
+#[must_use]
+pub fn default_trigger_name<E: Entity>(start: OffsetDateTime, end: OffsetDateTime) -> String {
+    format!("{} {}..{}", E::PIPELINE, format_utc(start), format_utc(end))
+}
+
+/// Validates everything, then connects, migrates, and runs pipeline `E`.
+pub(super) async fn pipeline<E: Entity>(
+    args: &RunArgs,
+    now: OffsetDateTime,
+    progress: Progress,
+) -> Result<ExitStatus, Error> {
+    let valid = args.validate::<E>(now)?;
+    if args.dry_run {
+        print_plan::<E>(args, &valid);
+        return Ok(ExitStatus::Success);
+    }
+    // All configuration is checked before anything is called or written.
+    let qbo = QboConfig::from_env().map_err(Error::QboConfig)?;
+    let pg = PgConfig::from_env().map_err(Error::PgConfig)?;
+    if let Some(requested) = valid.plan.clipped_from {
+        tracing::warn!(
+            pipeline = E::PIPELINE,
+            requested_end = %format_utc(requested),
+            clipped_end = %format_utc(valid.plan.end),
+            "range_clipped_to_now"
+        );
+    }
+
+    let shutdown = reliability::install_signal_handlers(E::PIPELINE);
+    let sink = Sink::connect(&pg).await.map_err(Error::Database)?;
+    sink.migrate().await.map_err(Error::Migrations)?;
+    let store: Arc<dyn TokenStore> = match &args.token_store {
+        TokenStoreSpec::Db => Arc::new(PgTokenStore::new(&sink)),
+        TokenStoreSpec::File(path) => Arc::new(FileTokenStore::new(path.clone())),
+    };
+    let realm_budget = RateLimit {
+        per_minute: args.requests_per_min,
+        max_concurrency: args.max_in_flight,
+    };
+    // This process's share of the realm's budget (waits while other processes hold it all).
+    let worker = reliability::start_worker(
+        &sink,
+        E::PIPELINE,
+        &qbo.realm_id,
+        realm_budget,
+        &args.reliability,
+        &shutdown,
+    )
+    .await?;
+    let client = match QboClient::builder(qbo)
+        .token_store(store)
+        .rate_limit(worker.rate_limit().unwrap_or(realm_budget))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            worker.stop("the QBO client could not be built").await;
+            return Err(Error::Qbo(e));
+        }
+    };
+
+    let mut cfg = RunConfig::new(
+        valid.plan.windows.clone(),
+        valid.window_field,
+        valid.trigger.clone(),
+    );
+    cfg.range_start = valid.plan.start;
+    // The requested end names the trigger, so that a re-run of a clipped range finds it again.
+    cfg.range_end = valid.plan.clipped_from.unwrap_or(valid.plan.end);
+    cfg.concurrency = args.concurrency.get();
+    cfg.verify = !args.no_verify;
+    cfg.force = args.force;
+    cfg.page_size = args.page_size;
+    cfg.progress = progress;
+    reliability::configure(&mut cfg, &args.reliability, &worker, &shutdown);
+    let result = crate::run::<E>(&client, &sink, &cfg).await;
+    reliability::stop_worker(&worker, &result).await;
+    let report = result?;
+    if std::io::stdout().is_terminal() {
+        print_summary::<E>(&client, &cfg, &report);
+    }
+    Ok(report.exit_status())
+}
+
+fn print_plan<E: Entity>(args: &RunArgs, valid: &ValidatedRun) {
+    let plan = &valid.plan;
+    println!(
+        "{} dry run: {} window(s) of {} on {} over [{}, {}), trigger {:?}",
+        E::PIPELINE,
+        plan.windows.len(),
+        args.window,
+        valid.window_field,
+        format_utc(plan.start),
+        format_utc(plan.end),
+        valid.trigger
+    );
+    if let Some(requested) = plan.clipped_from {
+        println!(
+            "warning: the requested end {} is in the future; clipped to now",
+            format_utc(requested)
+        );
+    }
+    for w in &plan.windows {
+        println!("{}\t{}", format_utc(w.start), format_utc(w.end));
+    }
+}
+
+fn print_summary<E: Entity>(client: &QboClient, cfg: &RunConfig, r: &RunReport) {
+    const LISTED: usize = 10;
+    println!(
+        "{} · realm {} · run {} · {} in {:.1}s",
+        E::PIPELINE,
+        client.realm_id(),
+        r.run_id,
+        r.status,
+        r.duration.as_secs_f64()
+    );
+    println!(
+        "range [{}, {}) on {} · trigger {:?}{}",
+        format_utc(cfg.range_start),
+        format_utc(cfg.range_end),
+        cfg.window_field,
+        cfg.trigger,
+        if r.trigger_completed {
+            " completed"
+        } else {
+            ""
+        }
+    );
+    let failed = r
+        .problems
+        .iter()
+        .filter(|p| p.status == raw_sink::WindowStatus::Failed)
+        .count();
+    println!(
+        "windows: {} planned · {} already done · {} done ({} empty) · {} failed · {} mismatch",
+        r.windows_planned,
+        r.windows_skipped,
+        r.windows_done,
+        r.windows_empty,
+        failed,
+        r.problems.len() - failed
+    );
+    println!(
+        "rows: {} received · {} inserted · {} updated · {} unchanged · {} QBO queries",
+        r.rows, r.counts.inserted, r.counts.updated, r.counts.unchanged, r.requests
+    );
+    for p in r.problems.iter().take(LISTED) {
+        println!("  {} {}: {}", p.status, p.window, p.error);
+    }
+    if r.problems.len() > LISTED {
+        println!(
+            "  … and {} more (see backfill.windows)",
+            r.problems.len() - LISTED
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::parse;
+    use crate::logging::LogFormat;
+    use crate::{Customer, Invoice};
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-01-01 00:00 UTC);
+
+    #[test]
+    fn defaults_and_aliases() {
+        let cli = parse(&[
+            "--start",
+            "2023-01-01",
+            "--end",
+            "2023-01-03T00:00:00-05:00",
+        ])
+        .unwrap();
+        assert!(cli.command.is_none());
+        let r = &cli.run;
+        assert_eq!(r.concurrency.get(), 4);
+        assert_eq!(r.requests_per_min, 500);
+        assert_eq!(r.max_in_flight, 10);
+        assert_eq!(r.page_size, 1000);
+        assert_eq!(r.window, WindowSize::DAY);
+        assert_eq!(r.token_store, TokenStoreSpec::Db);
+        assert!(!r.force && !r.dry_run && !r.no_verify);
+        let v = r.validate::<Invoice>(NOW).unwrap();
+        assert_eq!(v.window_field, WindowField::CreateTime);
+        assert_eq!(v.plan.windows.len(), 3);
+        assert_eq!(v.plan.end, datetime!(2023-01-03 05:00 UTC));
+        assert_eq!(
+            v.trigger,
+            "qb_invoices_backfill 2023-01-01T00:00:00Z..2023-01-03T05:00:00Z"
+        );
+    }
+
+    #[test]
+    fn every_flag_parses() {
+        let cli = parse(&[
+            "--fecha-inicio",
+            "2023-01-01T00:00:00+00:00",
+            "--fecha-fin",
+            "2023-02-01T00:00:00+00:00",
+            "--window",
+            "6h",
+            "--window-field",
+            "MetaData.LastUpdatedTime",
+            "--concurrency",
+            "2",
+            "--no-verify",
+            "--dry-run",
+            "--trigger",
+            "t1",
+            "--force",
+            "--log-format",
+            "json",
+            "--token-store",
+            "file:/tmp/tok",
+            "--requests-per-min",
+            "100",
+            "--max-in-flight",
+            "3",
+            "--page-size",
+            "50",
+        ])
+        .unwrap();
+        let r = &cli.run;
+        assert_eq!(cli.log_format, Some(LogFormat::Json));
+        assert_eq!(r.token_store, TokenStoreSpec::File("/tmp/tok".into()));
+        assert_eq!(r.window_field, Some(WindowField::LastUpdatedTime));
+        assert_eq!(
+            (
+                r.concurrency.get(),
+                r.requests_per_min,
+                r.max_in_flight,
+                r.page_size
+            ),
+            (2, 100, 3, 50)
+        );
+        let v = r.validate::<Customer>(NOW).unwrap();
+        assert_eq!(v.plan.windows.len(), 31 * 4);
+        assert_eq!(v.trigger, "t1");
+    }
+
+    #[test]
+    fn usage_errors() {
+        // Offset-less timestamp, reversed range, unknown flag, bad window, missing end.
+        assert!(parse(&["--start", "2023-01-01T00:00:00", "--end", "2023-02-01"]).is_err());
+        assert!(parse(&["--start", "2023-01-01", "--end", "2023-02-01", "--bogus"]).is_err());
+        assert!(
+            parse(&[
+                "--start",
+                "2023-01-01",
+                "--end",
+                "2023-02-01",
+                "--window",
+                "5h"
+            ])
+            .is_err()
+        );
+        assert!(
+            parse(&[
+                "--start",
+                "2023-01-01",
+                "--end",
+                "2023-02-01",
+                "--page-size",
+                "1001"
+            ])
+            .is_err()
+        );
+        assert!(
+            parse(&[
+                "--start",
+                "2023-01-01",
+                "--end",
+                "2023-02-01",
+                "--concurrency",
+                "0"
+            ])
+            .is_err()
+        );
+        assert!(
+            parse(&[
+                "--start",
+                "2023-01-01",
+                "--end",
+                "2023-02-01",
+                "--token-store",
+                "s3:x"
+            ])
+            .is_err()
+        );
+        let reversed = parse(&["--start", "2023-02-01", "--end", "2023-01-01"]).unwrap();
+        assert!(matches!(
+            reversed.run.validate::<Invoice>(NOW),
+            Err(Error::EmptyRange { .. })
+        ));
+        let txn = parse(&[
+            "--start",
+            "2023-01-01",
+            "--end",
+            "2023-02-01",
+            "--window-field",
+            "TxnDate",
+        ])
+        .unwrap();
+        assert!(txn.run.validate::<Invoice>(NOW).is_ok());
+        assert!(matches!(
+            txn.run.validate::<Customer>(NOW),
+            Err(Error::WindowFieldNotApplicable { .. })
+        ));
+    }
+}
