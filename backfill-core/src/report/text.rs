@@ -1,0 +1,142 @@
+//! The terminal rendering: the one-screen summary `report` prints.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use super::{Report, WindowRow, human_bytes};
+
+impl Report {
+    /// The one-screen summary printed by `report`.
+    #[must_use]
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let realm = self.realm_id.as_deref().unwrap_or("every company");
+        let _ = writeln!(s, "qb-backfill volumetry · {realm} · {}", self.generated_at);
+        let _ = writeln!(s, "tables (rows):");
+        let mut any = false;
+        for t in self.tables_with_rows() {
+            any = true;
+            let _ = writeln!(
+                s,
+                "  {:<28} {:>10}  {}",
+                t.table,
+                t.rows,
+                human_bytes(t.table_bytes)
+            );
+        }
+        let empty = self.tables.iter().filter(|t| t.rows == 0).count();
+        if !any {
+            let _ = writeln!(s, "  (no rows yet)");
+        }
+        if empty > 0 && any {
+            let _ = writeln!(s, "  … and {empty} empty table(s)");
+        }
+        let _ = writeln!(s, "verification (source COUNT vs rows loaded, per window):");
+        if self.pipelines.is_empty() {
+            let _ = writeln!(s, "  (no windows in the ledger)");
+        }
+        for p in &self.pipelines {
+            let v = &p.verification;
+            let _ = writeln!(
+                s,
+                "  {:<28} {} windows · {} match · {} mismatch · {} not done · {} unverified · source {} / loaded {}",
+                p.pipeline,
+                v.windows,
+                v.matched,
+                v.mismatch,
+                v.not_done,
+                v.unverified,
+                v.source_total,
+                v.loaded_total
+            );
+        }
+        let problems: Vec<(&str, &WindowRow)> = self
+            .pipelines
+            .iter()
+            .flat_map(|p| {
+                p.windows
+                    .iter()
+                    .filter(|w| w.verification == "mismatch" || w.verification == "not done")
+                    .map(move |w| (p.pipeline.as_str(), w))
+            })
+            .collect();
+        for (pipeline, w) in problems.iter().take(10) {
+            let _ = writeln!(
+                s,
+                "  ! {pipeline} [{}, {}) {} · source {} · loaded {}{}",
+                w.start,
+                w.end,
+                w.status,
+                w.source_count
+                    .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+                w.loaded,
+                w.last_error
+                    .as_deref()
+                    .map_or_else(String::new, |e| format!(" · {e}"))
+            );
+        }
+        if problems.len() > 10 {
+            let _ = writeln!(s, "  ! … and {} more", problems.len() - 10);
+        }
+        if !self.reruns.is_empty() {
+            let _ = writeln!(s, "re-runs (last two runs of the same range):");
+        }
+        for r in &self.reruns {
+            let _ = writeln!(
+                s,
+                "  {} [{}, {}): run {} → run {}: rows {} → {} · inserted {} → {} · updated {} → {} · unchanged {} → {} · {}",
+                r.pipeline,
+                r.range_start,
+                r.range_end,
+                r.previous.id,
+                r.latest.id,
+                r.previous.rows,
+                r.latest.rows,
+                r.previous.inserted,
+                r.latest.inserted,
+                r.previous.updated,
+                r.latest.updated,
+                r.previous.unchanged,
+                r.latest.unchanged,
+                if r.idempotent {
+                    "nothing moved"
+                } else {
+                    "rows changed"
+                }
+            );
+        }
+        let _ = writeln!(
+            s,
+            "runs: {} listed ({}) · triggers: {} ({})",
+            self.runs.len(),
+            tally(self.runs.iter().map(|r| r.status.as_str())),
+            self.triggers.len(),
+            tally(self.triggers.iter().map(|t| t.status.as_str()))
+        );
+        let _ = writeln!(
+            s,
+            "status: {}",
+            if self.ok {
+                "OK: every window done, no mismatch"
+            } else {
+                "PROBLEMS: some windows are not done or mismatch their source COUNT"
+            }
+        );
+        s
+    }
+}
+
+pub(super) fn tally<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for i in items {
+        *counts.entry(i).or_default() += 1;
+    }
+    if counts.is_empty() {
+        return "none".to_owned();
+    }
+    counts
+        .iter()
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
