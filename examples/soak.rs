@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo xtask pg start
-//! cargo build --release -p bin-invoices --bin qb-invoices-backfill --example soak
+//! cargo build --release -p bin-invoices --bin qb-invoices-backfill -p examples --example soak
 //! DATABASE_URL=$(cargo xtask pg url) target/release/examples/soak [RECORDS] [FAULT_RATE]
 //! ```
 //!
@@ -38,7 +38,7 @@ fn pipeline_binary() -> Res<PathBuf> {
     let bin = dir.join("qb-invoices-backfill");
     if !bin.is_file() {
         return Err(format!(
-            "{} not found: build it first (cargo build --release -p bin-invoices --bin qb-invoices-backfill --example soak)",
+            "{} not found: build it first (cargo build --release -p bin-invoices --bin qb-invoices-backfill -p examples --example soak)",
             bin.display()
         )
         .into());
