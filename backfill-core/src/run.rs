@@ -26,17 +26,19 @@
 //!    written, running windows back to `pending`, leases released, run `interrupted`;
 //!    database statements that fail for a retryable reason are retried ([`crate::DbRetry`]).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesOrdered, FuturesUnordered, StreamExt};
-use qbo_client::{Op, Order, Page, QboClient, QboError, Query, Record, TokenStoreError, Value};
+use qbo_client::{
+    Op, Order, Page, PageItem, QboClient, QboError, Query, Record, TokenStoreError, Value,
+};
 use raw_sink::{
-    Ledger, NewRun, PageMeta, RawRow, RunId, RunStatus, RunSummary, Sink, SinkError, TriggerKey,
-    TriggerStatus, UpsertCounts, Window as WindowRow, WindowClaim, WindowId, WindowOutcome,
-    WindowScope, WindowSpan, WindowStatus,
+    Ledger, NewRun, PageMeta, PageOwner, PageWrite, RawRow, RejectRow, Reload, RunId, RunStatus,
+    RunSummary, Sink, SinkError, TriggerKey, TriggerStatus, UpsertCounts, Window as WindowRow,
+    WindowClaim, WindowId, WindowOutcome, WindowScope, WindowSpan, WindowStatus,
 };
 use time::{OffsetDateTime, UtcOffset};
 
@@ -94,6 +96,19 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
+    /// Which windows already done this run loads again: all with `force`; with verification
+    /// on, those done without it (a verifying run verifies its whole plan); else none.
+    #[must_use]
+    pub fn reload(&self) -> Reload {
+        if self.force {
+            Reload::All
+        } else if self.verify {
+            Reload::Unverified
+        } else {
+            Reload::Nothing
+        }
+    }
+
     /// A configuration with the defaults of the CLI for the given windows and trigger.
     #[must_use]
     pub fn new(
@@ -163,6 +178,16 @@ pub struct RunReport {
     pub counts: UpsertCounts,
     /// QBO queries issued by the loop (pages and COUNTs; the client's retries not included).
     pub requests: u64,
+    /// Records of the plan's windows kept in `raw.qb_rejects` (QBO returned them; PostgreSQL
+    /// cannot store them).
+    pub rejected: u64,
+    /// Windows of the plan done without verification (`--no-verify`).
+    pub unverified: u64,
+    /// The end of the planned windows (the requested end, unless clipped to now).
+    pub loaded_until: OffsetDateTime,
+    /// Whether the plan reached the requested end (a range reaching into the future does not,
+    /// and its trigger stays pending until a later run gets there).
+    pub covers_range: bool,
     /// Whether the trigger is now completed.
     pub trigger_completed: bool,
     /// Wall time.
@@ -175,13 +200,13 @@ pub struct RunReport {
 
 impl RunReport {
     /// The process exit status for this report: 130/143 when interrupted, 0 when every window
-    /// is done, else 1.
+    /// of the plan is done and every record QBO returned is stored, else 1.
     #[must_use]
     pub fn exit_status(&self) -> ExitStatus {
         if let Some(reason) = self.interrupted {
             return reason.exit_status();
         }
-        if self.problems.is_empty() {
+        if self.problems.is_empty() && self.rejected == 0 {
             ExitStatus::Success
         } else {
             ExitStatus::WindowsFailed
@@ -214,6 +239,7 @@ struct Ctx<'a> {
     inserted: AtomicU64,
     updated: AtomicU64,
     unchanged: AtomicU64,
+    rejected: AtomicU64,
 }
 
 macro_rules! event {
@@ -378,6 +404,7 @@ pub async fn run<E: Entity>(
         inserted: AtomicU64::new(0),
         updated: AtomicU64::new(0),
         unchanged: AtomicU64::new(0),
+        rejected: AtomicU64::new(0),
     };
 
     let outcome = drive(&ctx).await;
@@ -411,6 +438,7 @@ async fn conclude(
         updated: ctx.updated.load(Ordering::Relaxed),
         unchanged: ctx.unchanged.load(Ordering::Relaxed),
         duplicates: 0,
+        rejected: ctx.rejected.load(Ordering::Relaxed),
     };
     let rows = ctx.rows.load(Ordering::Relaxed);
     let requests = ctx.requests.load(Ordering::Relaxed);
@@ -446,9 +474,53 @@ async fn conclude(
         }
     };
 
+    let mut drive = drive;
+    // The outcome is the ledger's, for the whole plan: a window of the range that a peer
+    // worker or an overlapping run failed counts as much as one this run failed.
+    let plan_state = if drive.interrupted.is_none() {
+        let planned = spans(&cfg.windows);
+        let windows = with_retry(&cfg.db_retry, "checking the windows", || {
+            ledger.ensure_windows(&ctx.scope, &planned)
+        })
+        .await
+        .map_err(Error::Database)?;
+        let reported: HashSet<(OffsetDateTime, OffsetDateTime)> = drive
+            .problems
+            .iter()
+            .map(|p| (p.window.start, p.window.end))
+            .collect();
+        for w in &windows {
+            if w.status != WindowStatus::Done && !reported.contains(&(w.span.start, w.span.end)) {
+                drive.problems.push(WindowProblem {
+                    window: row_window(w),
+                    status: w.status,
+                    error: w
+                        .last_error
+                        .clone()
+                        .unwrap_or_else(|| format!("{} (by another worker or run)", w.status)),
+                });
+            }
+        }
+        Some(PlanState {
+            rejected: windows.iter().map(|w| w.rejected).sum(),
+            unverified: windows
+                .iter()
+                .filter(|w| w.status == WindowStatus::Done && !w.verified)
+                .count() as u64,
+        })
+    } else {
+        None
+    };
+    let rejected = plan_state.as_ref().map_or(0, |p| p.rejected);
+    let unverified = plan_state.as_ref().map_or(0, |p| p.unverified);
+    // A plan clipped to now does not cover the requested range: its trigger waits for a run
+    // that reaches the requested end.
+    let plan_end = cfg.windows.last().map_or(cfg.range_start, |w| w.end);
+    let covers_range = plan_end >= cfg.range_end;
+
     let status = if drive.interrupted.is_some() {
         RunStatus::Interrupted
-    } else if drive.problems.is_empty() {
+    } else if drive.problems.is_empty() && rejected == 0 {
         RunStatus::Succeeded
     } else {
         RunStatus::Partial
@@ -458,8 +530,14 @@ async fn conclude(
         Some(reason) => Some(format!(
             "interrupted by {reason}; the next run resumes the remaining windows"
         )),
-        None => (!drive.problems.is_empty())
-            .then(|| format!("{} window(s) failed or mismatched", drive.problems.len())),
+        None if !drive.problems.is_empty() => Some(format!(
+            "{} window(s) of the range failed or mismatched",
+            drive.problems.len()
+        )),
+        None if rejected > 0 => Some(format!(
+            "{rejected} record(s) QBO returned cannot be stored and are in raw.qb_rejects"
+        )),
+        None => None,
     };
     if let Some(reason) = drive.interrupted {
         let why = format!("interrupted by {reason}; the next run resumes it");
@@ -490,17 +568,15 @@ async fn conclude(
         Err(e) => return Err(Error::Database(e)),
     }
 
-    // The trigger completes once every planned window is done (by this run, earlier runs or
-    // cooperating workers).
-    let all_done = drive.interrupted.is_none() && drive.problems.is_empty() && {
-        let planned = spans(&cfg.windows);
-        let windows = with_retry(&cfg.db_retry, "checking the windows", || {
-            ledger.ensure_windows(&ctx.scope, &planned)
-        })
-        .await
-        .map_err(Error::Database)?;
-        windows.iter().all(|w| w.status == WindowStatus::Done)
-    };
+    // The trigger completes once every window of the requested range is done (by this run,
+    // earlier runs or cooperating workers).
+    let all_done = drive.interrupted.is_none() && drive.problems.is_empty() && covers_range;
+    if !covers_range && drive.interrupted.is_none() {
+        event!(ctx, warn, "trigger_waits_for_range_end",
+            trigger = %cfg.trigger,
+            loaded_until = %format_utc(plan_end),
+            requested_end = %format_utc(cfg.range_end));
+    }
     let trigger_status = with_retry(&cfg.db_retry, "settling the trigger", || {
         ledger.settle_trigger(key, run_id, worker, all_done)
     })
@@ -529,6 +605,9 @@ async fn conclude(
         updated = counts.updated,
         unchanged = counts.unchanged,
         requests,
+        rejected,
+        unverified,
+        covers_range,
         trigger_completed,
         interrupted = drive.interrupted.map(StopReason::as_str),
         worker,
@@ -553,11 +632,23 @@ async fn conclude(
         rows,
         counts,
         requests,
+        rejected,
+        unverified,
+        loaded_until: plan_end,
+        covers_range,
         trigger_completed,
         duration,
         interrupted: drive.interrupted,
         worker: worker.to_owned(),
     })
+}
+
+/// What the ledger says of the whole plan at the end of a run.
+struct PlanState {
+    /// Records of the plan's windows kept in `raw.qb_rejects`.
+    rejected: u64,
+    /// Windows of the plan done without verification.
+    unverified: u64,
 }
 
 #[derive(Default)]
@@ -624,8 +715,9 @@ async fn drive(ctx: &Ctx<'_>) -> Result<DriveOutcome, (Error, DriveOutcome)> {
     let mut segments = 0usize;
     let mut pending = 0usize;
     let mut previous_end: Option<OffsetDateTime> = None;
+    let reload = cfg.reload();
     for w in &rows {
-        if w.status == WindowStatus::Done && !cfg.force {
+        if !reload.takes(w.status, w.verified) {
             out.skipped += 1;
             previous_end = None;
             continue;
@@ -687,7 +779,7 @@ async fn drive(ctx: &Ctx<'_>) -> Result<DriveOutcome, (Error, DriveOutcome)> {
                     windows: &plan,
                     held: &held_now,
                     limit: chunk,
-                    force: cfg.force,
+                    reload,
                     lease_ttl: ctx.worker.lease_ttl(),
                 };
                 let claimed = match ctx
@@ -727,7 +819,7 @@ async fn drive(ctx: &Ctx<'_>) -> Result<DriveOutcome, (Error, DriveOutcome)> {
             let status = match ctx
                 .db("reading the claims", || {
                     ctx.ledger
-                        .claim_status(ctx.worker.id(), ctx.run_id, &plan, cfg.force)
+                        .claim_status(ctx.worker.id(), ctx.run_id, &plan, reload)
                 })
                 .await
             {
@@ -1032,6 +1124,7 @@ async fn fail_all(ctx: &Ctx<'_>, seg: &[WindowRow], msg: &str) -> Result<TaskRes
         let outcome = WindowOutcome {
             status: WindowStatus::Failed,
             source_count: None,
+            verified: false,
             duration: Duration::ZERO,
             error: Some(msg.to_owned()),
         };
@@ -1078,23 +1171,44 @@ async fn fail_all(ctx: &Ctx<'_>, seg: &[WindowRow], msg: &str) -> Result<TaskRes
 /// Per-window tallies of one loading attempt.
 #[derive(Default, Clone)]
 struct WindowTally {
+    /// Distinct ids stored (written or found unchanged).
     ids: HashSet<String>,
+    /// Distinct records QBO returned that went to `raw.qb_rejects` (by id, or by text).
+    rejected: HashSet<String>,
     rows: u64,
     counts: UpsertCounts,
+}
+
+impl WindowTally {
+    /// Distinct records QBO returned for the window: stored or quarantined.
+    fn seen(&self) -> u64 {
+        (self.ids.len() + self.rejected.len()) as u64
+    }
+}
+
+/// What a loading attempt produced: per-window tallies, and a COUNT it had to take (a short
+/// page is the end of a query only if a COUNT says so).
+struct Loaded {
+    tallies: Vec<WindowTally>,
+    counted: Option<u64>,
 }
 
 /// Why an attempt did not produce a verified load.
 enum AttemptError {
     /// Records were inserted or deleted while paging (overlap check failed).
     Changed(String),
-    /// COUNT disagrees with the distinct ids loaded.
+    /// COUNT disagrees with the distinct records loaded.
     Mismatch { count: u64, loaded: u64 },
     /// QBO failed after the client's retries.
     Qbo(QboError),
-    /// A record fell outside every window of the query (the source broke the filter).
+    /// A record fell outside every window of the query (the source broke the filter), or one
+    /// without a usable timestamp cannot be placed in one of several windows.
     Stray(String),
     /// Writing a page failed.
     Sink(SinkError),
+    /// This attempt no longer holds a window (its lease ran out and another worker took it):
+    /// nothing of the page was written.
+    LeaseLost,
     /// The database stayed unreachable beyond the retry bound: the run stops (exit code 5).
     DatabaseGone(SinkError),
     /// A stop was requested; the pages fetched so far are written.
@@ -1106,18 +1220,30 @@ impl AttemptError {
         match self {
             AttemptError::Changed(s) => format!("records changed during paging: {s}"),
             AttemptError::Mismatch { count, loaded } => {
-                format!("COUNT says {count} records, {loaded} distinct ids were loaded")
+                format!("COUNT says {count} records, {loaded} distinct records were loaded")
             }
             AttemptError::Qbo(e) => error_chain(e),
             AttemptError::Stray(s) => s.clone(),
             AttemptError::Sink(e) | AttemptError::DatabaseGone(e) => error_chain(e),
+            AttemptError::LeaseLost => "lease lost mid-attempt".to_owned(),
             AttemptError::Interrupted => "interrupted".to_owned(),
         }
     }
 }
 
+/// How an attempt reads its range.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// Offset paging with overlapping pages.
+    Paged,
+    /// Sub-ranges that each fit in one page (a one-page query cannot skip records): after
+    /// paging detected records changing, re-paging the same way would likely fail again.
+    Narrowed,
+}
+
 /// Loads adjacent windows with one paged query per attempt, verifies, and records the outcome.
-/// A multi-window segment that cannot be verified is split into single windows.
+/// A multi-window segment that cannot be loaded and verified, for any reason, is split into
+/// single windows, so that one bad window never fails its neighbours.
 async fn load(
     ctx: &Ctx<'_>,
     windows: Vec<WindowRow>,
@@ -1126,13 +1252,16 @@ async fn load(
     let cfg = ctx.cfg;
     let range = segment_window(&windows);
     let started = Instant::now();
-    let attempts = if windows.len() > 1 {
-        1
-    } else {
+    let single = windows.len() == 1;
+    let attempts = if single {
         cfg.max_window_attempts.max(1)
+    } else {
+        1
     };
+    let mut reading = Reading::Paged;
     let mut last_error: Option<AttemptError> = None;
     let mut tallies: Vec<WindowTally> = Vec::new();
+    let mut verified = false;
     for attempt in 1..=attempts {
         if cfg.shutdown.is_requested() {
             return Ok(interrupted(&windows));
@@ -1146,36 +1275,33 @@ async fn load(
             }
         }
         if !start_attempts(ctx, &windows).await? {
-            // Another worker took some of these windows over (this worker's lease had expired):
-            // give the rest back; whoever claims them next loads them.
-            let ids = window_ids(&windows);
-            ctx.db("releasing windows", || {
-                ctx.ledger
-                    .release_windows(ctx.worker.id(), Some(&ids), "lease lost mid-attempt")
-            })
-            .await
-            .map_err(Error::Database)?;
-            return Ok(TaskResult::Finished {
-                done: 0,
-                empty: 0,
-                problems: Vec::new(),
-                windows: ids,
-            });
+            return lease_lost_release(ctx, &windows).await;
         }
         event!(ctx, info, "window_started",
             window_start = %format_utc(range.start),
             window_end = %format_utc(range.end),
             windows = windows.len(),
-            attempt);
-        match load_attempt(ctx, &windows, range, expected).await {
-            Ok(t) => {
-                tallies = t;
-                let loaded: u64 = tallies.iter().map(|t| t.ids.len() as u64).sum();
-                if !cfg.verify {
+            attempt,
+            narrowed = reading == Reading::Narrowed);
+        let result = match reading {
+            Reading::Paged => load_attempt(ctx, &windows, range, expected).await,
+            Reading::Narrowed => load_narrowed(ctx, &windows, range).await,
+        };
+        match result {
+            Ok(loaded) => {
+                tallies = loaded.tallies;
+                if loaded.counted.is_some() {
+                    expected = loaded.counted;
+                }
+                let seen: u64 = tallies.iter().map(WindowTally::seen).sum();
+                // A COUNT already taken (the probe's, or one for a short page) that agrees is
+                // a verification, with or without --no-verify.
+                if expected == Some(seen) {
+                    verified = true;
                     last_error = None;
                     break;
                 }
-                if expected == Some(loaded) {
+                if !cfg.verify {
                     last_error = None;
                     break;
                 }
@@ -1183,13 +1309,17 @@ async fn load(
                     return Ok(interrupted(&windows));
                 };
                 match counted {
-                    Ok(count) if count == loaded => {
+                    Ok(count) if count == seen => {
+                        verified = true;
                         last_error = None;
                         break;
                     }
                     Ok(count) => {
                         expected = Some(count);
-                        last_error = Some(AttemptError::Mismatch { count, loaded });
+                        last_error = Some(AttemptError::Mismatch {
+                            count,
+                            loaded: seen,
+                        });
                     }
                     Err(e) if e.is_auth() => return Err(qbo_error(e)),
                     Err(e) => {
@@ -1200,12 +1330,19 @@ async fn load(
             }
             Err(AttemptError::Interrupted) => return Ok(interrupted(&windows)),
             Err(AttemptError::DatabaseGone(e)) => return Err(Error::Database(e)),
+            Err(AttemptError::LeaseLost) => return lease_lost_release(ctx, &windows).await,
             Err(AttemptError::Qbo(e)) if e.is_auth() => {
                 return Err(qbo_error(e));
             }
-            Err(e @ (AttemptError::Changed(_) | AttemptError::Mismatch { .. })) => {
+            Err(e @ AttemptError::Changed(_)) => {
+                // Records are being inserted or deleted while the window is paged: read it as
+                // one-page sub-ranges from now on (not possible for date-valued fields).
+                if single && !cfg.window_field.is_date() {
+                    reading = Reading::Narrowed;
+                }
                 last_error = Some(e);
             }
+            Err(e @ AttemptError::Mismatch { .. }) => last_error = Some(e),
             // Still transient after the client's own retries: give the window another attempt.
             Err(AttemptError::Qbo(e)) if e.is_retryable() => {
                 last_error = Some(AttemptError::Qbo(e));
@@ -1226,46 +1363,16 @@ async fn load(
 
     let elapsed = started.elapsed();
     match last_error {
-        None => {
-            let mut done = 0u64;
-            let mut empty = 0u64;
-            for (w, t) in windows.iter().zip(tallies.iter()) {
-                let source = t.ids.len() as u64;
-                let outcome = WindowOutcome {
-                    status: WindowStatus::Done,
-                    source_count: Some(source),
-                    duration: elapsed,
-                    error: None,
-                };
-                if finish(ctx, w.id, &outcome).await?.is_none() {
-                    continue;
-                }
-                empty += u64::from(source == 0);
-                done += 1;
-                event!(ctx, info, "window_finished",
-                    window_start = %format_utc(w.span.start),
-                    window_end = %format_utc(w.span.end),
-                    status = "done",
-                    rows = t.rows,
-                    inserted = t.counts.inserted,
-                    updated = t.counts.updated,
-                    unchanged = t.counts.unchanged,
-                    source_count = source,
-                    verified = cfg.verify,
-                    duration_ms = duration_ms(elapsed));
-            }
-            finished_windows(ctx, done);
-            Ok(TaskResult::Finished {
-                done,
-                empty,
-                problems: Vec::new(),
-                windows: window_ids(&windows),
-            })
-        }
-        Some(AttemptError::Changed(_) | AttemptError::Mismatch { .. } | AttemptError::Stray(_))
-            if windows.len() > 1 =>
-        {
-            // Retry window by window: each gets its own attempts and verification.
+        None => finish_loaded(ctx, &windows, &tallies, verified, elapsed).await,
+        Some(e) if !single => {
+            // Whatever went wrong (a record that cannot be placed, a change, a failure that
+            // outlived the retries), retry window by window: each gets its own attempts and
+            // verification, and a bad window no longer fails its neighbours.
+            event!(ctx, info, "segment_split",
+                window_start = %format_utc(range.start),
+                window_end = %format_utc(range.end),
+                windows = windows.len(),
+                cause = %e.describe());
             Ok(TaskResult::Split(
                 windows
                     .into_iter()
@@ -1276,45 +1383,119 @@ async fn load(
                     .collect(),
             ))
         }
-        Some(e) => {
-            let (status, source) = match &e {
-                AttemptError::Mismatch { count, .. } => (WindowStatus::Mismatch, Some(*count)),
-                AttemptError::Changed(_) => (WindowStatus::Mismatch, None),
-                _ => (WindowStatus::Failed, None),
-            };
-            let msg = e.describe();
-            let mut problems = Vec::new();
-            for w in &windows {
-                let outcome = WindowOutcome {
-                    status,
-                    source_count: source,
-                    duration: elapsed,
-                    error: Some(msg.clone()),
-                };
-                if finish(ctx, w.id, &outcome).await?.is_none() {
-                    continue;
-                }
-                event!(ctx, warn, "window_finished",
-                    window_start = %format_utc(w.span.start),
-                    window_end = %format_utc(w.span.end),
-                    status = status.as_str(),
-                    error = %msg,
-                    duration_ms = duration_ms(elapsed));
-                problems.push(WindowProblem {
-                    window: row_window(w),
-                    status,
-                    error: msg.clone(),
-                });
-            }
-            finished_windows(ctx, windows.len() as u64);
-            Ok(TaskResult::Finished {
-                done: 0,
-                empty: 0,
-                problems,
-                windows: window_ids(&windows),
-            })
-        }
+        Some(e) => finish_unloaded(ctx, &windows, &e, elapsed).await,
     }
+}
+
+/// This worker no longer holds some of these windows (its lease had expired and another worker
+/// took them over): give the rest back; whoever claims them next loads them.
+async fn lease_lost_release(ctx: &Ctx<'_>, windows: &[WindowRow]) -> Result<TaskResult, Error> {
+    let ids = window_ids(windows);
+    ctx.db("releasing windows", || {
+        ctx.ledger
+            .release_windows(ctx.worker.id(), Some(&ids), "lease lost mid-attempt")
+    })
+    .await
+    .map_err(Error::Database)?;
+    Ok(TaskResult::Finished {
+        done: 0,
+        empty: 0,
+        problems: Vec::new(),
+        windows: ids,
+    })
+}
+
+/// Records loaded windows as `done`: verified (source count = what QBO returned for each) or,
+/// with `--no-verify` and no COUNT to compare, unverified (no source count).
+async fn finish_loaded(
+    ctx: &Ctx<'_>,
+    windows: &[WindowRow],
+    tallies: &[WindowTally],
+    verified: bool,
+    elapsed: Duration,
+) -> Result<TaskResult, Error> {
+    let mut done = 0u64;
+    let mut empty = 0u64;
+    for (w, t) in windows.iter().zip(tallies) {
+        let source = t.seen();
+        let outcome = WindowOutcome {
+            status: WindowStatus::Done,
+            source_count: verified.then_some(source),
+            verified,
+            duration: elapsed,
+            error: None,
+        };
+        if finish(ctx, w.id, &outcome).await?.is_none() {
+            continue;
+        }
+        empty += u64::from(source == 0);
+        done += 1;
+        event!(ctx, info, "window_finished",
+            window_start = %format_utc(w.span.start),
+            window_end = %format_utc(w.span.end),
+            status = "done",
+            rows = t.rows,
+            inserted = t.counts.inserted,
+            updated = t.counts.updated,
+            unchanged = t.counts.unchanged,
+            rejected = t.rejected.len(),
+            source_count = source,
+            verified,
+            duration_ms = duration_ms(elapsed));
+    }
+    finished_windows(ctx, done);
+    Ok(TaskResult::Finished {
+        done,
+        empty,
+        problems: Vec::new(),
+        windows: window_ids(windows),
+    })
+}
+
+/// Records windows whose attempts all failed or mismatched.
+async fn finish_unloaded(
+    ctx: &Ctx<'_>,
+    windows: &[WindowRow],
+    e: &AttemptError,
+    elapsed: Duration,
+) -> Result<TaskResult, Error> {
+    let (status, source, verified) = match e {
+        AttemptError::Mismatch { count, .. } => (WindowStatus::Mismatch, Some(*count), true),
+        AttemptError::Changed(_) => (WindowStatus::Mismatch, None, false),
+        _ => (WindowStatus::Failed, None, false),
+    };
+    let msg = e.describe();
+    let mut problems = Vec::new();
+    for w in windows {
+        let outcome = WindowOutcome {
+            status,
+            source_count: source,
+            verified,
+            duration: elapsed,
+            error: Some(msg.clone()),
+        };
+        if finish(ctx, w.id, &outcome).await?.is_none() {
+            continue;
+        }
+        event!(ctx, warn, "window_finished",
+            window_start = %format_utc(w.span.start),
+            window_end = %format_utc(w.span.end),
+            status = status.as_str(),
+            error = %msg,
+            duration_ms = duration_ms(elapsed));
+        problems.push(WindowProblem {
+            window: row_window(w),
+            status,
+            error: msg.clone(),
+        });
+    }
+    finished_windows(ctx, windows.len() as u64);
+    Ok(TaskResult::Finished {
+        done: 0,
+        empty: 0,
+        problems,
+        windows: window_ids(windows),
+    })
 }
 
 /// Starts an attempt on every window of a task; `false` if this worker no longer holds one.
@@ -1417,12 +1598,17 @@ fn record_key(field: WindowField, r: &Record) -> Option<OffsetDateTime> {
 }
 
 /// Pages `range` once, upserting each page (split by window) while the next one is fetched.
+///
+/// Invariants: consecutive pages overlap by `page_overlap` items, which must repeat (else
+/// records moved: [`AttemptError::Changed`]); a page shorter than MAXRESULTS ends the query
+/// only when a COUNT (the probe's, or one taken here) says nothing lies beyond it, or, with
+/// verification off, when the next page is empty.
 async fn load_attempt(
     ctx: &Ctx<'_>,
     windows: &[WindowRow],
     range: Window,
     expected: Option<u64>,
-) -> Result<Vec<WindowTally>, AttemptError> {
+) -> Result<Loaded, AttemptError> {
     let cfg = ctx.cfg;
     let page_size = cfg.page_size.clamp(1, 1000);
     let overlap = cfg.page_overlap.min(page_size.saturating_sub(1));
@@ -1430,49 +1616,27 @@ async fn load_attempt(
     let base = build_query(ctx, QueryKind::Select, range).map_err(AttemptError::Qbo)?;
 
     let mut tallies = vec![WindowTally::default(); windows.len()];
+    let mut counted: Option<u64> = None;
     let mut page_number: u32 = 1;
-    let mut start_position: u32 = 1;
     let mut tail: Vec<String> = Vec::new();
-    let fetch = |start: u32| {
-        let q = base.with_start_position(start);
-        async move {
-            let q = q.map_err(|e| AttemptError::Qbo(e.into()))?;
-            // The permit travels with the page until it is written (the semaphore is never
-            // closed; an error could only mean that, and is treated as a stop).
-            let Some(Ok(permit)) = stoppable(ctx, ctx.pages.acquire()).await else {
-                return Err(AttemptError::Interrupted);
-            };
-            if ctx.cfg.shutdown.is_requested() {
-                return Err(AttemptError::Interrupted);
-            }
-            ctx.requests.fetch_add(1, Ordering::Relaxed);
-            match stoppable(ctx, ctx.client.query_page(&q)).await {
-                None => Err(AttemptError::Interrupted),
-                Some(page) => page.map(|p| (p, permit)).map_err(AttemptError::Qbo),
-            }
-        }
-    };
+    let fetch = |start: u32| fetch_page(ctx, base.with_start_position(start));
     // Pages fetched ahead, in order. Beyond the next page, only pages a COUNT says exist, and
     // only while page permits are free: a lone segment (the tail of a run) pages in parallel.
     // (Queueing more fetches on the permits was measured worse: pages fetched early hold
     // permits while they wait for their predecessors, and the API budget idles.)
     let mut ahead = FuturesOrdered::new();
-    ahead.push_back(fetch(start_position));
-    let mut next_fetch = start_position + step;
+    ahead.push_back(fetch(1));
+    let mut next_fetch = 1 + step;
     let Some(first) = ahead.next().await else {
         return Err(AttemptError::Interrupted);
     };
     let (mut current, mut permit) = first?;
     loop {
-        let full = current.records.len() >= page_size as usize;
-        // Check the overlap: the first rows must be the previous page's last rows.
-        let skip = if page_number > 1 && overlap > 0 {
-            let head: Vec<&str> = current
-                .records
-                .iter()
-                .take(tail.len())
-                .map(|r| r.id.as_str())
-                .collect();
+        let len = current.len();
+        let start_position = current.start_position;
+        // Check the overlap: the first items must be the previous page's last items.
+        let skip = if page_number > 1 && !tail.is_empty() {
+            let head: Vec<&str> = current.items().take(tail.len()).map(|i| i.key()).collect();
             if head != tail.iter().map(String::as_str).collect::<Vec<_>>() {
                 return Err(AttemptError::Changed(format!(
                     "page {page_number} at position {start_position} should start with ids {tail:?}, got {head:?}"
@@ -1487,20 +1651,54 @@ async fn load_attempt(
             window_end = %format_utc(range.end),
             page_number,
             start_position,
-            rows = current.records.len(),
+            rows = len,
+            rejected = current.rejects.len(),
             latency_ms = duration_ms(current.latency),
             intuit_tid = current.intuit_tid.as_deref().unwrap_or(""));
+        let full = len >= page_size as usize;
+        let more = if full {
+            true
+        } else if len == 0 {
+            false
+        } else {
+            // A short page: the end only if a COUNT says no record lies beyond it.
+            let beyond = u64::from(start_position - 1) + len as u64;
+            let total = match expected.or(counted) {
+                Some(n) => Some(n),
+                None if cfg.verify => {
+                    let Some(n) = stoppable(ctx, count_range(ctx, range)).await else {
+                        return Err(AttemptError::Interrupted);
+                    };
+                    let n = n.map_err(AttemptError::Qbo)?;
+                    counted = Some(n);
+                    Some(n)
+                }
+                // Verification off and no COUNT: the next page (empty at the end) decides.
+                None => None,
+            };
+            let more = total.is_none_or(|n| beyond < n);
+            if more {
+                event!(ctx, warn, "short_page",
+                    window_start = %format_utc(range.start),
+                    window_end = %format_utc(range.end),
+                    page_number,
+                    start_position,
+                    rows = len,
+                    count = total);
+                // Positions after a short page: drop the look-ahead fetched for full pages.
+                ahead = FuturesOrdered::new();
+                next_fetch = start_position + u32::try_from(len).unwrap_or(u32::MAX);
+                next_fetch = next_fetch.saturating_sub(overlap.min(next_fetch - start_position));
+            }
+            more
+        };
         tail = current
-            .records
-            .iter()
-            .rev()
-            .take(overlap as usize)
-            .rev()
-            .map(|r| r.id.clone())
+            .items()
+            .skip(len.saturating_sub(overlap as usize))
+            .map(|i| i.key().to_owned())
             .collect();
 
-        let next_start = start_position + step;
-        if full {
+        if more {
             if ahead.is_empty() {
                 ahead.push_back(fetch(next_fetch));
                 next_fetch += step;
@@ -1519,7 +1717,7 @@ async fn load_attempt(
             drop(permit);
             w
         };
-        let (written, next) = if full {
+        let (written, next) = if more {
             let (w, n) = tokio::join!(write, ahead.next());
             (w, Some(n.ok_or(AttemptError::Interrupted)))
         } else {
@@ -1531,21 +1729,112 @@ async fn load_attempt(
             Some(n) => {
                 (current, permit) = n??;
                 page_number += 1;
-                start_position = next_start;
-                if current.records.len() < tail.len() {
+                if current.len() < tail.len() {
                     return Err(AttemptError::Changed(format!(
-                        "page {page_number} at position {start_position} returned {} rows, fewer than the {} overlapping ones",
-                        current.records.len(),
+                        "page {page_number} at position {} returned {} rows, fewer than the {} overlapping ones",
+                        current.start_position,
+                        current.len(),
                         tail.len()
                     )));
                 }
             }
         }
     }
-    Ok(tallies)
+    Ok(Loaded { tallies, counted })
 }
 
-/// Splits a page's new rows by window and upserts each group with its window's progress.
+/// Fetches one page, holding a page permit from before the request until the page is written
+/// (the caller drops it).
+async fn fetch_page<'c>(
+    ctx: &'c Ctx<'_>,
+    q: Result<Query, qbo_client::QueryError>,
+) -> Result<(Page, tokio::sync::SemaphorePermit<'c>), AttemptError> {
+    let q = q.map_err(|e| AttemptError::Qbo(e.into()))?;
+    // The semaphore is never closed; an error could only mean that, and is treated as a stop.
+    let Some(Ok(permit)) = stoppable(ctx, ctx.pages.acquire()).await else {
+        return Err(AttemptError::Interrupted);
+    };
+    if ctx.cfg.shutdown.is_requested() {
+        return Err(AttemptError::Interrupted);
+    }
+    ctx.requests.fetch_add(1, Ordering::Relaxed);
+    match stoppable(ctx, ctx.client.query_page(&q)).await {
+        None => Err(AttemptError::Interrupted),
+        Some(page) => page.map(|p| (p, permit)).map_err(AttemptError::Qbo),
+    }
+}
+
+/// Reads one window as sub-ranges that each fit in one page: a sub-range whose page comes back
+/// full is halved (at whole seconds, which is what QBO's timestamps resolve) and read again; a
+/// one-page query has no second page, so records inserted or deleted meanwhile cannot make it
+/// skip any. A sub-range of one second that still fills a page is paged as usual.
+async fn load_narrowed(
+    ctx: &Ctx<'_>,
+    windows: &[WindowRow],
+    range: Window,
+) -> Result<Loaded, AttemptError> {
+    let page_size = ctx.cfg.page_size.clamp(1, 1000) as usize;
+    let mut tallies = vec![WindowTally::default(); windows.len()];
+    let mut counted = None;
+    let mut stack = vec![range];
+    let mut page_number = 0u32;
+    while let Some(part) = stack.pop() {
+        let q = build_query(ctx, QueryKind::Select, part)
+            .map_err(AttemptError::Qbo)?
+            .with_start_position(1);
+        let (page, permit) = fetch_page(ctx, q).await?;
+        let seconds = (part.end - part.start).whole_seconds();
+        if page.len() >= page_size && seconds >= 2 {
+            drop(permit);
+            let mid = part.start + time::Duration::seconds(seconds / 2);
+            stack.push(Window {
+                start: mid,
+                end: part.end,
+            });
+            stack.push(Window {
+                start: part.start,
+                end: mid,
+            });
+            continue;
+        }
+        if page.len() >= page_size {
+            drop(permit);
+            let paged = Box::pin(load_attempt(ctx, windows, part, None)).await?;
+            for (t, p) in tallies.iter_mut().zip(paged.tallies) {
+                t.ids.extend(p.ids);
+                t.rejected.extend(p.rejected);
+                t.rows += p.rows;
+                t.counts += p.counts;
+            }
+            counted = None;
+            continue;
+        }
+        page_number += 1;
+        event!(ctx, info, "page_loaded",
+            window_start = %format_utc(part.start),
+            window_end = %format_utc(part.end),
+            page_number,
+            start_position = 1,
+            rows = page.len(),
+            narrowed = true,
+            latency_ms = duration_ms(page.latency),
+            intuit_tid = page.intuit_tid.as_deref().unwrap_or(""));
+        write_page(ctx, windows, &mut tallies, &page, 0, page_number).await?;
+        drop(permit);
+    }
+    Ok(Loaded { tallies, counted })
+}
+
+/// Which of `windows` an instant falls in.
+fn window_of(windows: &[WindowRow], key: OffsetDateTime) -> Option<usize> {
+    windows
+        .iter()
+        .position(|w| w.span.start <= key && key < w.span.end)
+}
+
+/// Splits a page's new items by window and writes each group with its window's progress:
+/// records into the raw table, items that are not usable records (and records PostgreSQL
+/// cannot store) into `raw.qb_rejects`, only while this attempt holds the window.
 async fn write_page(
     ctx: &Ctx<'_>,
     windows: &[WindowRow],
@@ -1555,30 +1844,48 @@ async fn write_page(
     page_number: u32,
 ) -> Result<(), AttemptError> {
     let field = ctx.cfg.window_field;
-    let mut groups: HashMap<usize, Vec<RawRow<'_>>> = HashMap::new();
-    for r in page.records.iter().skip(skip) {
-        let key = record_key(field, r)
-            .ok_or_else(|| AttemptError::Stray(format!("record {} has no {field}", r.id)))?;
-        let idx = windows
-            .iter()
-            .position(|w| w.span.start <= key && key < w.span.end)
-            .ok_or_else(|| {
-                AttemptError::Stray(format!(
-                    "record {} has {field} {} outside the queried windows",
-                    r.id,
-                    format_utc(key)
-                ))
-            })?;
-        groups.entry(idx).or_default().push(RawRow {
-            id: &r.id,
-            payload: &r.raw,
-        });
+    let mut rows: Vec<Vec<RawRow<'_>>> = vec![Vec::new(); windows.len()];
+    let mut rejects: Vec<Vec<RejectRow<'_>>> = vec![Vec::new(); windows.len()];
+    for item in page.items().skip(skip) {
+        match item {
+            PageItem::Record(r) => {
+                let key = record_key(field, r).ok_or_else(|| {
+                    AttemptError::Stray(format!("record {} has no {field}", r.id))
+                })?;
+                let idx = window_of(windows, key).ok_or_else(|| {
+                    AttemptError::Stray(format!(
+                        "record {} has {field} {} outside the queried windows",
+                        r.id,
+                        format_utc(key)
+                    ))
+                })?;
+                rows[idx].push(RawRow {
+                    id: &r.id,
+                    payload: &r.raw,
+                });
+            }
+            // Without a usable timestamp a reject belongs to the query's window only when the
+            // query has one window; a segment of several is split and read window by window.
+            PageItem::Reject(r) if windows.len() == 1 => rejects[0].push(RejectRow {
+                record_id: r.id.as_deref(),
+                raw_text: r.raw.get(),
+                reason: &r.reason,
+            }),
+            PageItem::Reject(r) => {
+                return Err(AttemptError::Stray(format!(
+                    "a record ({}) cannot be placed in one of the {} windows read together: {}",
+                    r.id.as_deref().unwrap_or("no Id"),
+                    windows.len(),
+                    r.reason
+                )));
+            }
+        }
     }
-    let mut indices: Vec<usize> = groups.keys().copied().collect();
-    indices.sort_unstable();
-    for idx in indices {
-        let rows = groups.remove(&idx).unwrap_or_default();
-        let w = &windows[idx];
+    for (idx, w) in windows.iter().enumerate() {
+        let (rows, rejects) = (&rows[idx], &rejects[idx]);
+        if rows.is_empty() && rejects.is_empty() {
+            continue;
+        }
         let meta = PageMeta {
             realm_id: ctx.realm.clone(),
             window_start: w.span.start,
@@ -1587,28 +1894,54 @@ async fn write_page(
             page_size: i32::try_from(page.max_results).unwrap_or(i32::MAX),
             request_payload: page.query.clone(),
         };
-        let counts = ctx
-            .db("upserting a page", || {
-                ctx.sink.upsert_page(ctx.table, &meta, &rows, Some(w.id))
-            })
+        let write = PageWrite {
+            table: ctx.table,
+            entity: ctx.entity,
+            meta: &meta,
+            rows,
+            rejects,
+            owner: Some(PageOwner {
+                window: w.id,
+                run: Some(ctx.run_id),
+                worker: Some(ctx.worker.id()),
+            }),
+        };
+        let outcome = ctx
+            .db("upserting a page", || ctx.sink.write_page(&write))
             .await
-            .map_err(|e| {
-                if e.is_retryable() {
-                    AttemptError::DatabaseGone(e)
-                } else {
-                    AttemptError::Sink(e)
+            .map_err(|e| match e {
+                SinkError::WindowNotRunning { .. } | SinkError::NotFound { .. } => {
+                    AttemptError::LeaseLost
                 }
+                e if e.is_retryable() => AttemptError::DatabaseGone(e),
+                e => AttemptError::Sink(e),
             })?;
         let t = &mut tallies[idx];
-        t.rows += rows.len() as u64;
-        t.counts += counts;
-        for r in &rows {
+        for r in rejects {
+            t.rejected
+                .insert(r.record_id.unwrap_or(r.raw_text).to_owned());
+        }
+        let mut refused: HashSet<&str> = HashSet::new();
+        for r in &outcome.rejected {
+            if let Some(id) = &r.record_id {
+                t.rejected.insert(id.clone());
+                refused.insert(id);
+            }
+        }
+        let stored = rows.iter().filter(|r| !refused.contains(r.id));
+        let mut received = 0u64;
+        for r in stored {
+            received += 1;
             t.ids.insert(r.id.to_owned());
         }
-        ctx.rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
+        let counts = outcome.counts;
+        t.rows += received;
+        t.counts += counts;
+        ctx.rows.fetch_add(received, Ordering::Relaxed);
         ctx.inserted.fetch_add(counts.inserted, Ordering::Relaxed);
         ctx.updated.fetch_add(counts.updated, Ordering::Relaxed);
         ctx.unchanged.fetch_add(counts.unchanged, Ordering::Relaxed);
+        ctx.rejected.fetch_add(counts.rejected, Ordering::Relaxed);
     }
     Ok(())
 }
@@ -1679,6 +2012,8 @@ mod claim_tests {
             updated: 0,
             unchanged: 0,
             source_count: None,
+            verified: false,
+            rejected: 0,
             duration: None,
             last_error: None,
             run_id: None,

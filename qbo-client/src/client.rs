@@ -264,7 +264,8 @@ impl QboClient {
             start_position: req.start_position,
             max_results: req.max_results,
             query: text,
-            records: answer.value,
+            records: answer.value.0,
+            rejects: answer.value.1,
             intuit_tid: answer.intuit_tid,
             latency: answer.latency,
         })

@@ -77,7 +77,7 @@ pub use config::{
 pub use error::{AuthError, Endpoint, QboError};
 pub use fault::{Fault, FaultDetail};
 pub use limit::RateLimit;
-pub use page::{Page, Record};
+pub use page::{Page, PageItem, Record, RecordReject};
 pub use query::{
     DEFAULT_MAX_RESULTS, MAX_RESULTS_LIMIT, Op, Order, Query, QueryBuilder, QueryError, Value,
 };

@@ -25,6 +25,10 @@ pub struct Page {
     pub query: String,
     /// The records, in QBO's order.
     pub records: Vec<Record>,
+    /// Items of the page that are not usable records (no `Id`, no `MetaData`, an unparsable
+    /// timestamp), kept as received so the caller can quarantine them; the rest of the page
+    /// is unaffected.
+    pub rejects: Vec<RecordReject>,
     /// The response's `intuit_tid` header.
     pub intuit_tid: Option<String>,
     /// Time from sending the request to the last byte of the answer (successful attempt).
@@ -32,23 +36,71 @@ pub struct Page {
 }
 
 impl Page {
-    /// Number of records.
+    /// Number of items QBO returned: records and rejects.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.records.len()
+        self.records.len() + self.rejects.len()
     }
 
-    /// Whether the page has no records.
+    /// Whether QBO returned no item.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.len() == 0
     }
 
-    /// Whether this is the last page (shorter than MAXRESULTS).
+    /// Whether the page is shorter than MAXRESULTS. A short page is not proof that the query
+    /// has no more rows (QBO has answered short pages mid-range): only an empty page or a
+    /// COUNT is.
     #[must_use]
     pub fn is_last(&self) -> bool {
-        self.records.len() < self.max_results as usize
+        self.len() < self.max_results as usize
     }
+
+    /// The page's items in QBO's order: records and rejects interleaved as they came.
+    pub fn items(&self) -> impl Iterator<Item = PageItem<'_>> {
+        let mut records = self.records.iter();
+        let mut rejects = self.rejects.iter().peekable();
+        (0..self.len()).filter_map(move |position| {
+            match rejects.next_if(|r| r.position == position) {
+                Some(r) => Some(PageItem::Reject(r)),
+                None => records.next().map(PageItem::Record),
+            }
+        })
+    }
+}
+
+/// One item of a [`Page`], in QBO's order.
+#[derive(Debug, Clone, Copy)]
+pub enum PageItem<'a> {
+    /// A usable record.
+    Record(&'a Record),
+    /// An item that is not a usable record.
+    Reject(&'a RecordReject),
+}
+
+impl<'a> PageItem<'a> {
+    /// What identifies the item when overlapping pages are compared: the `Id`, or for a
+    /// reject without one its text.
+    #[must_use]
+    pub fn key(&self) -> &'a str {
+        match self {
+            PageItem::Record(r) => &r.id,
+            PageItem::Reject(r) => r.id.as_deref().unwrap_or(r.raw.get()),
+        }
+    }
+}
+
+/// An item of a page that is not a usable record.
+#[derive(Debug, Clone)]
+pub struct RecordReject {
+    /// Its 0-based position in the page.
+    pub position: usize,
+    /// Its `Id`, when it has a readable one.
+    pub id: Option<String>,
+    /// Its exact JSON text.
+    pub raw: Box<RawValue>,
+    /// Why it is not usable, naming the field (e.g. `MetaData.CreateTime: ...`).
+    pub reason: String,
 }
 
 /// One entity as QBO returned it, with the fields the pipeline needs parsed.
@@ -86,6 +138,13 @@ struct RecordMeta {
     meta: MetaTimes,
     #[serde(rename = "TxnDate", default, deserialize_with = "opt_date")]
     txn_date: Option<Date>,
+}
+
+/// Just the `Id` of an item that failed to decode, when it has one.
+#[derive(Deserialize)]
+struct IdOnly {
+    #[serde(rename = "Id", default)]
+    id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -218,12 +277,16 @@ pub(crate) struct PageRequest<'a> {
     pub(crate) max_results: u32,
 }
 
-/// Decodes a page body into records (raw JSON kept byte for byte).
+/// A decoded page: its records and the items that are not usable records.
+pub(crate) type Decoded = (Vec<Record>, Vec<RecordReject>);
+
+/// Decodes a page body into records (raw JSON kept byte for byte). The page as a whole must be
+/// well-formed; an item of it that is not a usable record becomes a [`RecordReject`].
 pub(crate) fn decode_page(
     body: &[u8],
     req: &PageRequest<'_>,
     intuit_tid: Option<&String>,
-) -> Result<Vec<Record>, Failure> {
+) -> Result<Decoded, Failure> {
     let map = envelope(body, intuit_tid)?;
     let mut list_key: Option<&String> = None;
     for key in map.keys() {
@@ -256,7 +319,7 @@ pub(crate) fn decode_page(
     }
     let Some(key) = list_key else {
         // `{"QueryResponse":{}}`: an empty page.
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     };
     let prefix = format!("QueryResponse.{key}");
     let raw_list = map.get(key).map_or("[]", |r| r.get());
@@ -274,19 +337,47 @@ pub(crate) fn decode_page(
         ));
     }
     let mut records = Vec::with_capacity(items.len());
+    let mut rejects = Vec::new();
     for (i, raw) in items.into_iter().enumerate() {
         let de = &mut serde_json::Deserializer::from_str(raw.get());
-        let meta: RecordMeta = serde_path_to_error::deserialize(de)
-            .map_err(|e| decode_failure(e, intuit_tid, Some(&format!("{prefix}[{i}]"))))?;
-        records.push(Record {
-            id: meta.id,
-            create_time: meta.meta.create_time,
-            last_updated_time: meta.meta.last_updated_time,
-            txn_date: meta.txn_date,
-            raw: raw.to_owned(),
-        });
+        match serde_path_to_error::deserialize::<_, RecordMeta>(de) {
+            Ok(meta) => records.push(Record {
+                id: meta.id,
+                create_time: meta.meta.create_time,
+                last_updated_time: meta.meta.last_updated_time,
+                txn_date: meta.txn_date,
+                raw: raw.to_owned(),
+            }),
+            Err(e) => {
+                let id = serde_json::from_str::<IdOnly>(raw.get())
+                    .ok()
+                    .and_then(|r| r.id);
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                let reason = if path == "." {
+                    format!("{prefix}[{i}]: {inner}")
+                } else {
+                    format!("{prefix}[{i}].{path}: {inner}")
+                };
+                tracing::warn!(
+                    entity = req.entity,
+                    start_position = req.start_position,
+                    position = i,
+                    id = id.as_deref().unwrap_or(""),
+                    reason = %reason,
+                    intuit_tid = intuit_tid.map_or("", String::as_str),
+                    "record_rejected"
+                );
+                rejects.push(RecordReject {
+                    position: i,
+                    id,
+                    raw: raw.to_owned(),
+                    reason,
+                });
+            }
+        }
     }
-    Ok(records)
+    Ok((records, rejects))
 }
 
 /// Decodes a COUNT answer.
@@ -334,7 +425,8 @@ mod tests {
         let body = format!(
             r#"{{"QueryResponse":{{"Invoice":[{INVOICE}],"startPosition":1,"maxResults":1}},"time":"2015-07-29T09:29:56.229-07:00"}}"#
         );
-        let recs = decode_page(body.as_bytes(), &req("Invoice"), None).unwrap();
+        let (recs, rejects) = decode_page(body.as_bytes(), &req("Invoice"), None).unwrap();
+        assert!(rejects.is_empty());
         assert_eq!(recs.len(), 1);
         let r = &recs[0];
         assert_eq!(r.id, "130");
@@ -347,7 +439,7 @@ mod tests {
     #[test]
     fn entity_key_is_case_insensitive_and_empty_pages_are_empty() {
         let body = br#"{"QueryResponse":{"customer":[{"Id":"1","MetaData":{"CreateTime":"2023-01-01T00:00:00Z","LastUpdatedTime":"2023-01-01T00:00:00Z"}}]}}"#;
-        let recs = decode_page(body, &req("Customer"), None).unwrap();
+        let (recs, _) = decode_page(body, &req("Customer"), None).unwrap();
         assert_eq!(recs[0].txn_date, None);
         assert!(
             decode_page(
@@ -356,6 +448,7 @@ mod tests {
                 None
             )
             .unwrap()
+            .0
             .is_empty()
         );
         let err =
@@ -364,26 +457,54 @@ mod tests {
     }
 
     #[test]
-    fn schema_drift_names_the_field() {
-        let body = br#"{"QueryResponse":{"Invoice":[{"Id":"1","MetaData":{"CreateTime":"2023-01-01T00:00:00Z","LastUpdatedTime":"2023-01-01T00:00:00Z"}},{"Id":"2","MetaData":{"CreateTime":"yesterday","LastUpdatedTime":"2023-01-01T00:00:00Z"}}]}}"#;
-        let (class, err) = decode_page(body, &req("Invoice"), None).unwrap_err();
-        assert_eq!(class, FailureClass::Rejected);
-        match &err {
-            QboError::Decode { path, .. } => {
-                assert_eq!(path, "QueryResponse.Invoice[1].MetaData.CreateTime")
-            }
-            other => panic!("{other:?}"),
-        }
-        let body = br#"{"QueryResponse":{"Invoice":[{"Id":7,"MetaData":{}}]}}"#;
-        match decode_page(body, &req("Invoice"), None).unwrap_err().1 {
-            QboError::Decode { path, .. } => assert_eq!(path, "QueryResponse.Invoice[0].Id"),
-            other => panic!("{other:?}"),
-        }
-        let body = br#"{"QueryResponse":{"Invoice":[{"Id":"7"}]}}"#;
-        match decode_page(body, &req("Invoice"), None).unwrap_err().1 {
-            QboError::Decode { path, .. } => assert_eq!(path, "QueryResponse.Invoice[0]"),
-            other => panic!("{other:?}"),
-        }
+    fn an_unusable_item_is_rejected_alone_and_its_reason_names_the_field() {
+        let body = br#"{"QueryResponse":{"Invoice":[{"Id":"1","MetaData":{"CreateTime":"2023-01-01T00:00:00Z","LastUpdatedTime":"2023-01-01T00:00:00Z"}},{"Id":"2","MetaData":{"CreateTime":"yesterday","LastUpdatedTime":"2023-01-01T00:00:00Z"}},{"Id":7,"MetaData":{}},{"Id":"8"}]}}"#;
+        let (recs, rejects) = decode_page(body, &req("Invoice"), None).unwrap();
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].id, "1");
+        let seen: Vec<(usize, Option<&str>)> = rejects
+            .iter()
+            .map(|r| (r.position, r.id.as_deref()))
+            .collect();
+        assert_eq!(seen, vec![(1, Some("2")), (2, None), (3, Some("8"))]);
+        assert!(
+            rejects[0]
+                .reason
+                .starts_with("QueryResponse.Invoice[1].MetaData.CreateTime: "),
+            "{}",
+            rejects[0].reason
+        );
+        assert!(
+            rejects[1]
+                .reason
+                .starts_with("QueryResponse.Invoice[2].Id: ")
+        );
+        assert!(
+            rejects[2]
+                .reason
+                .starts_with("QueryResponse.Invoice[3]: missing field `MetaData`")
+        );
+        assert_eq!(rejects[2].raw.get(), r#"{"Id":"8"}"#);
+    }
+
+    #[test]
+    fn items_keep_qbo_order_across_records_and_rejects() {
+        let body = br#"{"QueryResponse":{"Invoice":[{"Id":"8"},{"Id":"1","MetaData":{"CreateTime":"2023-01-01T00:00:00Z","LastUpdatedTime":"2023-01-01T00:00:00Z"}},{"x":1}]}}"#;
+        let (records, rejects) = decode_page(body, &req("Invoice"), None).unwrap();
+        let page = Page {
+            page_number: 1,
+            start_position: 1,
+            max_results: 3,
+            query: String::new(),
+            records,
+            rejects,
+            intuit_tid: None,
+            latency: Duration::ZERO,
+        };
+        let keys: Vec<&str> = page.items().map(|i| i.key()).collect();
+        assert_eq!(keys, vec!["8", "1", r#"{"x":1}"#]);
+        assert_eq!(page.len(), 3);
+        assert!(!page.is_last());
     }
 
     #[test]

@@ -34,6 +34,7 @@
 mod config;
 mod error;
 mod ledger;
+mod quarantine;
 mod sink;
 mod table;
 mod tls;
@@ -46,13 +47,16 @@ pub mod testing;
 pub use config::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE, PgConfig, SslMode};
 pub use error::SinkError;
 pub use ledger::{
-    AdvisoryLock, BudgetShare, ClaimStatus, LeaseRenewal, Ledger, NewRun, NewWorker, Run, RunId,
-    RunStatus, RunSummary, ShareGrant, TokenLock, Trigger, TriggerKey, TriggerStatus, Window,
-    WindowClaim, WindowId, WindowOutcome, WindowScope, WindowSpan, WindowStatus, WorkerRow,
+    AdvisoryLock, BudgetShare, ClaimStatus, LeaseRenewal, Ledger, NewRun, NewWorker, Reload, Run,
+    RunId, RunStatus, RunSummary, ShareGrant, TokenLock, Trigger, TriggerKey, TriggerStatus,
+    Window, WindowClaim, WindowId, WindowOutcome, WindowScope, WindowSpan, WindowStatus, WorkerRow,
 };
+pub use quarantine::RejectRecord;
 pub use sink::{Sink, embedded_migrations};
 pub use table::RawTable;
-pub use upsert::{PageMeta, RawRow, UpsertCounts};
+pub use upsert::{
+    PageMeta, PageOutcome, PageOwner, PageWrite, RawRow, RejectRow, Rejected, UpsertCounts,
+};
 pub use volumetry::{DayCount, RerunEntry, TableTotals, Verification, WindowVolume};
 
 /// Re-exported so callers can name the pool type of [`Sink::pool`] / [`Sink::from_pool`].

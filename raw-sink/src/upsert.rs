@@ -6,7 +6,8 @@ use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
 use crate::error::SinkError;
-use crate::ledger::WindowId;
+use crate::ledger::{RunId, WindowId};
+use crate::quarantine::quarantine;
 use crate::sink::Sink;
 use crate::table::RawTable;
 
@@ -25,6 +26,74 @@ pub struct PageMeta {
     pub page_size: i32,
     /// The exact query text sent.
     pub request_payload: String,
+}
+
+/// The attempt a page belongs to. The page commits only while `window` is `running` and, for
+/// each of `run` / `worker` that is given, while the window's attempt is that run's and its
+/// lease that worker's: a worker that lost its lease (or a run whose attempt was taken over)
+/// writes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageOwner<'a> {
+    /// The window whose progress takes the page.
+    pub window: WindowId,
+    /// The run whose attempt must be the window's current one.
+    pub run: Option<RunId>,
+    /// The worker that must hold the window's lease.
+    pub worker: Option<&'a str>,
+}
+
+/// A record the caller could not decode, to keep in `raw.qb_rejects` (see
+/// [`Sink::write_page`]).
+#[derive(Debug, Clone, Copy)]
+pub struct RejectRow<'a> {
+    /// The record's QBO `Id`, when it could be read.
+    pub record_id: Option<&'a str>,
+    /// The record's text exactly as received.
+    pub raw_text: &'a str,
+    /// Why it cannot be stored (never a secret).
+    pub reason: &'a str,
+}
+
+/// One page as the pipeline writes it, for [`Sink::write_page`].
+#[derive(Debug, Clone, Copy)]
+pub struct PageWrite<'a> {
+    /// The raw table.
+    pub table: RawTable,
+    /// The QBO entity name, recorded with rejects (e.g. `Invoice`).
+    pub entity: &'a str,
+    /// Metadata stored with every row.
+    pub meta: &'a PageMeta,
+    /// The decoded records.
+    pub rows: &'a [RawRow<'a>],
+    /// Records that could not be decoded.
+    pub rejects: &'a [RejectRow<'a>],
+    /// The window attempt the page belongs to, if any.
+    pub owner: Option<PageOwner<'a>>,
+}
+
+/// A record of a page that went to `raw.qb_rejects`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// Its QBO `Id`, when it could be read.
+    pub record_id: Option<String>,
+    /// Why it could not be stored.
+    pub reason: String,
+}
+
+/// What [`Sink::write_page`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PageOutcome {
+    /// Rows written, unchanged and rejected.
+    pub counts: UpsertCounts,
+    /// The records quarantined, with their reasons.
+    pub rejected: Vec<Rejected>,
+}
+
+/// A reject owned by the write (decode rejects, and rows found unstorable while writing).
+pub(crate) struct OwnedReject {
+    pub(crate) record_id: Option<String>,
+    pub(crate) raw_text: String,
+    pub(crate) reason: String,
 }
 
 /// One record of a page: its QBO id and the entity's JSON exactly as received.
@@ -48,6 +117,8 @@ pub struct UpsertCounts {
     /// Rows of the page dropped because their id appeared again later in the same page (the
     /// last occurrence wins).
     pub duplicates: u64,
+    /// Records kept in `raw.qb_rejects` instead (see [`Sink::write_page`]).
+    pub rejected: u64,
 }
 
 impl UpsertCounts {
@@ -64,13 +135,17 @@ impl std::ops::AddAssign for UpsertCounts {
         self.updated += rhs.updated;
         self.unchanged += rhs.unchanged;
         self.duplicates += rhs.duplicates;
+        self.rejected += rhs.rejected;
     }
 }
 
 /// The statement of a page (or of one chunk of a large page, see [`CHUNK_BYTES`]): lock the
-/// window (when given) so the page and the window's progress commit together, insert-or-update the deduplicated rows in id order (a stable lock
-/// order, so concurrent overlapping pages cannot deadlock), skip rows whose payload is
-/// unchanged, and add the counts to the window.
+/// window (when given, and only while the attempt that fetched the page still owns it: same
+/// run, same lease owner) so the page and the window's progress commit together,
+/// insert-or-update the deduplicated rows in id order (a stable lock order, so concurrent
+/// overlapping pages cannot deadlock), skip rows whose payload is unchanged or older than the
+/// stored version (`backfill.qbo_is_newer`: `SyncToken`, then `MetaData.LastUpdatedTime`), and
+/// add the counts to the window.
 ///
 /// Unchanged rows are filtered out *before* the `INSERT` (a primary-key lookup per row):
 /// `ON CONFLICT DO UPDATE ... WHERE` alone would lock each conflicting row before testing the
@@ -87,6 +162,8 @@ fn upsert_sql(table: RawTable) -> String {
         r#"WITH win AS (
     SELECT id FROM backfill.windows
     WHERE id = $9::int8 AND status = 'running'
+      AND ($13::int8 IS NULL OR run_id = $13::int8)
+      AND ($14::text IS NULL OR lease_owner = $14::text)
     FOR UPDATE
 ),
 input AS (
@@ -114,6 +191,7 @@ up AS (
         page_size = EXCLUDED.page_size,
         request_payload = EXCLUDED.request_payload
     WHERE r.payload IS DISTINCT FROM EXCLUDED.payload
+      AND NOT backfill.qbo_is_newer(r.payload, EXCLUDED.payload)
     RETURNING (r.xmax = 0) AS inserted
 ),
 counts AS (
@@ -232,7 +310,7 @@ impl ChunkOutcome {
 /// The parameters every chunk statement of a page shares.
 struct ChunkParams<'a> {
     meta: &'a PageMeta,
-    window_id: Option<i64>,
+    owner: Option<PageOwner<'a>>,
     statement: &'a tokio_postgres::Statement,
 }
 
@@ -249,6 +327,9 @@ impl ChunkParams<'_> {
     ) -> Result<ChunkOutcome, tokio_postgres::Error> {
         let received = count(ids.len() + extra);
         let distinct = count(ids.len());
+        let window_id = self.owner.map(|o| o.window.get());
+        let run = self.owner.and_then(|o| o.run).map(RunId::get);
+        let worker = self.owner.and_then(|o| o.worker);
         let row = client
             .query_one(
                 self.statement,
@@ -261,10 +342,12 @@ impl ChunkParams<'_> {
                     &self.meta.page_number,
                     &self.meta.page_size,
                     &self.meta.request_payload,
-                    &self.window_id,
+                    &window_id,
                     &received,
                     &distinct,
                     &pages,
+                    &run,
+                    &worker,
                 ],
             )
             .await?;
@@ -280,6 +363,43 @@ fn count(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// Whether PostgreSQL refused a value of the statement (SQLSTATE class 22, "data exception":
+/// e.g. a JSON text `jsonb` cannot hold), as opposed to the database failing.
+fn is_data_exception(e: &tokio_postgres::Error) -> bool {
+    e.code().is_some_and(|c| c.code().starts_with("22"))
+}
+
+/// PostgreSQL's own words for a refused value, without the statement's text or parameters.
+fn refusal(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(detail) => format!("PostgreSQL refused it: {} ({detail})", db.message()),
+            None => format!("PostgreSQL refused it: {}", db.message()),
+        },
+        None => "PostgreSQL refused it".to_owned(),
+    }
+}
+
+/// The rows of a page, ready for the statements: sorted, distinct, and split into chunks.
+struct Prepared<'a> {
+    ids: Vec<&'a str>,
+    payloads: Vec<&'a str>,
+    parts: Vec<std::ops::Range<usize>>,
+    duplicates: usize,
+}
+
+impl<'a> Prepared<'a> {
+    fn new(rows: &[RawRow<'a>]) -> Self {
+        let unique = dedupe(rows);
+        Prepared {
+            ids: unique.iter().map(|r| r.id).collect(),
+            payloads: unique.iter().map(|r| r.payload.get()).collect(),
+            parts: chunks(&unique, CHUNK_BYTES),
+            duplicates: rows.len() - unique.len(),
+        }
+    }
+}
+
 impl Sink {
     /// Upserts one page into `table` in one statement (one round trip; a page over
     /// [`CHUNK_BYTES`] of payload: one transaction of several statements) and, when `window`
@@ -287,8 +407,12 @@ impl Sink {
     /// the counts) in the same transaction, so a crash replays at most this page.
     ///
     /// Ids repeated within the page are written once (last wins). A row whose payload is
-    /// unchanged is not rewritten (no new tuple, `ingested_at_utc` kept). Payloads are stored
-    /// from their raw text, so numbers keep every digit.
+    /// unchanged, or older than the stored version (`SyncToken`, then
+    /// `MetaData.LastUpdatedTime`), is not rewritten (no new tuple, `ingested_at_utc` kept).
+    /// Payloads are stored from their raw text, so numbers keep every digit.
+    ///
+    /// This is the strict form: a record that cannot be stored fails the page. The pipeline
+    /// writes with [`Sink::write_page`], which quarantines such records instead.
     ///
     /// # Errors
     /// [`SinkError::InvalidPayload`] (nothing written) for a payload holding `\u0000`;
@@ -307,92 +431,133 @@ impl Sink {
                 reason: "the JSON holds \\u0000, which PostgreSQL jsonb cannot store",
             });
         }
-        let unique = dedupe(rows);
-        let ids: Vec<&str> = unique.iter().map(|r| r.id).collect();
-        let payloads: Vec<&str> = unique.iter().map(|r| r.payload.get()).collect();
-        let window_id: Option<i64> = window.map(WindowId::get);
-        let duplicates = rows.len() - unique.len();
-        let parts = chunks(&unique, CHUNK_BYTES);
-
-        let mut client = self.client().await?;
-        let context = || format!("upserting page {} into {table}", meta.page_number);
-        let sql = upsert_sql(table);
-        let statement = if unique.len() >= CACHED_STATEMENT_MIN_ROWS {
-            client.prepare_cached(&sql).await
-        } else {
-            client.prepare(&sql).await
-        }
-        .map_err(|e| SinkError::query(context(), e))?;
-        let chunk = ChunkParams {
+        let owner = window.map(|window| PageOwner {
+            window,
+            run: None,
+            worker: None,
+        });
+        let page = PageWrite {
+            table,
+            entity: table.name(),
             meta,
-            window_id,
-            statement: &statement,
+            rows,
+            rejects: &[],
+            owner,
         };
-        // One chunk: one autocommit statement. Several: one transaction, so the page and the
-        // window's progress still commit (or roll back, when dropped on error) as a whole.
-        let outcome = if let [only] = parts.as_slice() {
-            chunk
-                .run(
-                    &**client,
-                    &ids[only.clone()],
-                    &payloads[only.clone()],
-                    1,
-                    duplicates,
-                )
-                .await
-        } else {
-            let tx = client
-                .transaction()
-                .await
-                .map_err(|e| SinkError::query(context(), e))?;
-            let mut total = ChunkOutcome::default();
-            let last = parts.len() - 1;
-            for (i, part) in parts.iter().enumerate() {
-                // The window's progress takes the page (pages + 1, and the duplicates among
-                // its rows) with the last chunk.
-                let (pages, extra) = if i == last { (1, duplicates) } else { (0, 0) };
-                let done = chunk
-                    .run(
-                        &*tx,
-                        &ids[part.clone()],
-                        &payloads[part.clone()],
-                        pages,
-                        extra,
-                    )
-                    .await
-                    .map_err(|e| SinkError::query(context(), e))?;
-                total.add(done);
-                if window.is_some() && !done.window_updated {
-                    // The window is not running: keep nothing (the dropped transaction rolls
-                    // back), and say why below.
-                    break;
+        let prepared = Prepared::new(rows);
+        let mut client = self.client().await?;
+        let outcome = self
+            .write_prepared(&mut client, &page, &prepared, &[])
+            .await
+            .map_err(|e| SinkError::query(page_context(&page), e))?;
+        drop(client);
+        self.page_outcome(&page, &prepared, prepared.ids.len(), outcome, 0)
+            .await
+    }
+
+    /// Writes one page of the pipeline: like [`Sink::upsert_page`], but records that cannot be
+    /// stored do not fail their page. The page's `rejects` (records the caller could not
+    /// decode), rows holding `\u0000`, and rows PostgreSQL refuses (found row by row when the
+    /// page's statement is refused) are kept in `raw.qb_rejects` with the reason, in the same
+    /// transaction as the rest of the page and the window's progress (`rejected` + n).
+    ///
+    /// With `owner.run` / `owner.worker` set, the page commits only while that run's attempt
+    /// holds the window: a worker that lost its lease writes nothing.
+    ///
+    /// # Errors
+    /// [`SinkError::WindowNotRunning`] / [`SinkError::NotFound`] (nothing written) when the
+    /// window is not running for this attempt; [`SinkError::Pool`] / [`SinkError::Query`].
+    pub async fn write_page(&self, page: &PageWrite<'_>) -> Result<PageOutcome, SinkError> {
+        let mut rejects: Vec<OwnedReject> = page
+            .rejects
+            .iter()
+            .map(|r| OwnedReject {
+                record_id: r.record_id.map(str::to_owned),
+                raw_text: r.raw_text.to_owned(),
+                reason: r.reason.to_owned(),
+            })
+            .collect();
+        let storable: Vec<RawRow<'_>> = page
+            .rows
+            .iter()
+            .filter(|r| {
+                let bad = has_nul_escape(r.payload.get());
+                if bad {
+                    rejects.push(OwnedReject {
+                        record_id: Some(r.id.to_owned()),
+                        raw_text: r.payload.get().to_owned(),
+                        reason: "the JSON holds \\u0000, which PostgreSQL jsonb cannot store"
+                            .to_owned(),
+                    });
                 }
-            }
-            if total.window_updated || window.is_none() {
-                tx.commit()
+                !bad
+            })
+            .copied()
+            .collect();
+        let prepared = Prepared::new(&storable);
+        let before = rejects.len();
+        let mut client = self.client().await?;
+        let outcome = match self
+            .write_prepared(&mut client, page, &prepared, &rejects)
+            .await
+        {
+            Ok(o) => o,
+            Err(e) if is_data_exception(&e) => {
+                tracing::debug!(
+                    table = %page.table,
+                    page = page.meta.page_number,
+                    "page_refused_row_by_row"
+                );
+                self.write_row_by_row(&mut client, page, &prepared, &mut rejects)
                     .await
-                    .map_err(|e| SinkError::query(context(), e))?;
+                    .map_err(|e| SinkError::query(page_context(page), e))?
             }
-            Ok(total)
-        }
-        .map_err(|e| SinkError::query(context(), e))?;
-        if let Some(id) = window
+            Err(e) => return Err(SinkError::query(page_context(page), e)),
+        };
+        drop(client);
+        // Rows PostgreSQL refused were distinct rows of the page, not written.
+        let stored = prepared.ids.len() - (rejects.len() - before);
+        let counts = self
+            .page_outcome(page, &prepared, stored, outcome, rejects.len())
+            .await?;
+        Ok(PageOutcome {
+            counts,
+            rejected: rejects
+                .into_iter()
+                .map(|r| Rejected {
+                    record_id: r.record_id,
+                    reason: r.reason,
+                })
+                .collect(),
+        })
+    }
+
+    /// The counts of a written page, or the reason its window did not take it.
+    async fn page_outcome(
+        &self,
+        page: &PageWrite<'_>,
+        prepared: &Prepared<'_>,
+        stored: usize,
+        outcome: ChunkOutcome,
+        rejected: usize,
+    ) -> Result<UpsertCounts, SinkError> {
+        if let Some(owner) = page.owner
             && !outcome.window_updated
         {
-            drop(client);
-            return Err(self.ledger().window_not_running(id).await);
+            return Err(self.ledger().window_not_running(owner.window).await);
         }
         let inserted = u64::try_from(outcome.inserted).unwrap_or_default();
         let updated = u64::try_from(outcome.updated).unwrap_or_default();
         let counts = UpsertCounts {
             inserted,
             updated,
-            unchanged: (unique.len() as u64).saturating_sub(inserted + updated),
-            duplicates: duplicates as u64,
+            unchanged: (stored as u64).saturating_sub(inserted + updated),
+            duplicates: prepared.duplicates as u64,
+            rejected: rejected as u64,
         };
         tracing::trace!(
-            table = %table,
-            page = meta.page_number,
+            table = %page.table,
+            page = page.meta.page_number,
             inserted = counts.inserted,
             updated = counts.updated,
             unchanged = counts.unchanged,
@@ -400,6 +565,121 @@ impl Sink {
         );
         Ok(counts)
     }
+
+    /// The page's statements: one autocommit statement when the page is one chunk with
+    /// nothing to quarantine, else one transaction of its chunks and its rejects.
+    async fn write_prepared(
+        &self,
+        client: &mut deadpool_postgres::Client,
+        page: &PageWrite<'_>,
+        p: &Prepared<'_>,
+        rejects: &[OwnedReject],
+    ) -> Result<ChunkOutcome, tokio_postgres::Error> {
+        let statement = self.page_statement(client, page.table, p.ids.len()).await?;
+        let chunk = ChunkParams {
+            meta: page.meta,
+            owner: page.owner,
+            statement: &statement,
+        };
+        if let ([only], true) = (p.parts.as_slice(), rejects.is_empty()) {
+            let ids = &p.ids[only.clone()];
+            let payloads = &p.payloads[only.clone()];
+            return chunk.run(&***client, ids, payloads, 1, p.duplicates).await;
+        }
+        let tx = client.transaction().await?;
+        let mut total = ChunkOutcome::default();
+        let last = p.parts.len() - 1;
+        for (i, part) in p.parts.iter().enumerate() {
+            // The window's progress takes the page (pages + 1, and the duplicates among its
+            // rows) with the last chunk.
+            let (pages, extra) = if i == last { (1, p.duplicates) } else { (0, 0) };
+            let ids = &p.ids[part.clone()];
+            let payloads = &p.payloads[part.clone()];
+            let done = chunk.run(&*tx, ids, payloads, pages, extra).await?;
+            total.add(done);
+            if page.owner.is_some() && !done.window_updated {
+                // Not this attempt's window any more: keep nothing (the dropped transaction
+                // rolls back); the caller says why.
+                return Ok(total);
+            }
+        }
+        if !rejects.is_empty() {
+            quarantine(&*tx, page, rejects).await?;
+        }
+        tx.commit().await?;
+        Ok(total)
+    }
+
+    /// The page again, one row per savepoint, after PostgreSQL refused the page's statement:
+    /// the rows it refuses join `rejects`; the rest, the page's progress and the rejects
+    /// commit together.
+    async fn write_row_by_row(
+        &self,
+        client: &mut deadpool_postgres::Client,
+        page: &PageWrite<'_>,
+        p: &Prepared<'_>,
+        rejects: &mut Vec<OwnedReject>,
+    ) -> Result<ChunkOutcome, tokio_postgres::Error> {
+        let statement = self.page_statement(client, page.table, 0).await?;
+        let chunk = ChunkParams {
+            meta: page.meta,
+            owner: page.owner,
+            statement: &statement,
+        };
+        let mut tx = client.transaction().await?;
+        let mut total = ChunkOutcome::default();
+        for (id, payload) in p.ids.iter().zip(&p.payloads) {
+            let sp = tx.savepoint("qb_row").await?;
+            match chunk.run(&*sp, &[id], &[payload], 0, 0).await {
+                Ok(done) if page.owner.is_some() && !done.window_updated => {
+                    return Ok(ChunkOutcome::default());
+                }
+                Ok(done) => {
+                    sp.commit().await?;
+                    total.add(done);
+                }
+                Err(e) if is_data_exception(&e) => {
+                    sp.rollback().await?;
+                    rejects.push(OwnedReject {
+                        record_id: Some((*id).to_owned()),
+                        raw_text: (*payload).to_owned(),
+                        reason: refusal(&e),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        // The page itself: pages + 1 (and its duplicates), whatever was refused.
+        let done = chunk.run(&*tx, &[], &[], 1, p.duplicates).await?;
+        total.add(done);
+        if page.owner.is_some() && !done.window_updated {
+            return Ok(total);
+        }
+        quarantine(&*tx, page, rejects).await?;
+        tx.commit().await?;
+        Ok(total)
+    }
+
+    async fn page_statement(
+        &self,
+        client: &deadpool_postgres::Client,
+        table: RawTable,
+        rows: usize,
+    ) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
+        let sql = upsert_sql(table);
+        if rows >= CACHED_STATEMENT_MIN_ROWS {
+            client.prepare_cached(&sql).await
+        } else {
+            client.prepare(&sql).await
+        }
+    }
+}
+
+fn page_context(page: &PageWrite<'_>) -> String {
+    format!(
+        "upserting page {} into {}",
+        page.meta.page_number, page.table
+    )
 }
 
 #[cfg(test)]
@@ -479,6 +759,7 @@ mod tests {
             updated: 1,
             unchanged: 3,
             duplicates: 1,
+            rejected: 2,
         };
         total += UpsertCounts {
             inserted: 1,
@@ -486,5 +767,6 @@ mod tests {
         };
         assert_eq!(total.distinct(), 7);
         assert_eq!(total.duplicates, 1);
+        assert_eq!(total.rejected, 2);
     }
 }

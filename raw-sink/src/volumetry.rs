@@ -36,30 +36,21 @@ WHERE ($1::text IS NULL OR realm_id = $1)
 GROUP BY 1
 ORDER BY 1"#;
 
-/// Every ledger window of one pipeline with the rows of its raw table that carry that window,
-/// problems first (not `done`, or source COUNT different from the rows loaded).
+/// Every ledger window of one pipeline with what its last attempt loaded, problems first (not
+/// `done`, unverified, records quarantined, or source COUNT different from what was loaded).
+/// The evidence is the ledger's: what each attempt loaded (distinct ids written or confirmed,
+/// and records quarantined) against the COUNT it took, never raw rows matched by their window
+/// columns (a record re-loaded by a later run with other windows carries that run's windows).
 /// `$1` = pipeline; `$2` = realm or NULL.
-pub const WINDOWS_SQL: &str = r#"WITH loaded AS (
-    SELECT realm_id,
-           extract_window_start_utc AS window_start,
-           extract_window_end_utc   AS window_end,
-           count(*)                 AS loaded
-    FROM {table}
-    WHERE ($2::text IS NULL OR realm_id = $2)
-    GROUP BY 1, 2, 3
-)
-SELECT w.pipeline, w.realm_id, w.window_field, w.window_start, w.window_end, w.status,
+pub const WINDOWS_SQL: &str = r#"SELECT w.pipeline, w.realm_id, w.window_field, w.window_start, w.window_end, w.status,
        w.attempts, w.pages, w.rows, w.inserted, w.updated, w.unchanged, w.source_count,
-       w.duration_ms, w.last_error,
-       COALESCE(l.loaded, 0) AS loaded
+       w.verified, w.rejected, w.duration_ms, w.last_error,
+       w.inserted + w.updated + w.unchanged AS loaded
 FROM backfill.windows w
-LEFT JOIN loaded l
-       ON l.realm_id = w.realm_id
-      AND l.window_start = w.window_start
-      AND l.window_end = w.window_end
 WHERE w.pipeline = $1
   AND ($2::text IS NULL OR w.realm_id = $2)
-ORDER BY (w.status <> 'done' OR w.source_count IS DISTINCT FROM COALESCE(l.loaded, 0)) DESC,
+ORDER BY (w.status <> 'done' OR NOT w.verified OR w.rejected > 0
+          OR w.source_count IS DISTINCT FROM w.inserted + w.updated + w.unchanged + w.rejected) DESC,
          w.realm_id, w.window_field, w.window_start"#;
 
 /// The latest runs of some pipelines, newest first. `$1` = pipelines (text[]); `$2` = realm or
@@ -145,16 +136,20 @@ pub struct DayCount {
     pub rows: u64,
 }
 
-/// How a window's source COUNT compares with what the raw table holds for it.
+/// How a window's source COUNT compares with what its last attempt loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Verification {
-    /// Done, and the source COUNT equals the rows loaded.
+    /// Done, verified, and the source COUNT equals the distinct ids loaded.
     Match,
-    /// Done, but the source COUNT differs from the rows loaded (or the window ended `mismatch`).
+    /// Done and verified: the source COUNT equals the ids loaded plus the records kept in
+    /// `raw.qb_rejects`, which the raw table lacks.
+    Quarantined,
+    /// Done, but the source COUNT differs from what was loaded (or the window ended `mismatch`).
     Mismatch,
     /// The window failed, or is still pending or running.
     NotDone,
-    /// Done without a source COUNT (`--no-verify`).
+    /// Done without comparing a source COUNT (`--no-verify`, or finished before the ledger
+    /// recorded verification).
     Unverified,
 }
 
@@ -164,6 +159,7 @@ impl Verification {
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Match => "match",
+            Self::Quarantined => "quarantined",
             Self::Mismatch => "mismatch",
             Self::NotDone => "not done",
             Self::Unverified => "unverified",
@@ -194,7 +190,11 @@ pub struct WindowVolume {
     pub unchanged: u64,
     /// The source COUNT recorded when the window was verified.
     pub source_count: Option<u64>,
-    /// Rows of the raw table whose extraction window is this window.
+    /// Whether the last attempt compared that COUNT with what it loaded.
+    pub verified: bool,
+    /// Records of the last attempt kept in `raw.qb_rejects`.
+    pub rejected: u64,
+    /// Distinct ids the last attempt wrote or found unchanged.
     pub loaded: u64,
     /// Duration of the last attempt.
     pub duration: Option<Duration>,
@@ -203,14 +203,21 @@ pub struct WindowVolume {
 }
 
 impl WindowVolume {
-    /// Source COUNT against rows loaded.
+    /// Source COUNT against what the last attempt loaded.
     #[must_use]
     pub fn verification(&self) -> Verification {
-        match (self.status, self.source_count) {
-            (WindowStatus::Mismatch, _) => Verification::Mismatch,
-            (WindowStatus::Done, None) => Verification::Unverified,
-            (WindowStatus::Done, Some(n)) if n == self.loaded => Verification::Match,
-            (WindowStatus::Done, Some(_)) => Verification::Mismatch,
+        match (self.status, self.verified, self.source_count) {
+            (WindowStatus::Mismatch, _, _) => Verification::Mismatch,
+            (WindowStatus::Done, false, _) | (WindowStatus::Done, true, None) => {
+                Verification::Unverified
+            }
+            (WindowStatus::Done, true, Some(n)) if n == self.loaded && self.rejected == 0 => {
+                Verification::Match
+            }
+            (WindowStatus::Done, true, Some(n)) if n == self.loaded + self.rejected => {
+                Verification::Quarantined
+            }
+            (WindowStatus::Done, true, Some(_)) => Verification::Mismatch,
             _ => Verification::NotDone,
         }
     }
@@ -340,7 +347,7 @@ impl Sink {
             .collect()
     }
 
-    /// The windows of `pipeline` with the rows of `table` loaded for each ([`WINDOWS_SQL`]),
+    /// The windows of `pipeline` with what the last attempt on each loaded ([`WINDOWS_SQL`]),
     /// problems first.
     ///
     /// # Errors
@@ -348,13 +355,11 @@ impl Sink {
     pub async fn window_volumes(
         &self,
         pipeline: &str,
-        table: RawTable,
         realm_id: Option<&str>,
     ) -> Result<Vec<WindowVolume>, SinkError> {
-        let sql = for_table(WINDOWS_SQL, table);
         self.volumetry_query(
             &format!("windows of {pipeline}"),
-            &sql,
+            WINDOWS_SQL,
             &[&pipeline, &realm_id],
         )
         .await?
@@ -377,6 +382,8 @@ impl Sink {
                 updated: count(r, "updated")?,
                 unchanged: count(r, "unchanged")?,
                 source_count: source.map(|n| u64::try_from(n).unwrap_or_default()),
+                verified: col(r, "verified")?,
+                rejected: count(r, "rejected")?,
                 loaded: count(r, "loaded")?,
                 duration: ms.map(|n| Duration::from_millis(u64::try_from(n).unwrap_or_default())),
                 last_error: col(r, "last_error")?,
@@ -503,6 +510,8 @@ mod tests {
             updated: 0,
             unchanged: 0,
             source_count: Some(3),
+            verified: true,
+            rejected: 0,
             loaded: 3,
             duration: None,
             last_error: None,
@@ -510,6 +519,14 @@ mod tests {
         assert_eq!(w.verification(), Verification::Match);
         w.loaded = 2;
         assert_eq!(w.verification(), Verification::Mismatch);
+        w.rejected = 1;
+        assert_eq!(w.verification(), Verification::Quarantined);
+        w.rejected = 0;
+        // A COUNT recorded but never compared (--no-verify) is no verification.
+        w.loaded = 3;
+        w.verified = false;
+        assert_eq!(w.verification(), Verification::Unverified);
+        w.verified = true;
         w.source_count = None;
         assert_eq!(w.verification(), Verification::Unverified);
         w.status = WindowStatus::Failed;

@@ -79,7 +79,9 @@ fn window_row(w: &WindowVolume) -> WindowRow {
         status: w.status.to_string(),
         verification: w.verification().as_str().to_owned(),
         source_count: w.source_count,
+        verified: w.verified,
         loaded: w.loaded,
+        rejected: w.rejected,
         rows_received: w.rows_received,
         inserted: w.inserted,
         updated: w.updated,
@@ -101,12 +103,14 @@ pub fn summarise(windows: &[WindowVolume]) -> VerificationSummary {
         s.windows += 1;
         match w.verification() {
             Verification::Match => s.matched += 1,
+            Verification::Quarantined => s.quarantined += 1,
             Verification::Mismatch => s.mismatch += 1,
             Verification::NotDone => s.not_done += 1,
             Verification::Unverified => s.unverified += 1,
         }
         s.source_total += w.source_count.unwrap_or(0);
         s.loaded_total += w.loaded;
+        s.rejected_total += w.rejected;
     }
     s
 }
@@ -184,7 +188,7 @@ pub async fn build(sink: &Sink, scope: &ReportScope) -> Result<Report, Error> {
             .map_err(Error::Database)?;
         tables.push(table_report(e, &totals));
         let windows = sink
-            .window_volumes(e.pipeline, e.table, realm)
+            .window_volumes(e.pipeline, realm)
             .await
             .map_err(Error::Database)?;
         if !windows.is_empty() {
@@ -217,9 +221,10 @@ pub async fn build(sink: &Sink, scope: &ReportScope) -> Result<Report, Error> {
         .rerun_pairs(&names, realm)
         .await
         .map_err(Error::Database)?;
-    let ok = pipelines
-        .iter()
-        .all(|p| p.verification.mismatch == 0 && p.verification.not_done == 0);
+    let ok = pipelines.iter().all(|p| {
+        let v = &p.verification;
+        v.mismatch == 0 && v.not_done == 0 && v.quarantined == 0
+    });
     Ok(Report {
         generated_at: utc(OffsetDateTime::now_utc()
             .replace_nanosecond(0)

@@ -56,28 +56,32 @@ impl Report {
 
         let _ = writeln!(
             m,
-            "\n## Verification: source COUNT vs rows loaded\n\n\
+            "\n## Verification: source COUNT vs records loaded\n\n\
              Per window: the COUNT QBO returned for the window's filter (recorded when the window \
-             was verified) against the rows of the raw table whose extraction window is that window.\n"
+             was verified) against the distinct records its last attempt loaded, and those it \
+             kept in `raw.qb_rejects` because PostgreSQL cannot store them. `unverified` windows \
+             were never compared with a COUNT.\n"
         );
         let _ = writeln!(
             m,
-            "| pipeline | windows | match | mismatch | not done | unverified | source total | loaded total |"
+            "| pipeline | windows | match | quarantined | mismatch | not done | unverified | source total | loaded total | rejected total |"
         );
-        let _ = writeln!(m, "|---|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(m, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for p in &self.pipelines {
             let v = &p.verification;
             let _ = writeln!(
                 m,
-                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 p.pipeline,
                 v.windows,
                 v.matched,
+                v.quarantined,
                 v.mismatch,
                 v.not_done,
                 v.unverified,
                 v.source_total,
-                v.loaded_total
+                v.loaded_total,
+                v.rejected_total
             );
         }
         let problems: Vec<(&str, &WindowRow)> = self

@@ -67,7 +67,8 @@ pub struct Report {
     pub generated_at: String,
     /// The company reported on, or `null` for every company.
     pub realm_id: Option<String>,
-    /// Whether every window in scope is done and none mismatches its source COUNT.
+    /// Whether every window in scope is done, none mismatches its source COUNT and none has
+    /// records in `raw.qb_rejects`.
     pub ok: bool,
     /// Totals per raw table.
     pub tables: Vec<TableReport>,
@@ -109,9 +110,12 @@ pub struct TableReport {
 pub struct VerificationSummary {
     /// Windows in the ledger.
     pub windows: u64,
-    /// Done and source COUNT = rows loaded.
+    /// Done, verified, and source COUNT = distinct ids loaded.
     #[serde(rename = "match")]
     pub matched: u64,
+    /// Done and verified, but some of QBO's records are in `raw.qb_rejects` instead of the
+    /// raw table.
+    pub quarantined: u64,
     /// Source COUNT ≠ rows loaded, or marked `mismatch`.
     pub mismatch: u64,
     /// Failed, pending or running.
@@ -120,8 +124,10 @@ pub struct VerificationSummary {
     pub unverified: u64,
     /// Sum of the source COUNTs.
     pub source_total: u64,
-    /// Sum of the rows loaded.
+    /// Sum of the distinct ids loaded.
     pub loaded_total: u64,
+    /// Sum of the records quarantined in `raw.qb_rejects`.
+    pub rejected_total: u64,
 }
 
 /// One pipeline's windows.
@@ -152,12 +158,16 @@ pub struct WindowRow {
     pub end: String,
     /// Ledger status.
     pub status: String,
-    /// `match`, `mismatch`, `not done` or `unverified`.
+    /// `match`, `quarantined`, `mismatch`, `not done` or `unverified`.
     pub verification: String,
-    /// The source COUNT.
+    /// The source COUNT, when the window was verified.
     pub source_count: Option<u64>,
-    /// Rows in the raw table carrying this window.
+    /// Whether the last attempt compared QBO's COUNT with what it loaded.
+    pub verified: bool,
+    /// Distinct ids the last attempt wrote or found unchanged.
     pub loaded: u64,
+    /// Records of the last attempt kept in `raw.qb_rejects`.
+    pub rejected: u64,
     /// Records received by the last attempt.
     pub rows_received: u64,
     /// New ids of the last attempt.

@@ -31,7 +31,10 @@ impl Report {
         if empty > 0 && any {
             let _ = writeln!(s, "  … and {empty} empty table(s)");
         }
-        let _ = writeln!(s, "verification (source COUNT vs rows loaded, per window):");
+        let _ = writeln!(
+            s,
+            "verification (source COUNT vs records loaded, per window):"
+        );
         if self.pipelines.is_empty() {
             let _ = writeln!(s, "  (no windows in the ledger)");
         }
@@ -49,6 +52,13 @@ impl Report {
                 v.source_total,
                 v.loaded_total
             );
+            if v.quarantined > 0 {
+                let _ = writeln!(
+                    s,
+                    "  {:<28} {} windows hold {} records PostgreSQL cannot store: see raw.qb_rejects",
+                    "", v.quarantined, v.rejected_total
+                );
+            }
         }
         let problems: Vec<(&str, &WindowRow)> = self
             .pipelines
@@ -56,7 +66,12 @@ impl Report {
             .flat_map(|p| {
                 p.windows
                     .iter()
-                    .filter(|w| w.verification == "mismatch" || w.verification == "not done")
+                    .filter(|w| {
+                        matches!(
+                            w.verification.as_str(),
+                            "mismatch" | "not done" | "quarantined"
+                        )
+                    })
                     .map(move |w| (p.pipeline.as_str(), w))
             })
             .collect();

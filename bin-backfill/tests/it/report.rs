@@ -76,10 +76,13 @@ async fn report_files_match_direct_sql() {
     let svg = std::fs::read_to_string(out_dir.join("rows_per_day.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("raw.qb_invoices"));
 
-    // A lost row turns the report red: exit 1 and the window listed first.
+    // A window whose COUNT disagreed with what its attempt loaded turns the report red: exit 1
+    // and the window listed first. (The evidence is the ledger's: what each attempt loaded
+    // against the COUNT it took, not raw rows matched by their window columns.)
     client
         .execute(
-            "DELETE FROM raw.qb_invoices WHERE id = (SELECT min(id) FROM raw.qb_invoices)",
+            "UPDATE backfill.windows SET source_count = source_count + 1 \
+             WHERE id = (SELECT min(id) FROM backfill.windows WHERE pipeline = 'qb_invoices_backfill')",
             &[],
         )
         .await

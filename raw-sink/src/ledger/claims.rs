@@ -22,7 +22,9 @@ use deadpool_postgres::Object;
 use time::OffsetDateTime;
 use tokio_postgres::Row;
 
-use super::windows::{COLS as WINDOW_COLS, from_row as window_from_row};
+use super::windows::{
+    CLEAR_REJECTS, COLS as WINDOW_COLS, EMPTY_VERIFIED, RESET_EVIDENCE, from_row as window_from_row,
+};
 use super::{Ledger, NewRun, RunId, TriggerKey, Window, WindowId, WindowOutcome, col};
 use crate::error::SinkError;
 
@@ -125,10 +127,46 @@ pub struct WindowClaim<'a> {
     pub held: &'a [WindowId],
     /// At most this many windows, earliest first.
     pub limit: u32,
-    /// Reload windows already `done` (those finished before this run started).
-    pub force: bool,
+    /// Which windows already `done` (before this run started) are loaded again.
+    pub reload: Reload,
     /// Lease length.
     pub lease_ttl: Duration,
+}
+
+/// Which windows already `done` a run takes up again (windows pending, failed or mismatched
+/// are always taken up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reload {
+    /// None: done windows are skipped.
+    #[default]
+    Nothing,
+    /// Those done without verification, so that a verifying run verifies every window of its
+    /// plan.
+    Unverified,
+    /// All of them (`--force`).
+    All,
+}
+
+impl Reload {
+    /// `(force, reverify)` as the claim statements take them.
+    fn flags(self) -> (bool, bool) {
+        match self {
+            Reload::Nothing => (false, false),
+            Reload::Unverified => (false, true),
+            Reload::All => (true, true),
+        }
+    }
+
+    /// Whether a window in `status`, verified or not, is taken up again.
+    #[must_use]
+    pub fn takes(self, status: super::WindowStatus, verified: bool) -> bool {
+        status != super::WindowStatus::Done
+            || match self {
+                Reload::Nothing => false,
+                Reload::Unverified => !verified,
+                Reload::All => true,
+            }
+    }
 }
 
 /// Where the windows of a plan stand from one worker's point of view
@@ -188,12 +226,12 @@ fn ids(list: &[WindowId]) -> Vec<i64> {
 /// claiming run started; done ones too when forced (those finished before the run started);
 /// running ones abandoned by a dead worker. `$run` is the claiming run, `$force` a bool,
 /// `$worker` the claimer. Windows under another worker's live lease are excluded.
-fn claimable_sql(run: &str, force: &str, worker: &str) -> String {
+fn claimable_sql(run: &str, force: &str, worker: &str, reverify: &str) -> String {
     format!(
         "(w.status = 'pending' \
           OR (w.status IN ('failed', 'mismatch') \
               AND (w.finished_at IS NULL OR w.finished_at < (SELECT started_at FROM backfill.runs WHERE id = {run}))) \
-          OR (w.status = 'done' AND {force} \
+          OR (w.status = 'done' AND ({force} OR ({reverify} AND NOT w.verified)) \
               AND (w.finished_at IS NULL OR w.finished_at < (SELECT started_at FROM backfill.runs WHERE id = {run}))) \
           OR (w.status = 'running' AND (w.lease_owner IS NULL OR w.lease_expires_at < now() OR w.lease_owner = {worker}))) \
          AND (w.lease_owner IS NULL OR w.lease_owner = {worker} OR w.lease_expires_at < now())"
@@ -546,7 +584,7 @@ impl Ledger {
                  updated_at = now() \
              FROM c WHERE w.id = c.id \
              RETURNING {cols}",
-            claimable = claimable_sql("$4", "$5", "$3"),
+            claimable = claimable_sql("$4", "$5", "$3", "$8"),
             cols = prefixed(WINDOW_COLS, "w.")
         );
         let client = self.client().await?;
@@ -557,6 +595,7 @@ impl Ledger {
             .map_err(|e| SinkError::query(ctx(), e))?;
         #[allow(clippy::cast_precision_loss)]
         let ttl = ttl_micros(claim.lease_ttl) as f64;
+        let (force, reverify) = claim.reload.flags();
         let mut rows = client
             .query(
                 &stmt,
@@ -565,9 +604,10 @@ impl Ledger {
                     &ids(claim.held),
                     &claim.worker,
                     &claim.run.get(),
-                    &claim.force,
+                    &force,
                     &i64::from(claim.limit),
                     &ttl,
+                    &reverify,
                 ],
             )
             .await
@@ -589,14 +629,15 @@ impl Ledger {
         worker: &str,
         run: RunId,
         windows: &[WindowId],
-        force: bool,
+        reload: Reload,
     ) -> Result<ClaimStatus, SinkError> {
+        let (force, reverify) = reload.flags();
         let sql = format!(
             "SELECT count(*) FILTER (WHERE {claimable}) AS claimable, \
                     count(*) FILTER (WHERE w.lease_owner <> $3 AND w.lease_expires_at >= now()) AS others, \
                     min(w.lease_expires_at) FILTER (WHERE w.lease_owner <> $3 AND w.lease_expires_at >= now()) AS next_expiry \
              FROM backfill.windows w WHERE w.id = ANY($1::int8[])",
-            claimable = claimable_sql("$2", "$4", "$3")
+            claimable = claimable_sql("$2", "$4", "$3", "$5")
         );
         let client = self.client().await?;
         let ctx = || format!("reading the claims of worker {worker}");
@@ -605,7 +646,10 @@ impl Ledger {
             .await
             .map_err(|e| SinkError::query(ctx(), e))?;
         let row = client
-            .query_one(&stmt, &[&ids(windows), &run.get(), &worker, &force])
+            .query_one(
+                &stmt,
+                &[&ids(windows), &run.get(), &worker, &force, &reverify],
+            )
             .await
             .map_err(|e| SinkError::query(ctx(), e))?;
         let claimable: i64 = col(&row, "claimable")?;
@@ -631,12 +675,13 @@ impl Ledger {
         lease_ttl: Duration,
     ) -> Result<Option<Window>, SinkError> {
         let sql = format!(
-            "UPDATE backfill.windows SET status = 'running', attempts = attempts + 1, \
-             run_id = $2, pages = 0, rows = 0, inserted = 0, updated = 0, unchanged = 0, \
-             source_count = NULL, duration_ms = NULL, started_at = now(), finished_at = NULL, \
-             updated_at = now(), \
+            "WITH w AS (UPDATE backfill.windows SET status = 'running', \
+             attempts = attempts + 1, run_id = $2, pages = 0, rows = 0, inserted = 0, \
+             updated = 0, unchanged = 0, {RESET_EVIDENCE}, duration_ms = NULL, \
+             started_at = now(), finished_at = NULL, updated_at = now(), \
              lease_expires_at = now() + make_interval(secs => $4::float8 / 1e6) \
-             WHERE id = $1 AND lease_owner = $3 RETURNING {WINDOW_COLS}"
+             WHERE id = $1 AND lease_owner = $3 RETURNING {WINDOW_COLS}), \
+             {CLEAR_REJECTS} SELECT * FROM w"
         );
         let client = self.client().await?;
         let ctx = || format!("starting window {id}");
@@ -693,15 +738,15 @@ impl Ledger {
         let client = self.client().await?;
         let ctx = || format!("marking {} empty windows done", windows.len());
         let stmt = client
-            .prepare_cached(
-                "UPDATE backfill.windows SET status = 'done', attempts = attempts + 1, \
-                 run_id = $2, pages = 0, rows = 0, inserted = 0, updated = 0, unchanged = 0, \
-                 source_count = 0, duration_ms = 0, last_error = NULL, started_at = now(), \
-                 finished_at = now(), updated_at = now(), lease_owner = NULL, \
-                 lease_expires_at = NULL \
-                 WHERE id = ANY($1::int8[]) AND lease_owner = $3 \
-                 RETURNING id",
-            )
+            .prepare_cached(&format!(
+                "WITH w AS (UPDATE backfill.windows SET status = 'done', \
+                 attempts = attempts + 1, run_id = $2, pages = 0, rows = 0, inserted = 0, \
+                 updated = 0, unchanged = 0, {EMPTY_VERIFIED}, duration_ms = 0, \
+                 last_error = NULL, started_at = now(), finished_at = now(), updated_at = now(), \
+                 lease_owner = NULL, lease_expires_at = NULL \
+                 WHERE id = ANY($1::int8[]) AND lease_owner = $3 RETURNING id), \
+                 {CLEAR_REJECTS} SELECT id FROM w"
+            ))
             .await
             .map_err(|e| SinkError::query(ctx(), e))?;
         // Only held windows change; done ones are held only when a forced run claimed them.

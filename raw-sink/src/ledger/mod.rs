@@ -20,8 +20,8 @@ use crate::error::SinkError;
 use crate::sink::get_client;
 
 pub use claims::{
-    AdvisoryLock, BudgetShare, ClaimStatus, LeaseRenewal, NewWorker, ShareGrant, WindowClaim,
-    WorkerRow,
+    AdvisoryLock, BudgetShare, ClaimStatus, LeaseRenewal, NewWorker, Reload, ShareGrant,
+    WindowClaim, WorkerRow,
 };
 pub use runs::{NewRun, Run, RunStatus, RunSummary};
 pub use tokens::TokenLock;
@@ -46,7 +46,7 @@ impl Ledger {
         Self { pool }
     }
 
-    async fn client(&self) -> Result<Object, SinkError> {
+    pub(crate) async fn client(&self) -> Result<Object, SinkError> {
         get_client(&self.pool).await
     }
 }
@@ -100,7 +100,7 @@ impl fmt::Display for WindowId {
 }
 
 /// Reads column `name`, mapping a type mismatch to an error instead of panicking.
-fn col<'a, T: FromSql<'a>>(row: &'a Row, name: &str) -> Result<T, SinkError> {
+pub(crate) fn col<'a, T: FromSql<'a>>(row: &'a Row, name: &str) -> Result<T, SinkError> {
     row.try_get(name)
         .map_err(|e| SinkError::query(format!("reading ledger column {name}"), e))
 }

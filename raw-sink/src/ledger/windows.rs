@@ -100,6 +100,12 @@ pub struct Window {
     pub unchanged: u64,
     /// QBO's COUNT for the window, when verified.
     pub source_count: Option<u64>,
+    /// Whether the attempt that finished the window compared QBO's COUNT with what it loaded
+    /// (windows finished before this column existed read `false`).
+    pub verified: bool,
+    /// Records of the current (or last) attempt kept in `raw.qb_rejects` instead of the raw
+    /// table.
+    pub rejected: u64,
     /// Duration of the last finished attempt.
     pub duration: Option<Duration>,
     /// Error of the last failed attempt (kept until the next attempt finishes).
@@ -119,8 +125,11 @@ pub struct Window {
 pub struct WindowOutcome {
     /// `done`, `failed` or `mismatch`.
     pub status: WindowStatus,
-    /// QBO's COUNT, when known.
+    /// QBO's COUNT, when the attempt took one.
     pub source_count: Option<u64>,
+    /// Whether that COUNT was compared with what the attempt loaded (`false` with
+    /// `--no-verify`: the window then reads as unverified everywhere).
+    pub verified: bool,
     /// Time spent on the attempt.
     pub duration: Duration,
     /// The error (failed) or the mismatch description; `None` clears the last error.
@@ -129,7 +138,19 @@ pub struct WindowOutcome {
 
 pub(super) const COLS: &str = "id, pipeline, realm_id, window_field, window_start, window_end, status, \
                     attempts, pages, rows, inserted, updated, unchanged, source_count, \
-                    duration_ms, last_error, run_id, started_at, finished_at, updated_at";
+                    verified, rejected, duration_ms, last_error, run_id, started_at, \
+                    finished_at, updated_at";
+
+/// The evidence columns an attempt's start resets: no COUNT, unverified, no rejects.
+pub(super) const RESET_EVIDENCE: &str = "source_count = NULL, verified = false, rejected = 0";
+
+/// The evidence of a window QBO's COUNT says is empty: verified, nothing rejected.
+pub(super) const EMPTY_VERIFIED: &str = "source_count = 0, verified = true, rejected = 0";
+
+/// A data-modifying CTE (after a CTE `w` returning the windows' `id`s) that deletes those
+/// windows' rejects: a window's rejects are those of its current attempt.
+pub(super) const CLEAR_REJECTS: &str =
+    "gone AS (DELETE FROM raw.qb_rejects WHERE window_id IN (SELECT id FROM w))";
 
 pub(super) fn from_row(row: &Row) -> Result<Window, SinkError> {
     let source_count: Option<i64> = col(row, "source_count")?;
@@ -153,6 +174,8 @@ pub(super) fn from_row(row: &Row) -> Result<Window, SinkError> {
         updated: count_col(row, "updated")?,
         unchanged: count_col(row, "unchanged")?,
         source_count: source_count.map(|c| u64::try_from(c).unwrap_or_default()),
+        verified: col(row, "verified")?,
+        rejected: count_col(row, "rejected")?,
         duration: duration_ms
             .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or_default())),
         last_error: col(row, "last_error")?,
@@ -257,11 +280,12 @@ impl Ledger {
             from.push(WindowStatus::Done);
         }
         let sql = format!(
-            "UPDATE backfill.windows SET status = 'running', attempts = attempts + 1, \
+            "WITH w AS (UPDATE backfill.windows SET status = 'running', attempts = attempts + 1, \
              run_id = $2, pages = 0, rows = 0, inserted = 0, updated = 0, unchanged = 0, \
-             source_count = NULL, duration_ms = NULL, started_at = now(), finished_at = NULL, \
+             {RESET_EVIDENCE}, duration_ms = NULL, started_at = now(), finished_at = NULL, \
              updated_at = now() \
-             WHERE id = $1 AND status = ANY($3::text[]) RETURNING {COLS}"
+             WHERE id = $1 AND status = ANY($3::text[]) RETURNING {COLS}), \
+             {CLEAR_REJECTS} SELECT * FROM w"
         );
         let client = self.client().await?;
         let ctx = || format!("starting window {id}");
@@ -320,7 +344,7 @@ impl Ledger {
         }
         let sql = format!(
             "UPDATE backfill.windows SET status = $4, source_count = $5, duration_ms = $6, \
-             last_error = $7, finished_at = now(), updated_at = now(), \
+             last_error = $7, verified = $8, finished_at = now(), updated_at = now(), \
              lease_owner = NULL, lease_expires_at = NULL \
              WHERE id = $1 AND status = 'running' AND run_id = $2 \
              AND ($3::text IS NULL OR lease_owner = $3::text) \
@@ -344,6 +368,7 @@ impl Ledger {
                     &outcome.source_count.map(to_i64),
                     &duration_ms,
                     &outcome.error,
+                    &outcome.verified,
                 ],
             )
             .await
@@ -367,19 +392,21 @@ impl Ledger {
         let client = self.client().await?;
         let ctx = || format!("marking {} empty windows done", ids.len());
         let stmt = client
-            .prepare_cached(
-                "UPDATE backfill.windows SET status = 'done', attempts = attempts + 1, \
-                 run_id = $2, pages = 0, rows = 0, inserted = 0, updated = 0, unchanged = 0, \
-                 source_count = 0, duration_ms = 0, last_error = NULL, started_at = now(), \
-                 finished_at = now(), updated_at = now() \
-                 WHERE id = ANY($1::int8[]) AND status <> 'done'",
-            )
+            .prepare_cached(&format!(
+                "WITH w AS (UPDATE backfill.windows SET status = 'done', \
+                 attempts = attempts + 1, run_id = $2, pages = 0, rows = 0, inserted = 0, \
+                 updated = 0, unchanged = 0, {EMPTY_VERIFIED}, duration_ms = 0, \
+                 last_error = NULL, started_at = now(), finished_at = now(), updated_at = now() \
+                 WHERE id = ANY($1::int8[]) AND status <> 'done' RETURNING id), \
+                 {CLEAR_REJECTS} SELECT count(*) FROM w"
+            ))
             .await
             .map_err(|e| SinkError::query(ctx(), e))?;
-        client
-            .execute(&stmt, &[&raw, &run.get()])
+        let row = client
+            .query_one(&stmt, &[&raw, &run.get()])
             .await
-            .map_err(|e| SinkError::query(ctx(), e))
+            .map_err(|e| SinkError::query(ctx(), e))?;
+        Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or_default())
     }
 
     /// Every window of `scope`, ordered by start.

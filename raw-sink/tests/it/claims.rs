@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use raw_sink::testing::TestDb;
 use raw_sink::{
-    BudgetShare, Ledger, NewRun, NewWorker, RunId, RunStatus, ShareGrant, Sink, TriggerKey,
+    BudgetShare, Ledger, NewRun, NewWorker, Reload, RunId, RunStatus, ShareGrant, Sink, TriggerKey,
     TriggerStatus, WindowClaim, WindowId, WindowOutcome, WindowScope, WindowSpan, WindowStatus,
 };
 
@@ -69,7 +69,7 @@ fn claim<'a>(worker: &'a str, run: RunId, plan: &'a [WindowId], limit: u32) -> W
         windows: plan,
         held: &[],
         limit,
-        force: false,
+        reload: Reload::Nothing,
         lease_ttl: LONG,
     }
 }
@@ -88,6 +88,7 @@ fn done(status: WindowStatus) -> WindowOutcome {
     WindowOutcome {
         status,
         source_count: Some(0),
+        verified: true,
         duration: Duration::from_millis(5),
         error: None,
     }
@@ -128,7 +129,10 @@ async fn concurrent_claims_are_disjoint_and_cover_the_plan() {
     let distinct: BTreeSet<WindowId> = all.iter().copied().collect();
     assert_eq!(all.len(), 60, "a window was claimed twice");
     assert_eq!(distinct, plan.iter().copied().collect());
-    let status = ledger.claim_status("e", run, &plan, false).await.unwrap();
+    let status = ledger
+        .claim_status("e", run, &plan, Reload::Nothing)
+        .await
+        .unwrap();
     assert_eq!(status.claimable, 0);
     assert_eq!(status.leased_by_others, 60);
     assert!(status.next_expiry.is_some());
@@ -283,7 +287,7 @@ async fn failed_windows_are_retried_once_per_run_and_done_ones_only_when_forced(
     ledger.release_windows("a", None, "test").await.unwrap();
     let forced = ledger
         .claim_windows(&WindowClaim {
-            force: true,
+            reload: Reload::All,
             ..claim("a", later, &plan, 3)
         })
         .await

@@ -256,6 +256,7 @@ async fn window_lifecycle() {
     let done = WindowOutcome {
         status: WindowStatus::Done,
         source_count: Some(17),
+        verified: true,
         duration: Duration::from_millis(1500),
         error: None,
     };
@@ -278,6 +279,7 @@ async fn window_lifecycle() {
     let failed = WindowOutcome {
         status: WindowStatus::Failed,
         source_count: None,
+        verified: false,
         duration: Duration::from_secs(3),
         error: Some("QBO 503 after 5 attempts".into()),
     };
@@ -305,6 +307,7 @@ async fn window_lifecycle() {
     let mismatch = WindowOutcome {
         status: WindowStatus::Mismatch,
         source_count: Some(10),
+        verified: true,
         duration: Duration::from_secs(1),
         error: Some("count 10, loaded 9 distinct ids".into()),
     };

@@ -7,6 +7,7 @@ mod config;
 mod connect;
 mod ledger;
 mod migrate;
+mod quarantine;
 mod tls;
 mod tokens;
 mod upsert;

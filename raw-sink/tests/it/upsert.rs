@@ -68,7 +68,8 @@ async fn counts_inserted_updated_unchanged() {
             inserted: 3,
             updated: 0,
             unchanged: 0,
-            duplicates: 0
+            duplicates: 0,
+            rejected: 0,
         }
     );
     // 1 and 2 unchanged, 3 changed, 4 new.
@@ -84,7 +85,8 @@ async fn counts_inserted_updated_unchanged() {
             inserted: 1,
             updated: 1,
             unchanged: 2,
-            duplicates: 0
+            duplicates: 0,
+            rejected: 0,
         }
     );
     let snap = snapshot(&sink, RawTable::CUSTOMERS).await;
@@ -492,6 +494,7 @@ async fn a_page_larger_than_a_chunk_commits_as_one_page() {
             updated: 0,
             unchanged: 0,
             duplicates: 1,
+            rejected: 0,
         }
     );
     let w = ledger.get_window(window).await.unwrap().unwrap();
