@@ -1658,7 +1658,8 @@ async fn load_attempt(
         let full = len >= page_size as usize;
         let more = if full {
             true
-        } else if len == 0 {
+        } else if len <= skip {
+            // Nothing beyond the overlapping items (an empty page, in effect): the end.
             false
         } else {
             // A short page: the end only if a COUNT says no record lies beyond it.

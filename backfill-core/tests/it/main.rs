@@ -5,6 +5,8 @@ mod chaos;
 mod common;
 mod edges;
 mod equality;
+mod evidence;
+mod fake_qbo;
 mod faults;
 mod paging_change;
 mod realms;
