@@ -93,6 +93,19 @@ pub enum Error {
         /// The current time (UTC, RFC 3339).
         now: String,
     },
+    /// The plan would hold more windows than [`crate::window::MAX_WINDOWS`].
+    #[error(
+        "the range cut into {size} windows makes {windows} windows, above the limit of {limit}; \
+         use a larger --window or a shorter range"
+    )]
+    TooManyWindows {
+        /// Windows the plan would hold.
+        windows: u64,
+        /// The limit.
+        limit: u64,
+        /// The window size asked for.
+        size: String,
+    },
     /// A date-valued window field (`TxnDate`) needs whole UTC days.
     #[error("{what} is not whole UTC days, which a TxnDate window needs")]
     NotWholeDays {
@@ -197,6 +210,7 @@ impl Error {
             | Error::WindowSize { .. }
             | Error::EmptyRange { .. }
             | Error::StartsInFuture { .. }
+            | Error::TooManyWindows { .. }
             | Error::NotWholeDays { .. }
             | Error::WindowFieldNotApplicable { .. }
             | Error::Usage(_) => ExitStatus::Usage,

@@ -183,6 +183,9 @@ pub struct RunReport {
     pub rejected: u64,
     /// Windows of the plan done without verification (`--no-verify`).
     pub unverified: u64,
+    /// Records read again by the catch-up of a run windowed on a date field (`TxnDate`):
+    /// those of the range changed since the run started.
+    pub caught_up: u64,
     /// The end of the planned windows (the requested end, unless clipped to now).
     pub loaded_until: OffsetDateTime,
     /// Whether the plan reached the requested end (a range reaching into the future does not,
@@ -407,7 +410,17 @@ pub async fn run<E: Entity>(
         rejected: AtomicU64::new(0),
     };
 
-    let outcome = drive(&ctx).await;
+    let run_started = OffsetDateTime::now_utc();
+    let mut outcome = drive(&ctx).await;
+    if let Ok(d) = &mut outcome
+        && d.interrupted.is_none()
+        && cfg.window_field.is_date()
+    {
+        match catch_up(&ctx, run_started - CATCH_UP_MARGIN).await {
+            Ok(n) => d.caught_up = n,
+            Err(e) => outcome = Err((e, std::mem::take(d))),
+        }
+    }
     let result = conclude(&ctx, &key, outcome, started).await;
     if own_worker {
         worker
@@ -607,6 +620,7 @@ async fn conclude(
         requests,
         rejected,
         unverified,
+        caught_up = drive.caught_up,
         covers_range,
         trigger_completed,
         interrupted = drive.interrupted.map(StopReason::as_str),
@@ -634,6 +648,7 @@ async fn conclude(
         requests,
         rejected,
         unverified,
+        caught_up: drive.caught_up,
         loaded_until: plan_end,
         covers_range,
         trigger_completed,
@@ -653,6 +668,8 @@ struct PlanState {
 
 #[derive(Default)]
 struct DriveOutcome {
+    /// Records loaded again by the catch-up of a date-windowed run.
+    caught_up: u64,
     skipped: u64,
     done: u64,
     empty: u64,
@@ -1543,6 +1560,16 @@ async fn finish(
 /// The query for `range`: filter on the window field, inactive rows for name lists, and for
 /// SELECTs ordering and MAXRESULTS (STARTPOSITION is set per page).
 fn build_query(ctx: &Ctx<'_>, kind: QueryKind, range: Window) -> Result<Query, QboError> {
+    build_query_since(ctx, kind, range, None)
+}
+
+/// [`build_query`], restricted to records changed since `since` when given.
+fn build_query_since(
+    ctx: &Ctx<'_>,
+    kind: QueryKind,
+    range: Window,
+    since: Option<OffsetDateTime>,
+) -> Result<Query, QboError> {
     let field = ctx.cfg.window_field;
     let (lo, hi) = if field.is_date() {
         (
@@ -1559,6 +1586,13 @@ fn build_query(ctx: &Ctx<'_>, kind: QueryKind, range: Window) -> Result<Query, Q
     q = q
         .filter(field.as_str(), Op::Ge, lo)
         .filter(field.as_str(), Op::Lt, hi);
+    if let Some(since) = since {
+        q = q.filter(
+            WindowField::LastUpdatedTime.as_str(),
+            Op::Ge,
+            Value::DateTime(since),
+        );
+    }
     if ctx.name_list {
         q = q.include_inactive();
     }
@@ -1945,6 +1979,109 @@ async fn write_page(
         ctx.rejected.fetch_add(counts.rejected, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// How far before the run's start the catch-up of a date-windowed run looks: QBO's clock and
+/// ours may differ, and its query results are eventually consistent.
+pub(crate) const CATCH_UP_MARGIN: time::Duration = time::Duration::minutes(10);
+
+/// The catch-up of a run windowed on a date field (`TxnDate`): business dates can be edited at
+/// will, moving a record into a window this run already finished, and any record can change
+/// after its window was read. Every record of the range changed since the run started (less
+/// [`CATCH_UP_MARGIN`]) is read again, in one paged query over the whole range, and written
+/// into its window's rows (a newer version replaces an older one; nothing older replaces
+/// anything). Returns the records read.
+async fn catch_up(ctx: &Ctx<'_>, since: OffsetDateTime) -> Result<u64, Error> {
+    let Some(range) = ctx
+        .cfg
+        .windows
+        .first()
+        .zip(ctx.cfg.windows.last())
+        .map(|(a, b)| Window {
+            start: a.start,
+            end: b.end,
+        })
+    else {
+        return Ok(0);
+    };
+    let planned = spans(&ctx.cfg.windows);
+    let rows = ctx
+        .db("reading the windows", || {
+            ctx.ledger.ensure_windows(&ctx.scope, &planned)
+        })
+        .await
+        .map_err(Error::Database)?;
+    let page_size = ctx.cfg.page_size.clamp(1, 1000);
+    let base = build_query_since(ctx, QueryKind::Select, range, Some(since)).map_err(qbo_error)?;
+    let mut start = 1u32;
+    let mut read = 0u64;
+    let mut page_number = 0u32;
+    loop {
+        let q = base.with_start_position(start);
+        let (page, permit) = match fetch_page(ctx, q).await {
+            Ok(p) => p,
+            Err(AttemptError::Qbo(e)) => return Err(qbo_error(e)),
+            Err(AttemptError::Interrupted) => return Ok(read),
+            Err(e) => return Err(Error::Usage(e.describe())),
+        };
+        page_number += 1;
+        let len = page.len();
+        read += len as u64;
+        let mut by_window: Vec<Vec<RawRow<'_>>> = vec![Vec::new(); rows.len()];
+        for r in &page.records {
+            let Some(key) = record_key(ctx.cfg.window_field, r) else {
+                continue;
+            };
+            // Records dated outside the range are not this backfill's.
+            if let Some(i) = window_of(&rows, key) {
+                by_window[i].push(RawRow {
+                    id: &r.id,
+                    payload: &r.raw,
+                });
+            }
+        }
+        for (w, records) in rows.iter().zip(&by_window) {
+            if records.is_empty() {
+                continue;
+            }
+            let meta = PageMeta {
+                realm_id: ctx.realm.clone(),
+                window_start: w.span.start,
+                window_end: w.span.end,
+                page_number: i32::try_from(page_number).unwrap_or(i32::MAX),
+                page_size: i32::try_from(page.max_results).unwrap_or(i32::MAX),
+                request_payload: page.query.clone(),
+            };
+            let write = PageWrite {
+                table: ctx.table,
+                entity: ctx.entity,
+                meta: &meta,
+                rows: records,
+                rejects: &[],
+                owner: None,
+            };
+            let out = ctx
+                .db("upserting a catch-up page", || ctx.sink.write_page(&write))
+                .await
+                .map_err(Error::Database)?;
+            ctx.inserted
+                .fetch_add(out.counts.inserted, Ordering::Relaxed);
+            ctx.updated.fetch_add(out.counts.updated, Ordering::Relaxed);
+            ctx.unchanged
+                .fetch_add(out.counts.unchanged, Ordering::Relaxed);
+        }
+        drop(permit);
+        event!(ctx, info, "catch_up_page",
+            since = %format_utc(since),
+            start_position = start,
+            rows = len);
+        // A short page is no proof of the end: an empty one is.
+        if len == 0 {
+            break;
+        }
+        start += u32::try_from(len).unwrap_or(page_size);
+    }
+    Ok(read)
 }
 
 fn duration_ms(d: Duration) -> u64 {

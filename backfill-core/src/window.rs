@@ -17,6 +17,11 @@ use crate::Error;
 
 const SECONDS_PER_DAY: i64 = 86_400;
 
+/// The most windows one plan may hold: 100,000 (daily windows over 270 years, 15-minute
+/// windows over 2.8 years). A larger plan is refused before anything is called or written
+/// (every planned window is a ledger row and a claim); use larger windows instead.
+pub const MAX_WINDOWS: u64 = 100_000;
+
 /// A half-open interval `[start, end)` of UTC instants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Window {
@@ -166,7 +171,10 @@ impl FromStr for WindowSize {
 }
 
 /// Parses a range bound: RFC 3339 with an offset (any offset, converted to UTC) or a plain
-/// `YYYY-MM-DD` date (00:00 UTC that day).
+/// `YYYY-MM-DD` date (00:00 UTC that day). Fractions of a second are dropped (QBO's
+/// timestamps have whole seconds, and the ledger keeps bounds to the microsecond, so a bound
+/// with nanoseconds would never match its stored copy); a leap second (`23:59:60`) is the
+/// second before it.
 ///
 /// # Errors
 /// [`Error::Timestamp`] for a timestamp without an offset (ambiguous) or any other text.
@@ -180,7 +188,10 @@ pub fn parse_instant(input: &str) -> Result<OffsetDateTime, Error> {
         return Err(bad("is empty"));
     }
     if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
-        return Ok(t.to_offset(UtcOffset::UTC));
+        return Ok(t
+            .to_offset(UtcOffset::UTC)
+            .replace_nanosecond(0)
+            .unwrap_or(t));
     }
     if let Ok(d) = Date::parse(s, format_description!("[year]-[month]-[day]")) {
         return Ok(d.midnight().assume_utc());
@@ -220,9 +231,11 @@ pub struct PlanRequest {
     pub end: OffsetDateTime,
     /// Window size.
     pub size: WindowSize,
-    /// The current time; a range reaching past it is clipped.
+    /// The current time; a range reaching past it is clipped (not for date-valued fields).
     pub now: OffsetDateTime,
-    /// Whether windows must be whole UTC days (date-valued window fields such as `TxnDate`).
+    /// Whether the window field is date-valued (`TxnDate`): windows must then be whole UTC
+    /// days, and the range is not clipped to now, since business dates lie in the future too
+    /// (post-dated invoices and bills, reversing entries) and QBO answers any date range.
     pub whole_days: bool,
 }
 
@@ -243,8 +256,9 @@ pub struct Plan {
 ///
 /// # Errors
 /// [`Error::EmptyRange`] if the end is not after the start, [`Error::StartsInFuture`] if the
-/// start is not before `now`, [`Error::NotWholeDays`] if `whole_days` is set and the range or
-/// the size is not whole UTC days.
+/// start is not before `now` (timestamp fields only), [`Error::NotWholeDays`] if `whole_days`
+/// is set and the range or the size is not whole UTC days, [`Error::TooManyWindows`] if the
+/// plan would exceed [`MAX_WINDOWS`].
 pub fn plan(req: &PlanRequest) -> Result<Plan, Error> {
     let start = req.start.to_offset(UtcOffset::UTC);
     let requested_end = req.end.to_offset(UtcOffset::UTC);
@@ -269,25 +283,40 @@ pub fn plan(req: &PlanRequest) -> Result<Plan, Error> {
             }
         }
     }
-    // A date-valued field can only be cut at midnights, so "now" rounds up to the next one.
-    let limit = if req.whole_days {
-        next_midnight(now)
-    } else {
-        now
-    };
-    if start >= limit {
-        return Err(Error::StartsInFuture {
-            start: format_utc(start),
-            now: format_utc(now),
-        });
-    }
-    let (end, clipped_from) = if requested_end > limit {
-        (limit, Some(requested_end))
-    } else {
+    // Timestamps (CreateTime, LastUpdatedTime) cannot lie in the future: a range reaching past
+    // now is clipped to now. Business dates can: a date-valued field is never clipped.
+    let (end, clipped_from) = if req.whole_days {
         (requested_end, None)
+    } else {
+        if start >= now {
+            return Err(Error::StartsInFuture {
+                start: format_utc(start),
+                now: format_utc(now),
+            });
+        }
+        if requested_end > now {
+            (now, Some(requested_end))
+        } else {
+            (requested_end, None)
+        }
     };
 
     let step = req.size.seconds;
+    // Grid points strictly inside the range, plus one: the number of windows.
+    let first_cut = grid_after(start, step).unix_timestamp();
+    let inner = if first_cut < end.unix_timestamp() {
+        (end.unix_timestamp() - 1 - first_cut).div_euclid(step) + 1
+    } else {
+        0
+    };
+    let count = u64::try_from(inner).unwrap_or(u64::MAX).saturating_add(1);
+    if count > MAX_WINDOWS {
+        return Err(Error::TooManyWindows {
+            windows: count,
+            limit: MAX_WINDOWS,
+            size: req.size.to_string(),
+        });
+    }
     let mut windows = Vec::new();
     let mut cursor = start;
     while cursor < end {
@@ -318,15 +347,6 @@ fn grid_after(t: OffsetDateTime, step: i64) -> OffsetDateTime {
     // `t` may carry sub-second nanos: floor is still <= t, so floor + step > t.
     OffsetDateTime::from_unix_timestamp(floor + step)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH + Duration::seconds(floor + step))
-}
-
-/// The first UTC midnight at or after `t`.
-fn next_midnight(t: OffsetDateTime) -> OffsetDateTime {
-    if t.time() == Time::MIDNIGHT {
-        t
-    } else {
-        grid_after(t, SECONDS_PER_DAY)
-    }
 }
 
 #[cfg(test)]
@@ -360,9 +380,10 @@ mod tests {
         let t = parse_instant("2023-03-12T01:30:00-08:00").unwrap();
         assert_eq!(t, datetime!(2023-03-12 09:30 UTC));
         assert_eq!(t.offset(), UtcOffset::UTC);
+        // Fractions of a second are dropped (see `bounds_drop_fractions_of_a_second...`).
         assert_eq!(
             parse_instant("2023-01-31T20:00:00.5+05:30").unwrap(),
-            datetime!(2023-01-31 14:30:00.5 UTC)
+            datetime!(2023-01-31 14:30:00 UTC)
         );
         assert_eq!(
             parse_instant("2023-01-01t00:00:00z").unwrap(),
@@ -550,13 +571,52 @@ mod tests {
         r.size = WindowSize::DAY;
         r.start = datetime!(2023-01-01 01:00 UTC);
         assert!(matches!(plan(&r), Err(Error::NotWholeDays { .. })));
-        // Clipping a date-cut range stops at the midnight after now, not at now.
+        // A date-valued field is not clipped: business dates lie in the future too.
         r.start = datetime!(2025-12-30 00:00 UTC);
         r.end = datetime!(2026-02-01 00:00 UTC);
         r.now = datetime!(2025-12-31 15:30 UTC);
         let p = plan(&r).unwrap();
-        assert_eq!(p.end, datetime!(2026-01-01 00:00 UTC));
-        assert_eq!(p.windows.len(), 2);
+        assert_eq!(p.end, datetime!(2026-02-01 00:00 UTC));
+        assert_eq!(p.clipped_from, None);
+        assert_eq!(p.windows.len(), 33);
+        // Even a range wholly after now (post-dated invoices).
+        r.start = datetime!(2026-03-01 00:00 UTC);
+        r.end = datetime!(2026-04-01 00:00 UTC);
+        assert_eq!(plan(&r).unwrap().windows.len(), 31);
+    }
+
+    #[test]
+    fn a_plan_above_the_window_limit_is_refused_with_its_count() {
+        // One-minute windows over a year: 525,600 windows.
+        let mut r = req(
+            datetime!(2024-01-01 00:00 UTC),
+            datetime!(2025-01-01 00:00 UTC),
+        );
+        r.size = "1m".parse().unwrap();
+        match plan(&r) {
+            Err(Error::TooManyWindows { windows, limit, .. }) => {
+                assert_eq!(windows, 366 * 1440);
+                assert_eq!(limit, MAX_WINDOWS);
+            }
+            other => panic!("{other:?}"),
+        }
+        // The count matches the windows of a plan under the limit, ragged bounds included.
+        r.start = datetime!(2024-01-01 00:00:30 UTC);
+        r.end = datetime!(2024-01-20 07:13:00 UTC);
+        let p = plan(&r).unwrap();
+        assert_eq!(p.windows.len(), 19 * 1440 + 7 * 60 + 13);
+    }
+
+    #[test]
+    fn bounds_drop_fractions_of_a_second_and_leap_seconds() {
+        assert_eq!(
+            parse_instant("2023-01-01T00:00:00.999999999Z").unwrap(),
+            datetime!(2023-01-01 00:00:00 UTC)
+        );
+        assert_eq!(
+            parse_instant("2016-12-31T23:59:60Z").unwrap(),
+            datetime!(2016-12-31 23:59:59 UTC)
+        );
     }
 
     fn arb_instant() -> impl Strategy<Value = OffsetDateTime> {

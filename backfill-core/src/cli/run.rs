@@ -188,6 +188,10 @@ pub(super) async fn pipeline<E: Entity>(
 
     let shutdown = reliability::install_signal_handlers(E::PIPELINE);
     let sink = Sink::connect(&pg).await.map_err(Error::Database)?;
+    // The trigger is checked before anything is written (migrations, worker rows): a name used
+    // for another range, or a trigger already completed or disabled, ends with nothing behind.
+    let range_end = valid.plan.clipped_from.unwrap_or(valid.plan.end);
+    precheck_trigger::<E>(&sink, &qbo.realm_id, &valid, range_end, args.force).await?;
     sink.migrate().await.map_err(Error::Migrations)?;
     let store: Arc<dyn TokenStore> = match &args.token_store {
         TokenStoreSpec::Db => Arc::new(PgTokenStore::new(&sink)),
@@ -226,7 +230,7 @@ pub(super) async fn pipeline<E: Entity>(
     );
     cfg.range_start = valid.plan.start;
     // The requested end names the trigger, so that a re-run of a clipped range finds it again.
-    cfg.range_end = valid.plan.clipped_from.unwrap_or(valid.plan.end);
+    cfg.range_end = range_end;
     cfg.concurrency = args.concurrency.get();
     cfg.verify = !args.no_verify;
     cfg.force = args.force;
@@ -240,6 +244,41 @@ pub(super) async fn pipeline<E: Entity>(
         print_summary::<E>(&client, &cfg, &report);
     }
     Ok(report.exit_status())
+}
+
+/// The trigger checks of [`crate::run()`], read-only, before anything is written.
+async fn precheck_trigger<E: Entity>(
+    sink: &Sink,
+    realm: &str,
+    valid: &ValidatedRun,
+    range_end: OffsetDateTime,
+    force: bool,
+) -> Result<(), Error> {
+    let key = raw_sink::TriggerKey::new(E::PIPELINE, realm, valid.trigger.clone());
+    let trigger = sink
+        .ledger()
+        .check_trigger(&key, valid.plan.start, range_end)
+        .await
+        .map_err(|e| match e {
+            e @ raw_sink::SinkError::TriggerConflict { .. } => Error::TriggerConflict(e),
+            e => Error::Database(e),
+        })?;
+    match trigger {
+        Some(t) if t.status == raw_sink::TriggerStatus::Completed && !force => {
+            Err(Error::TriggerCompleted {
+                name: valid.trigger.clone(),
+                completed_at: t
+                    .completed_at
+                    .map_or_else(|| "unknown".to_owned(), format_utc),
+            })
+        }
+        Some(t) if t.status == raw_sink::TriggerStatus::Disabled && !force => {
+            Err(Error::TriggerDisabled {
+                name: valid.trigger.clone(),
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 fn print_plan<E: Entity>(args: &RunArgs, valid: &ValidatedRun) {

@@ -354,3 +354,59 @@ async fn reloads_with_other_windows_do_not_make_the_report_mismatch() {
     assert!(r.ok);
     sim.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_txn_date_run_reads_again_what_changed_while_it_ran() {
+    let sim = sim(Sim::builder()
+        .seed(9)
+        .invoices(80)
+        .latency(Duration::from_millis(100), Duration::ZERO)
+        .span(
+            datetime!(2023-04-01 00:00 UTC),
+            datetime!(2023-04-05 00:00 UTC),
+        ))
+    .await;
+    let (_db, sink) = db().await;
+    let realm = sim.realm_id();
+    let mut cfg = config("2023-03-25", "2023-04-20", "txn");
+    cfg.window_field = WindowField::TxnDate;
+    // Once the first invoice is stored, it is edited in QBO: its window is done already.
+    let first = sim
+        .truth("Invoice")
+        .into_iter()
+        .min_by_key(|t| (t.create_time, t.id.clone()))
+        .unwrap();
+    let editor = {
+        let (sim, sink, id) = (sim.clone(), sink.clone(), first.id.clone());
+        tokio::spawn(async move {
+            loop {
+                let c = sink.pool().get().await.unwrap();
+                let stored = c
+                    .query_opt("SELECT 1 FROM raw.qb_invoices WHERE id = $1", &[&id])
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some();
+                if stored {
+                    return sim.update("Invoice", &id).unwrap();
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let report = run::<Invoice>(&client(&sim), &sink, &cfg).await;
+    let edited = editor.await.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert!(report.caught_up >= 1, "catch-up read {}", report.caught_up);
+    let c = sink.pool().get().await.unwrap();
+    let same: bool = c
+        .query_one(
+            "SELECT payload = $2::text::jsonb FROM raw.qb_invoices WHERE realm_id = $1 AND id = $3",
+            &[&realm, &edited.json, &edited.id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(same, "the edited invoice keeps its old version");
+    sim.shutdown().await.unwrap();
+}

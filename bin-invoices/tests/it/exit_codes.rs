@@ -252,3 +252,126 @@ async fn help_and_dry_run_call_nothing() {
     assert_eq!(sim.stats().total_requests, 0);
     sim.shutdown().await.unwrap();
 }
+
+/// Ledger rows that any start of a run writes (workers, runs) and the raw rows.
+async fn footprint(sink: &raw_sink::Sink) -> (i64, i64, i64) {
+    (
+        count(sink, "SELECT count(*) FROM backfill.workers").await,
+        count(sink, "SELECT count(*) FROM backfill.runs").await,
+        count(sink, "SELECT count(*) FROM raw.qb_invoices").await,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trigger_conflicts_and_completed_triggers_are_found_before_anything_is_written() {
+    let sim = small_sim().await;
+    let db = TestDb::new().await;
+    let url = db_url(&db);
+    let run = |range: [&str; 4]| {
+        let mut c = command(&sim, &url);
+        c.args(range).args(["--trigger", "initial-load"]);
+        c
+    };
+    assert_eq!(output(run(RANGE)).await.status.code(), Some(0));
+    let sink = db.sink().await;
+    let before = footprint(&sink).await;
+    let requests = sim.stats().total_requests;
+
+    // The same name for another range: exit 2, one line naming both ranges, nothing written.
+    let other = [
+        "--fecha-inicio",
+        "2023-01-01T00:00:00+00:00",
+        "--fecha-fin",
+        "2023-01-07T00:00:00+00:00",
+    ];
+    let o = output(run(other)).await;
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("already used"), "{err}");
+    // Completed: exit 4, nothing written either.
+    let o = output(run(RANGE)).await;
+    assert_eq!(o.status.code(), Some(4), "{:?}", text(&o));
+    assert_eq!(footprint(&sink).await, before);
+    assert_eq!(sim.stats().total_requests, requests);
+    sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounds_with_fractions_of_a_second_name_the_same_trigger_again() {
+    let sim = small_sim().await;
+    let db = TestDb::new().await;
+    let url = db_url(&db);
+    let run = || {
+        let mut c = command(&sim, &url);
+        c.args([
+            "--start",
+            "2023-01-01T00:00:00.123456789Z",
+            "--end",
+            "2023-01-03T00:00:00.5+00:00",
+        ]);
+        c
+    };
+    assert_eq!(output(run()).await.status.code(), Some(0));
+    // Not a conflict with its own stored (microsecond) copy: the trigger is recognised.
+    let o = output(run()).await;
+    assert_eq!(o.status.code(), Some(4), "{:?}", text(&o));
+    sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_above_the_window_limit_exits_2_with_its_count() {
+    let sim = small_sim().await;
+    let db = TestDb::new().await;
+    let mut c = command(&sim, &db_url(&db));
+    c.args([
+        "--start",
+        "2023-01-01",
+        "--end",
+        "2024-01-01",
+        "--window",
+        "1m",
+    ]);
+    let o = output(c).await;
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("525600 windows") && err.contains("--window"),
+        "{err}"
+    );
+    assert_eq!(sim.stats().total_requests, 0);
+    assert!(!has_schema(&db.sink().await, "backfill").await);
+    sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_into_the_future_keeps_its_trigger_pending() {
+    let sim = small_sim().await;
+    let db = TestDb::new().await;
+    let url = db_url(&db);
+    let run = || {
+        let mut c = command(&sim, &url);
+        c.args(["--start", "2023-01-01", "--end", "2099-01-01"]);
+        c
+    };
+    let o = output(run()).await;
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let sink = db.sink().await;
+    let status = |sink: raw_sink::Sink| async move {
+        let c = sink.pool().get().await.unwrap();
+        c.query_one("SELECT status FROM backfill.triggers", &[])
+            .await
+            .unwrap()
+            .get::<_, String>(0)
+    };
+    assert_eq!(status(sink.clone()).await, "pending");
+    // The identical command runs again (it is not refused as completed).
+    let o = output(run()).await;
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert_eq!(status(sink).await, "pending");
+    assert_eq!(
+        count(&db.sink().await, "SELECT count(*) FROM raw.qb_invoices").await,
+        300
+    );
+    sim.shutdown().await.unwrap();
+}

@@ -156,6 +156,42 @@ impl Ledger {
         Ok(trigger)
     }
 
+    /// Reads the trigger without writing anything, even to a database that was never migrated
+    /// (then there is no trigger): what a run checks before it writes, so that a usage error
+    /// leaves nothing behind. `None` if the trigger does not exist yet.
+    ///
+    /// # Errors
+    /// [`SinkError::TriggerConflict`] when the name exists with another range;
+    /// [`SinkError::Pool`] / [`SinkError::Query`].
+    pub async fn check_trigger(
+        &self,
+        key: &TriggerKey,
+        range_start: OffsetDateTime,
+        range_end: OffsetDateTime,
+    ) -> Result<Option<Trigger>, SinkError> {
+        let client = self.client().await?;
+        let exists: bool = client
+            .query_one("SELECT to_regclass('backfill.triggers') IS NOT NULL", &[])
+            .await
+            .map_err(|e| SinkError::query(format!("checking trigger {key}"), e))?
+            .get(0);
+        drop(client);
+        if !exists {
+            return Ok(None);
+        }
+        let Some(trigger) = self.get_trigger(key).await? else {
+            return Ok(None);
+        };
+        if trigger.range_start != range_start || trigger.range_end != range_end {
+            return Err(SinkError::TriggerConflict {
+                name: key.to_string(),
+                existing: range_text(trigger.range_start, trigger.range_end),
+                requested: range_text(range_start, range_end),
+            });
+        }
+        Ok(Some(trigger))
+    }
+
     /// The trigger, if it exists.
     ///
     /// # Errors
