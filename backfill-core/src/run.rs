@@ -71,7 +71,8 @@ pub struct RunConfig {
     /// `MAXRESULTS` (1..=1000).
     pub page_size: u32,
     /// Rows by which consecutive pages overlap to detect records inserted or deleted mid-paging
-    /// (0 disables the check). Must be below `page_size`.
+    /// (0 disables the check). At most a quarter of `page_size` is used, so a small page size
+    /// does not cost about one request per new row.
     pub page_overlap: u32,
     /// Attempts per window before it is marked `failed` or `mismatch`.
     pub max_window_attempts: u32,
@@ -1645,7 +1646,7 @@ async fn load_attempt(
 ) -> Result<Loaded, AttemptError> {
     let cfg = ctx.cfg;
     let page_size = cfg.page_size.clamp(1, 1000);
-    let overlap = cfg.page_overlap.min(page_size.saturating_sub(1));
+    let overlap = cfg.page_overlap.min(page_size / 4);
     let step = page_size - overlap;
     let base = build_query(ctx, QueryKind::Select, range).map_err(AttemptError::Qbo)?;
 

@@ -51,6 +51,25 @@ impl fmt::Display for Window {
     }
 }
 
+/// `s` with its control characters (newlines, terminal escape sequences, …) written as
+/// escapes (`\n`, `\u{1b}`), so that text stored by someone else cannot act on a terminal or a
+/// document it is shown in.
+#[must_use]
+pub fn printable(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_owned();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// Formats an instant as RFC 3339 in UTC (`2023-01-01T00:00:00Z`).
 #[must_use]
 pub fn format_utc(t: OffsetDateTime) -> String {
@@ -605,6 +624,12 @@ mod tests {
         r.end = datetime!(2024-01-20 07:13:00 UTC);
         let p = plan(&r).unwrap();
         assert_eq!(p.windows.len(), 19 * 1440 + 7 * 60 + 13);
+    }
+
+    #[test]
+    fn printable_escapes_control_characters_only() {
+        assert_eq!(printable("initial-load é"), "initial-load é");
+        assert_eq!(printable("a\u{1b}[31mred\nb"), "a\\u{1b}[31mred\\nb");
     }
 
     #[test]

@@ -3,43 +3,53 @@
 
 use crate::entity::ENTITIES;
 
-pub(super) const EXAMPLES: &str = "\
+/// The examples, environment and exit codes shown by `--help` of a dedicated binary, with
+/// `{bin}` standing for its own name.
+const EXAMPLES: &str = "\
 Examples:
   # One month of history (UTC):
-  qb-invoices-backfill --fecha-inicio 2023-01-01T00:00:00+00:00 --fecha-fin 2023-02-01T00:00:00+00:00
+  {bin} --fecha-inicio 2023-01-01T00:00:00+00:00 --fecha-fin 2023-02-01T00:00:00+00:00
 
   # Plain dates mean 00:00 UTC; any offset is converted to UTC:
-  qb-customers-backfill --start 2020-01-01 --end 2023-01-01T00:00:00-05:00
+  {bin} --start 2020-01-01 --end 2023-01-01T00:00:00-05:00
 
   # From an orchestrator's variables, 7-day windows, JSON logs:
-  FECHA_INICIO=2022-01-01 FECHA_FIN=2023-01-01 qb-items-backfill --window 7d --log-format json
+  FECHA_INICIO=2022-01-01 FECHA_FIN=2023-01-01 {bin} --window 7d --log-format json
 
   # See the windows without calling anything:
-  qb-invoices-backfill --start 2023-01-01 --end 2023-03-01 --dry-run
+  {bin} --start 2023-01-01 --end 2023-03-01 --dry-run
 
   # One-time triggers:
-  qb-invoices-backfill --start 2023-01-01 --end 2024-01-01 --trigger initial-load
-  qb-invoices-backfill triggers list
-  qb-invoices-backfill triggers disable initial-load
+  {bin} --start 2023-01-01 --end 2024-01-01 --trigger initial-load
+  {bin} triggers list
+  {bin} triggers disable initial-load
 
   # Volumetry evidence (every entity) as report.md, report.json and rows_per_day.svg:
-  qb-invoices-backfill report --all --out ./evidence
+  {bin} report --all --out ./evidence
 
   # Any other QBO entity: the generic binary
   qb-backfill --entity JournalEntry --start 2023-01-01 --end 2024-01-01
 
   # Four processes (any machines) sharing one backfill and the realm's QBO budget:
-  qb-invoices-backfill --start 2020-01-01 --end 2024-01-01 --trigger initial-load --workers 4
+  {bin} --start 2020-01-01 --end 2024-01-01 --trigger initial-load --workers 4
 
 Environment: QBO_CLIENT_ID, QBO_CLIENT_SECRET, QBO_REFRESH_TOKEN, QBO_REALM_ID, QBO_ENV
 (sandbox|production), optional QBO_BASE_URL / QBO_TOKEN_URL; DATABASE_URL or PG_HOST, PG_PORT,
 PG_DB, PG_USER, PG_PASSWORD. Any secret X may be given as X_FILE (a path) instead.
 
-Exit codes: 0 all windows done, 1 some windows failed or mismatched, 2 usage or configuration
+Exit codes: 0 all windows of the range done and every record stored, 1 some windows failed
+or mismatched (by this run or another), or records QBO returned are quarantined in
+raw.qb_rejects, 2 usage or configuration
 error, 3 QBO authentication failed (rotate the refresh token), 4 trigger already completed,
 5 database unreachable or migrations failed, 130 / 143 interrupted by SIGINT / SIGTERM (windows
 released, run recorded `interrupted`; run again to resume; a second signal exits at once).
-`report` exits 1 when a window is not done or mismatches its source COUNT.";
+`report` exits 1 when a window is not done, mismatches its source COUNT or holds quarantined
+records.";
+
+/// The `--help` epilogue of the dedicated binary `bin` (its examples name it, not another).
+pub(super) fn examples(bin: &str) -> String {
+    EXAMPLES.replace("{bin}", bin)
+}
 
 /// Help text of `qb-backfill`: examples and the entity table.
 pub(super) fn any_help() -> String {
@@ -76,7 +86,22 @@ may be windowed on TxnDate):
         ));
     }
     text.push_str(
-        "\nEnvironment, secrets (X_FILE) and exit codes: as for qb-invoices-backfill (see its --help).",
+        "\nEnvironment, secrets (X_FILE) and exit codes: as for the dedicated binaries, e.g.\n\
+         qb-invoices-backfill --help.",
     );
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_binary_s_examples_name_that_binary() {
+        let text = examples("qb-customers-backfill");
+        assert!(text.contains("qb-customers-backfill --fecha-inicio"));
+        assert!(text.contains("qb-customers-backfill triggers list"));
+        assert!(!text.contains("qb-invoices-backfill"), "{text}");
+        assert!(!text.contains("{bin}"));
+    }
 }

@@ -16,7 +16,7 @@ use std::pin::Pin;
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use time::OffsetDateTime;
 
 use crate::entity::{ENTITIES, EntityInfo, EntityVisitor, with_entity};
@@ -31,7 +31,7 @@ mod report;
 mod run;
 mod triggers;
 
-use help::{EXAMPLES, any_help};
+use help::{any_help, examples};
 pub use reliability::ReliabilityArgs;
 pub use report::ReportArgs;
 pub use run::{RunArgs, TokenStoreSpec, ValidatedRun, default_trigger_name};
@@ -42,7 +42,6 @@ pub use triggers::TriggersAction;
 #[command(
     version,
     about = "Back-fills a QuickBooks Online entity into PostgreSQL (raw layer), window by window.",
-    after_help = EXAMPLES,
     subcommand_negates_reqs = true
 )]
 pub struct Cli {
@@ -76,8 +75,8 @@ pub enum Command {
 /// to the exit codes of SPEC §8.
 #[must_use]
 pub fn main<E: Entity>() -> ExitCode {
-    let bin = bin_name(E::PIPELINE);
-    match Cli::try_parse() {
+    let bin = bin_name(&E::PIPELINE.replace('_', "-"));
+    match parse_as(&bin, std::env::args_os()) {
         Ok(cli) => block_on(&bin, execute::<E>(&bin, cli)),
         Err(e) => clap_exit(&bin, &e),
     }
@@ -260,7 +259,22 @@ fn progress_safe_eprintln(bin: &str, e: &Error) {
 /// Parses a dedicated binary's command line (the tests of every subcommand use it).
 #[cfg(test)]
 fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-    Cli::try_parse_from(std::iter::once("qb-test-backfill").chain(args.iter().copied()))
+    parse_as(
+        "qb-test-backfill",
+        std::iter::once("qb-test-backfill").chain(args.iter().copied()),
+    )
+}
+
+/// Parses the command line of the dedicated binary `bin`, whose `--help` names it.
+fn parse_as<I, T>(bin: &str, args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    Cli::command()
+        .after_help(examples(bin))
+        .try_get_matches_from(args)
+        .and_then(|m| Cli::from_arg_matches(&m))
 }
 
 #[cfg(test)]

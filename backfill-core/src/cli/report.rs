@@ -19,7 +19,7 @@ pub struct ReportArgs {
     #[arg(long)]
     pub all: bool,
     /// Only this company (default: QBO_REALM_ID when set).
-    #[arg(long, env = "QBO_REALM_ID", conflicts_with = "all_realms")]
+    #[arg(long, conflicts_with = "all_realms")]
     pub realm: Option<String>,
     /// Every company, even when QBO_REALM_ID is set.
     #[arg(long)]
@@ -56,7 +56,12 @@ pub(super) async fn report_cmd(
         realm_id: if args.all_realms {
             None
         } else {
-            args.realm.clone().filter(|r| !r.trim().is_empty())
+            // QBO_REALM_ID is read here, not by clap: clap would count it as given and
+            // refuse --all-realms whenever it is set.
+            args.realm
+                .clone()
+                .or_else(|| std::env::var("QBO_REALM_ID").ok())
+                .filter(|r| !r.trim().is_empty())
         },
         runs_limit: args.runs,
     };

@@ -144,6 +144,12 @@ impl RunArgs {
             Some(name) if name.trim().is_empty() => {
                 return Err(Error::Usage("--trigger needs a non-empty name".into()));
             }
+            Some(name) if name.chars().any(char::is_control) => {
+                return Err(Error::Usage(format!(
+                    "--trigger {:?} holds control characters; use printable text",
+                    window::printable(name)
+                )));
+            }
             Some(name) => name.clone(),
             // The requested (not the clipped) end, so that re-runs name the same trigger.
             None => default_trigger_name::<E>(start, end),
@@ -344,6 +350,33 @@ fn print_summary<E: Entity>(client: &QboClient, cfg: &RunConfig, r: &RunReport) 
         "rows: {} received · {} inserted · {} updated · {} unchanged · {} QBO queries",
         r.rows, r.counts.inserted, r.counts.updated, r.counts.unchanged, r.requests
     );
+    if r.rejected > 0 {
+        println!(
+            "quarantined: {} record(s) QBO returned cannot be stored; they are in raw.qb_rejects \
+             with the reason (exit 1)",
+            r.rejected
+        );
+    }
+    if r.unverified > 0 {
+        println!(
+            "unverified: {} window(s) of the range were loaded without a COUNT (--no-verify)",
+            r.unverified
+        );
+    }
+    if r.caught_up > 0 {
+        println!(
+            "catch-up: {} record(s) changed during the run were read again",
+            r.caught_up
+        );
+    }
+    if !r.covers_range {
+        println!(
+            "range reaches into the future: loaded until {}; the trigger stays pending until a \
+             run reaches {}",
+            format_utc(r.loaded_until),
+            format_utc(cfg.range_end)
+        );
+    }
     for p in r.problems.iter().take(LISTED) {
         println!("  {} {}: {}", p.status, p.window, p.error);
     }

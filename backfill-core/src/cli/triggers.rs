@@ -3,7 +3,7 @@
 use clap::Subcommand;
 use raw_sink::{PgConfig, Sink, SinkError, TriggerKey};
 
-use crate::window::format_utc;
+use crate::window::{format_utc, printable};
 use crate::{Entity, Error, ExitStatus};
 
 /// `triggers` actions.
@@ -48,7 +48,7 @@ pub(super) async fn triggers<E: Entity>(action: TriggersAction) -> Result<ExitSt
                     t.key.realm_id,
                     format!("{}..{}", format_utc(t.range_start), format_utc(t.range_end)),
                     t.completed_at.map_or_else(|| "-".to_owned(), format_utc),
-                    t.key.name
+                    printable(&t.key.name)
                 );
             }
         }
@@ -58,7 +58,9 @@ pub(super) async fn triggers<E: Entity>(action: TriggersAction) -> Result<ExitSt
             match ledger.disable_trigger(&key).await {
                 Ok(t) => println!(
                     "trigger {:?} of realm {} is now {}",
-                    name, t.key.realm_id, t.status
+                    name,
+                    printable(&t.key.realm_id),
+                    t.status
                 ),
                 Err(SinkError::NotFound { .. }) => {
                     return Err(Error::UnknownTrigger {

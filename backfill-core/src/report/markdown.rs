@@ -283,6 +283,8 @@ fn opt(s: Option<&str>) -> &str {
 }
 
 /// Text safe inside a Markdown table cell.
+/// Text as one Markdown table cell: pipes escaped, control characters (a name someone typed
+/// with an escape sequence, a newline) shown as escapes instead of being interpreted.
 pub(super) fn md(s: &str) -> String {
-    s.replace('|', "\\|").replace(['\n', '\r'], " ")
+    crate::window::printable(&s.replace(['\n', '\r'], " ")).replace('|', "\\|")
 }

@@ -97,6 +97,45 @@ async fn report_files_match_direct_sql() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_realms_is_accepted_while_qbo_realm_id_is_set() {
+    let sim = sim().await;
+    let db = TestDb::new().await;
+    let url = db_url(&db);
+    let dir = tempfile::tempdir().unwrap();
+    // `command` sets QBO_REALM_ID, as a deployment's environment does.
+    let o = run_expect(
+        command(
+            &sim,
+            &url,
+            &[
+                "report",
+                "--all-realms",
+                "--out",
+                dir.path().to_str().unwrap(),
+            ],
+        ),
+        0,
+    )
+    .await;
+    assert!(
+        text(&o).1.is_empty() || !text(&o).1.contains("error"),
+        "{:?}",
+        text(&o)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["realm_id"], serde_json::Value::Null);
+    // An explicit --realm with --all-realms is still contradictory.
+    run_expect(
+        command(&sim, &url, &["report", "--realm", "1", "--all-realms"]),
+        2,
+    )
+    .await;
+    sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn report_of_an_unreachable_database_exits_5() {
     let sim = sim().await;
     let o = run_expect(

@@ -53,6 +53,18 @@ async fn bad_input_exits_2_with_one_line_and_writes_nothing() {
         ),
         ("missing range", vec![], Box::new(|_| {})),
         (
+            "trigger name with a terminal escape",
+            vec![
+                "--start",
+                "2023-01-01",
+                "--end",
+                "2023-01-02",
+                "--trigger",
+                "load\u{1b}[2J",
+            ],
+            Box::new(|_| {}),
+        ),
+        (
             "TxnDate on a partial day",
             vec![
                 "--start",
