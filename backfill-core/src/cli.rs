@@ -11,20 +11,17 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::ExitCode;
 use std::str::FromStr;
-use std::sync::Arc;
 
 use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
-use qbo_client::{FileTokenStore, QboClient, QboConfig, RateLimit, TokenStore};
+use qbo_client::{QboClient, QboConfig, RateLimit};
 use raw_sink::{PgConfig, Sink, SinkError, TriggerKey};
 use time::OffsetDateTime;
 
 use crate::entity::{ENTITIES, EntityInfo, EntityVisitor, with_entity};
-use crate::error::AUTH_RUNBOOK;
 use crate::logging::{self, LogFormat};
 use crate::report::{self, ReportScope};
 use crate::run::{RunConfig, RunReport, error_chain};
-use crate::token_store::PgTokenStore;
 use crate::window::{self, Plan, PlanRequest, WindowSize, format_utc};
 use crate::{Entity, Error, ExitStatus, Progress, WindowField};
 
@@ -65,7 +62,9 @@ PG_DB, PG_USER, PG_PASSWORD. Any secret X may be given as X_FILE (a path) instea
 
 Exit codes: 0 all windows done, 1 some windows failed or mismatched, 2 usage or configuration
 error, 3 QBO authentication failed (rotate the refresh token), 4 trigger already completed,
-5 database unreachable or migrations failed, 130 / 143 interrupted by SIGINT / SIGTERM (windows
+5 database unreachable or migrations failed, 6 QuickBooks refused for a reason no re-run fixes
+(app keys, company, environment, subscription, an invalid request: the message names the fix),
+130 / 143 interrupted by SIGINT / SIGTERM (windows
 released, run recorded `interrupted`; run again to resume; a second signal exits at once).
 `report` exits 1 when a window is not done or mismatches its source COUNT.";
 
@@ -546,9 +545,9 @@ async fn report_cmd(args: &ReportArgs, entities: Vec<EntityInfo>) -> Result<Exit
 
 fn progress_safe_eprintln(bin: &str, e: &Error) {
     let mut line = format!("{bin}: error: {}", error_chain(e));
-    if matches!(e, Error::Auth(_)) {
+    if let Some(runbook) = e.runbook() {
         line.push_str("; ");
-        line.push_str(AUTH_RUNBOOK);
+        line.push_str(runbook);
     }
     eprintln!("{line}");
 }
@@ -567,6 +566,7 @@ async fn pipeline<E: Entity>(
     // All configuration is checked before anything is called or written.
     let qbo = QboConfig::from_env().map_err(Error::QboConfig)?;
     let pg = PgConfig::from_env().map_err(Error::PgConfig)?;
+    let token_key = crate::token_key_from_env()?;
     if let Some(requested) = valid.plan.clipped_from {
         tracing::warn!(
             pipeline = E::PIPELINE,
@@ -579,10 +579,11 @@ async fn pipeline<E: Entity>(
     let shutdown = reliability::install_signal_handlers(E::PIPELINE);
     let sink = Sink::connect(&pg).await.map_err(Error::Database)?;
     sink.migrate().await.map_err(Error::Migrations)?;
-    let store: Arc<dyn TokenStore> = match &args.token_store {
-        TokenStoreSpec::Db => Arc::new(PgTokenStore::new(&sink)),
-        TokenStoreSpec::File(path) => Arc::new(FileTokenStore::new(path.clone())),
+    let location = match &args.token_store {
+        TokenStoreSpec::Db => crate::TokenStoreLocation::Database(&sink),
+        TokenStoreSpec::File(path) => crate::TokenStoreLocation::File(path),
     };
+    let store = crate::open_token_store(location, &qbo.realm_id, token_key).await?;
     let realm_budget = RateLimit {
         per_minute: args.requests_per_min,
         max_concurrency: args.max_in_flight,
