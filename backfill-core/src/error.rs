@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use qbo_client::{QboError, Remedy};
+use qbo_client::{QboError, Remedy, TokenStoreError};
 
 use crate::WindowField;
 
@@ -223,6 +223,18 @@ fn qbo_exit(e: &QboError, fallback: ExitStatus) -> ExitStatus {
     }
 }
 
+/// Whether the token was rescued to a file because the ledger database (the token store)
+/// stayed away: the database is what failed, and the next run resumes with the rescued token.
+fn rescued_from_the_database(e: &QboError) -> bool {
+    match e {
+        QboError::TokenStore(TokenStoreError::Rescued { source, .. }) => matches!(
+            source.as_ref(),
+            TokenStoreError::Backend { source, .. } if source.is::<raw_sink::SinkError>()
+        ),
+        _ => false,
+    }
+}
+
 impl Error {
     /// The runbook line to print with this error, if it has one: [`AUTH_RUNBOOK`] exactly when
     /// the exit status is 3 (a new refresh token fixes it), never for other refusals.
@@ -240,6 +252,7 @@ impl Error {
             }
             Error::Auth(e) => qbo_exit(e, ExitStatus::Auth),
             Error::Database(_) | Error::Migrations(_) => ExitStatus::Database,
+            Error::Qbo(e) if rescued_from_the_database(e) => ExitStatus::Database,
             Error::Qbo(e) => qbo_exit(e, ExitStatus::WindowsFailed),
             Error::Interrupted(reason) => reason.exit_status(),
             Error::TriggerConflict(_)
@@ -373,5 +386,22 @@ mod tests {
             path: "/tmp".into(),
         });
         assert_eq!(e.exit_status(), ExitStatus::Usage);
+        // A token rescued because the database stayed away: the database failed (exit 5).
+        let db = raw_sink::SinkError::NotFound {
+            entity: "token",
+            key: String::new(),
+        };
+        let rescued = |source| {
+            Error::Qbo(QboError::TokenStore(TokenStoreError::Rescued {
+                path: "/tmp/r.json".into(),
+                source: Box::new(source),
+            }))
+        };
+        assert_eq!(
+            rescued(TokenStoreError::backend(true, db)).exit_status(),
+            ExitStatus::Database
+        );
+        let disk = TokenStoreError::backend(false, "disk full");
+        assert_eq!(rescued(disk).exit_status(), ExitStatus::WindowsFailed);
     }
 }
