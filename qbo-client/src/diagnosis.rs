@@ -37,6 +37,21 @@ impl Remedy {
         matches!(self, Remedy::RetryLater)
     }
 
+    /// Whether every other request of the same job would fail the same way (the refresh
+    /// token, the app's keys, the company, the environment, the shape of the request): a caller
+    /// that works in units (a backfill's windows) should stop the whole job with this error
+    /// rather than fail its units one by one.
+    #[must_use]
+    pub const fn stops_the_job(self) -> bool {
+        matches!(
+            self,
+            Remedy::RotateRefreshToken
+                | Remedy::FixConfiguration
+                | Remedy::CompanyAccount
+                | Remedy::RequestRejected
+        )
+    }
+
     /// A short stable name (`retry_later`, `rotate_refresh_token`, …) for logs.
     #[must_use]
     pub const fn as_str(self) -> &'static str {
@@ -358,6 +373,7 @@ mod tests {
             assert_eq!(d.remedy, *remedy, "{status} {body}");
             assert!(d.to_string().contains(words), "{status}: {d}");
             assert_eq!(d.rerun_helps(), *remedy == Remedy::RetryLater);
+            assert_eq!(d.remedy.stops_the_job(), *remedy != Remedy::RetryLater);
         }
     }
 

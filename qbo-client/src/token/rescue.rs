@@ -143,6 +143,13 @@ impl RescuePlaces {
 }
 
 fn read(path: &Path) -> Option<RescueFile> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).ok()?;
+    // Only a private file is trusted (the temporary directory is shared with other users).
+    if !meta.is_file() || meta.permissions().mode() & 0o077 != 0 {
+        tracing::warn!(path = %path.display(), "token_rescue_file_ignored: not a private (0600) file");
+        return None;
+    }
     let text = std::fs::read_to_string(path).ok()?;
     match serde_json::from_str(&text) {
         Ok(f) => Some(f),
@@ -185,6 +192,12 @@ mod tests {
         assert_eq!(found.token.expose_secret(), "newer");
         assert_eq!(found.path, b.path().join(file_name("77")));
         assert!(places.any("77") && !places.any("78"));
+        // A file others may read (or write) is not trusted.
+        std::fs::set_permissions(&found.path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(
+            places.find("77").unwrap().unwrap().token.expose_secret(),
+            "older"
+        );
         places.remove("77");
         assert!(places.find("77").unwrap().is_none() && !places.any("77"));
     }
