@@ -2,6 +2,8 @@
 
 use std::process::ExitCode;
 
+use qbo_client::{QboError, Remedy, TokenStoreError};
+
 use crate::WindowField;
 
 /// The runbook line shown with exit code 3.
@@ -25,6 +27,10 @@ pub enum ExitStatus {
     TriggerCompleted,
     /// 5: the database is unreachable or migrations failed.
     Database,
+    /// 6: QuickBooks refused the run for a reason that neither a re-run nor a new refresh
+    /// token fixes: the app's credentials, the company or environment, the company's
+    /// subscription, or a request QBO rejects as invalid. The message names the fix.
+    Refused,
     /// 130: stopped by SIGINT (or a stop request); progress is saved, the next run resumes.
     Interrupted,
     /// 143: stopped by SIGTERM; progress is saved, the next run resumes.
@@ -42,6 +48,7 @@ impl ExitStatus {
             ExitStatus::Auth => 3,
             ExitStatus::TriggerCompleted => 4,
             ExitStatus::Database => 5,
+            ExitStatus::Refused => 6,
             ExitStatus::Interrupted => 130,
             ExitStatus::Terminated => 143,
         }
@@ -148,12 +155,20 @@ pub enum Error {
     /// The PostgreSQL settings (`DATABASE_URL`, `PG_*`) are missing or invalid.
     #[error("PostgreSQL configuration")]
     PgConfig(#[source] raw_sink::SinkError),
-    /// QBO refused the credentials (e.g. `invalid_grant`): see [`AUTH_RUNBOOK`].
-    #[error("QuickBooks authentication failed")]
+    /// QBO refused the credentials or access. Exit 3 with [`AUTH_RUNBOOK`] when the refresh
+    /// token is at fault (`invalid_grant`, the app disconnected); exit 6 when something else is
+    /// (the app's keys, the company or environment, the subscription): see
+    /// [`qbo_client::QboError::diagnosis`].
+    #[error("{}", auth_title(.0))]
     Auth(#[source] qbo_client::QboError),
     /// QBO failed in a way that stopped the whole run.
-    #[error("QuickBooks request failed")]
+    #[error("{}", qbo_title(.0))]
     Qbo(#[source] qbo_client::QboError),
+    /// The refresh-token store cannot be used (found at start, before the first refresh): a
+    /// directory for a file, a directory that does not exist or is not writable, a stored
+    /// token encrypted with another key or with no key set.
+    #[error("the refresh-token store cannot be used")]
+    TokenStore(#[source] qbo_client::TokenStoreError),
     /// The database is unreachable or a ledger statement failed.
     #[error("database")]
     Database(#[source] raw_sink::SinkError),
@@ -188,7 +203,59 @@ pub enum Error {
     Interrupted(crate::StopReason),
 }
 
+fn auth_title(e: &QboError) -> &'static str {
+    match e.diagnosis().remedy {
+        Remedy::RotateRefreshToken => "QuickBooks authentication failed",
+        _ => "QuickBooks refused access",
+    }
+}
+
+fn qbo_title(e: &QboError) -> &'static str {
+    match e.diagnosis().remedy {
+        Remedy::RetryLater => "QuickBooks request failed",
+        Remedy::FixTokenStore => "saving the refresh token failed",
+        Remedy::RotateRefreshToken => "QuickBooks authentication failed",
+        _ => "QuickBooks refused the request",
+    }
+}
+
+/// The exit status of a QBO failure that stopped a run, from its diagnosis: 3 when the
+/// refresh token must be replaced; 6 when the app's keys, the company, the environment, the
+/// subscription or the request itself must change (a re-run alone never helps); otherwise 1
+/// for a failure that a later run may get past (including a token-store failure: its startup
+/// check then names what to fix, and a rescued token is picked up). `fallback` is the exit
+/// when the diagnosis says nothing more specific.
+fn qbo_exit(e: &QboError, fallback: ExitStatus) -> ExitStatus {
+    match e.diagnosis().remedy {
+        Remedy::RotateRefreshToken => ExitStatus::Auth,
+        Remedy::FixConfiguration | Remedy::CompanyAccount | Remedy::RequestRejected => {
+            ExitStatus::Refused
+        }
+        Remedy::FixTokenStore => ExitStatus::WindowsFailed,
+        _ => fallback,
+    }
+}
+
+/// Whether the token was rescued to a file because the ledger database (the token store)
+/// stayed away: the database is what failed, and the next run resumes with the rescued token.
+fn rescued_from_the_database(e: &QboError) -> bool {
+    match e {
+        QboError::TokenStore(TokenStoreError::Rescued { source, .. }) => matches!(
+            source.as_ref(),
+            TokenStoreError::Backend { source, .. } if source.is::<raw_sink::SinkError>()
+        ),
+        _ => false,
+    }
+}
+
 impl Error {
+    /// The runbook line to print with this error, if it has one: [`AUTH_RUNBOOK`] exactly when
+    /// the exit status is 3 (a new refresh token fixes it), never for other refusals.
+    #[must_use]
+    pub fn runbook(&self) -> Option<&'static str> {
+        (self.exit_status() == ExitStatus::Auth).then_some(AUTH_RUNBOOK)
+    }
+
     /// The process exit status this error ends a pipeline with.
     #[must_use]
     pub fn exit_status(&self) -> ExitStatus {
@@ -196,9 +263,10 @@ impl Error {
             Error::TriggerCompleted { .. } | Error::TriggerDisabled { .. } => {
                 ExitStatus::TriggerCompleted
             }
-            Error::Auth(_) => ExitStatus::Auth,
+            Error::Auth(e) => qbo_exit(e, ExitStatus::Auth),
             Error::Database(_) | Error::Migrations(_) => ExitStatus::Database,
-            Error::Qbo(_) => ExitStatus::WindowsFailed,
+            Error::Qbo(e) if rescued_from_the_database(e) => ExitStatus::Database,
+            Error::Qbo(e) => qbo_exit(e, ExitStatus::WindowsFailed),
             Error::Interrupted(reason) => reason.exit_status(),
             Error::TriggerConflict(_)
             | Error::UnknownTrigger { .. }
@@ -206,6 +274,7 @@ impl Error {
             | Error::Write { .. }
             | Error::QboConfig(_)
             | Error::PgConfig(_)
+            | Error::TokenStore(_)
             | Error::Timestamp { .. }
             | Error::WindowSize { .. }
             | Error::EmptyRange { .. }
@@ -231,13 +300,14 @@ mod tests {
             ExitStatus::Auth,
             ExitStatus::TriggerCompleted,
             ExitStatus::Database,
+            ExitStatus::Refused,
             ExitStatus::Interrupted,
             ExitStatus::Terminated,
         ]
         .iter()
         .map(|s| s.code())
         .collect();
-        assert_eq!(codes, vec![0, 1, 2, 3, 4, 5, 130, 143]);
+        assert_eq!(codes, vec![0, 1, 2, 3, 4, 5, 6, 130, 143]);
         assert_eq!(
             Error::Interrupted(crate::StopReason::Terminate).exit_status(),
             ExitStatus::Terminated
@@ -252,5 +322,100 @@ mod tests {
             .code(),
             4
         );
+    }
+
+    fn fault(status: u16, body: &str) -> QboError {
+        // The client's own classification of a real answer, as a run sees it.
+        let mut fault = real_fault(body);
+        fault.http_status = Some(status);
+        let class = qbo_client::FailureClass::from_status(status, Some(&fault), None);
+        QboError::Fault {
+            status,
+            fault: Box::new(fault),
+            class,
+        }
+    }
+
+    /// A fault as the client parses it (only the fields the classification reads).
+    fn real_fault(body: &str) -> qbo_client::Fault {
+        let (fault_type, code, message) = match body {
+            "120" => ("AuthorizationFault", "120", "Authorization Failure"),
+            "100" => ("AuthenticationFault", "100", "General Authentication Error"),
+            "3100" => (
+                "SERVICE",
+                "3100",
+                "message=ApplicationAuthorizationFailed; errorCode=003100; statusCode=403",
+            ),
+            "500" => (
+                "SystemFault",
+                "3100",
+                "message=InternalServerError; errorCode=003100; statusCode=500",
+            ),
+            _ => ("ValidationFault", "4000", "Error parsing query"),
+        };
+        qbo_client::Fault {
+            fault_type: Some(fault_type.into()),
+            errors: vec![qbo_client::FaultDetail {
+                code: Some(code.into()),
+                message: Some(message.into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn refusals_that_a_new_refresh_token_does_not_fix_exit_6_without_the_runbook() {
+        let grant = QboError::Auth(qbo_client::AuthError::InvalidGrant {
+            description: None,
+            intuit_tid: None,
+        });
+        let e = Error::Auth(grant);
+        assert_eq!(e.exit_status(), ExitStatus::Auth);
+        assert_eq!(e.runbook(), Some(AUTH_RUNBOOK));
+        assert!(e.to_string().contains("authentication failed"));
+
+        let client = QboError::Auth(qbo_client::AuthError::InvalidClient {
+            description: None,
+            status: 401,
+            intuit_tid: None,
+        });
+        for e in [
+            Error::Auth(client),
+            Error::Auth(fault(401, "120")),
+            Error::Auth(fault(401, "100")),
+            Error::Auth(fault(403, "3100")),
+            // A permanent 400: no re-run fixes it (was exit 1, "run again to resume").
+            Error::Qbo(fault(400, "query")),
+        ] {
+            assert_eq!(e.exit_status(), ExitStatus::Refused, "{e}");
+            assert_eq!(e.exit_status().code(), 6);
+            assert_eq!(e.runbook(), None, "{e}");
+            assert!(!e.to_string().contains("authentication failed"), "{e}");
+        }
+        // A server failure with code 3100 is not a refusal: a later run may pass.
+        let e = Error::Qbo(fault(500, "500"));
+        assert_eq!(e.exit_status(), ExitStatus::WindowsFailed);
+        let e = Error::TokenStore(qbo_client::TokenStoreError::NotAFile {
+            path: "/tmp".into(),
+        });
+        assert_eq!(e.exit_status(), ExitStatus::Usage);
+        // A token rescued because the database stayed away: the database failed (exit 5).
+        let db = raw_sink::SinkError::NotFound {
+            entity: "token",
+            key: String::new(),
+        };
+        let rescued = |source| {
+            Error::Qbo(QboError::TokenStore(TokenStoreError::Rescued {
+                path: "/tmp/r.json".into(),
+                source: Box::new(source),
+            }))
+        };
+        assert_eq!(
+            rescued(TokenStoreError::backend(true, db)).exit_status(),
+            ExitStatus::Database
+        );
+        let disk = TokenStoreError::backend(false, "disk full");
+        assert_eq!(rescued(disk).exit_status(), ExitStatus::WindowsFailed);
     }
 }

@@ -47,5 +47,7 @@ pub use error::{AUTH_RUNBOOK, Error, ExitStatus};
 pub use progress::Progress;
 pub use run::{RunConfig, RunReport, WindowProblem, run};
 pub use shutdown::{Shutdown, StopReason};
-pub use token_store::PgTokenStore;
+pub use token_store::{
+    PgTokenStore, TOKEN_RESCUE_DIR_ENV, TokenStoreLocation, open_token_store, token_key_from_env,
+};
 pub use window::{Plan, PlanRequest, Window, WindowSize};

@@ -1000,6 +1000,14 @@ fn qbo_error(e: QboError) -> Error {
     }
 }
 
+/// Whether QBO refused in a way that no other window can escape either: rejected credentials,
+/// or a fault whose cure is the operator's (the app's keys, the company, the environment, a
+/// request QBO rejects whatever the window): the run stops with that error (exit 3 or 6)
+/// rather than fail every window one by one.
+fn stops_the_run(e: &QboError) -> bool {
+    e.is_auth() || (e.fault().is_some() && e.diagnosis().remedy.stops_the_job())
+}
+
 /// Whether `e` is the ledger database failing under the token store.
 fn is_database_failure(e: &QboError) -> bool {
     matches!(e, QboError::TokenStore(TokenStoreError::Backend { source, .. }) if source.is::<SinkError>())
@@ -1040,7 +1048,7 @@ async fn probe(ctx: &Ctx<'_>, seg: Vec<WindowRow>) -> Result<TaskResult, Error> 
         };
         match counted {
             Ok(c) => break c,
-            Err(e) if e.is_auth() => return Err(qbo_error(e)),
+            Err(e) if stops_the_run(&e) => return Err(qbo_error(e)),
             Err(e) if e.is_retryable() && attempt < ctx.cfg.max_window_attempts => {
                 event!(ctx, warn, "probe_retry",
                     window_start = %format_utc(range.start),
@@ -1286,7 +1294,7 @@ async fn load(
         }
         match ensure_token(ctx).await {
             Ok(()) => {}
-            Err(e) if e.is_auth() || is_database_failure(&e) => return Err(qbo_error(e)),
+            Err(e) if stops_the_run(&e) || is_database_failure(&e) => return Err(qbo_error(e)),
             Err(e) => {
                 last_error = Some(AttemptError::Qbo(e));
                 break;
@@ -1339,7 +1347,7 @@ async fn load(
                             loaded: seen,
                         });
                     }
-                    Err(e) if e.is_auth() => return Err(qbo_error(e)),
+                    Err(e) if stops_the_run(&e) => return Err(qbo_error(e)),
                     Err(e) => {
                         last_error = Some(AttemptError::Qbo(e));
                         break;
@@ -1349,7 +1357,7 @@ async fn load(
             Err(AttemptError::Interrupted) => return Ok(interrupted(&windows)),
             Err(AttemptError::DatabaseGone(e)) => return Err(Error::Database(e)),
             Err(AttemptError::LeaseLost) => return lease_lost_release(ctx, &windows).await,
-            Err(AttemptError::Qbo(e)) if e.is_auth() => {
+            Err(AttemptError::Qbo(e)) if stops_the_run(&e) => {
                 return Err(qbo_error(e));
             }
             Err(e @ AttemptError::Changed(_)) => {

@@ -13,11 +13,11 @@ use tracing::Instrument;
 use crate::config::{QboConfig, validate_realm};
 use crate::error::{Endpoint, QboError};
 use crate::fault::{Fault, looks_like_xml};
-use crate::http::{header_str, retry_after_of, snippet};
+use crate::http::{intuit_tid_of, retry_after_of, snippet};
 use crate::limit::{self, RateLimit, RealmLimiter};
 use crate::page::{Failure, Page, PageRequest, decode_count, decode_page, page_number};
 use crate::query::{DEFAULT_MAX_RESULTS, MAX_RESULTS_LIMIT, Query, QueryError};
-use crate::retry::{Decision, FailureClass, RetryPolicy, RetryState};
+use crate::retry::{Decision, FailureClass, Outage, RetryPolicy, RetryState, past_horizon};
 use crate::token::{MemoryTokenStore, TokenProvider, TokenSettings, TokenStore};
 
 /// QBO times requests out at 120 s; wait only slightly longer.
@@ -28,6 +28,9 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MINOR_VERSION: u32 = 75;
 /// Default refresh margin before the access token expires (capped at a quarter of its lifetime).
 pub const DEFAULT_TOKEN_EXPIRY_BUFFER: Duration = Duration::from_secs(120);
+/// How long retryable failures to save a rotated refresh token are retried by default before
+/// the token is written to a rescue file.
+pub const DEFAULT_TOKEN_SAVE_RETRY_FOR: Duration = Duration::from_secs(180);
 /// Queries longer than this are POSTed (`application/text`) instead of sent in the URL.
 const POST_THRESHOLD: usize = 1500;
 
@@ -45,6 +48,7 @@ struct Inner {
     tokens: TokenProvider,
     limiter: Arc<RealmLimiter>,
     retry: RetryPolicy,
+    outage: Arc<Outage>,
 }
 
 impl std::fmt::Debug for QboClient {
@@ -69,6 +73,7 @@ pub struct QboClientBuilder {
     minor_version: u32,
     user_agent: String,
     token_expiry_buffer: Duration,
+    token_save_retry_for: Duration,
 }
 
 impl std::fmt::Debug for QboClientBuilder {
@@ -83,6 +88,7 @@ impl std::fmt::Debug for QboClientBuilder {
             .field("minor_version", &self.minor_version)
             .field("user_agent", &self.user_agent)
             .field("token_expiry_buffer", &self.token_expiry_buffer)
+            .field("token_save_retry_for", &self.token_save_retry_for)
             .finish()
     }
 }
@@ -137,6 +143,16 @@ impl QboClientBuilder {
         self
     }
 
+    /// How long retryable failures to save a rotated refresh token (a database that is away, a
+    /// busy disk) are retried, under the store's refresh lock, before the token is written to
+    /// a 0600 rescue file instead (default 3 min). A failure that cannot heal (a missing
+    /// directory, no permission) goes to the rescue file at once. The error names the file;
+    /// the next start uses it first and moves it into the store.
+    pub fn token_save_retry_for(mut self, d: Duration) -> Self {
+        self.token_save_retry_for = d;
+        self
+    }
+
     /// Builds the client. No request is made until the first query.
     ///
     /// # Errors
@@ -170,6 +186,7 @@ impl QboClientBuilder {
             );
             Arc::new(MemoryTokenStore::new())
         });
+        let outage = Arc::new(Outage::default());
         let tokens = TokenProvider::new(TokenSettings {
             http: http.clone(),
             token_url,
@@ -180,6 +197,8 @@ impl QboClientBuilder {
             store,
             retry: self.retry,
             expiry_buffer: self.token_expiry_buffer,
+            save_retry_for: self.token_save_retry_for,
+            outage: Arc::clone(&outage),
         });
         let origin = base.origin().ascii_serialization();
         let limiter = limit::shared(&origin, &cfg.realm_id, self.rate_limit);
@@ -192,6 +211,7 @@ impl QboClientBuilder {
                 tokens,
                 limiter,
                 retry: self.retry,
+                outage,
             }),
         })
     }
@@ -217,6 +237,7 @@ impl QboClient {
             minor_version: DEFAULT_MINOR_VERSION,
             user_agent: concat!("qb-backfill-qbo-client/", env!("CARGO_PKG_VERSION")).to_owned(),
             token_expiry_buffer: DEFAULT_TOKEN_EXPIRY_BUFFER,
+            token_save_retry_for: DEFAULT_TOKEN_SAVE_RETRY_FOR,
         }
     }
 
@@ -380,7 +401,10 @@ impl QboClient {
             let token = inner.tokens.access_token().await?;
             let outcome = self.attempt(text, &token.value, &decode).await;
             let (class, err) = match outcome {
-                Ok(answer) => return Ok(answer),
+                Ok(answer) => {
+                    inner.outage.succeeded();
+                    return Ok(answer);
+                }
                 Err(f) => f,
             };
             if class == FailureClass::Unauthorized && !refreshed_after_401 {
@@ -396,17 +420,38 @@ impl QboClient {
                 inner.tokens.force_refresh(token.generation).await?;
                 continue;
             }
+            let troubled_for = if class.is_transient() {
+                inner.outage.failed()
+            } else {
+                Duration::ZERO
+            };
             match history.failed(&inner.retry, class) {
+                Decision::RetryAfter(wait)
+                    if class.is_transient() && past_horizon(&inner.retry, troubled_for, wait) =>
+                {
+                    tracing::warn!(
+                        realm = inner.realm_id.as_str(),
+                        cause = class.as_str(),
+                        attempt = history.attempts(),
+                        troubled_for_s = troubled_for.as_secs(),
+                        give_up_after_s = inner.retry.give_up_after.as_secs(),
+                        intuit_tid = err.intuit_tid(),
+                        "give_up_horizon_reached"
+                    );
+                    return Err(crate::error::gave_up(
+                        history.attempts(),
+                        troubled_for,
+                        true,
+                        err,
+                    ));
+                }
                 Decision::Stop => {
-                    let attempt = history.attempts();
-                    return Err(if attempt > 1 {
-                        QboError::GaveUp {
-                            attempts: attempt,
-                            last: Box::new(err),
-                        }
-                    } else {
-                        err
-                    });
+                    return Err(crate::error::gave_up(
+                        history.attempts(),
+                        troubled_for,
+                        false,
+                        err,
+                    ));
                 }
                 Decision::RetryAfter(wait) => {
                     tracing::warn!(
@@ -478,7 +523,7 @@ impl QboClient {
             }
         };
         let status = resp.status().as_u16();
-        let intuit_tid = header_str(resp.headers(), "intuit_tid");
+        let intuit_tid = intuit_tid_of(resp.headers());
         let retry_after = retry_after_of(resp.headers());
         let body = match read_body(resp).await {
             Ok(b) => b,
@@ -567,6 +612,7 @@ fn fault_failure(
     retry_after: Option<Duration>,
 ) -> Failure {
     fault.intuit_tid = intuit_tid;
+    fault.http_status = Some(status);
     let class = FailureClass::from_status(status, Some(&fault), retry_after);
     (
         class,

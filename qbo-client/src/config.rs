@@ -285,6 +285,17 @@ fn resolve(
     }
 }
 
+/// Reads the optional secret `var` or `var_FILE` (never both) from the process environment;
+/// `None` when neither is set (or both are empty).
+pub(crate) fn read_secret_env(var: &str) -> Result<Option<SecretString>, ConfigError> {
+    let get = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    match secret_var(&get, var) {
+        Ok(v) => Ok(Some(SecretString::from(v))),
+        Err(ConfigError::Missing { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Reads `var` or `var_FILE` (never both).
 fn secret_var<G>(get: &G, var: &str) -> Result<String, ConfigError>
 where
@@ -460,6 +471,14 @@ pub enum ConfigError {
         var: String,
         /// What it held.
         value: String,
+    },
+    /// A setting holds a value of the wrong form (the message never quotes a secret).
+    #[error("{name} is invalid: {reason}")]
+    Invalid {
+        /// The variable.
+        name: String,
+        /// What is wrong and how to fix it.
+        reason: String,
     },
     /// A URL has no host or cannot take a path.
     #[error("{what} `{url}` cannot be used as an endpoint")]

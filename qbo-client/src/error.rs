@@ -39,6 +39,26 @@ impl fmt::Display for Tid<'_> {
     }
 }
 
+/// The fix for an HTTP failure without a fault body, when it is not transient.
+struct Action(FailureClass, Endpoint, u16);
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_transient() {
+            return Ok(());
+        }
+        let probe = QboError::Http {
+            endpoint: self.1,
+            status: self.2,
+            class: self.0,
+            retry_after: None,
+            intuit_tid: None,
+            body: None,
+        };
+        write!(f, "; {}", probe.diagnosis())
+    }
+}
+
 /// The refresh token or the app credentials were refused by the token endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -139,8 +159,9 @@ pub enum QboError {
     },
     /// A non-success HTTP status without a fault body.
     #[error(
-        "{endpoint} answered HTTP {status}{}{}",
+        "{endpoint} answered HTTP {status}{}{}{}",
         Snippet(body),
+        Action(*class, *endpoint, *status),
         Tid(intuit_tid)
     )]
     Http {
@@ -221,15 +242,65 @@ pub enum QboError {
     /// The HTTP client could not be built.
     #[error("building the HTTP client")]
     HttpClient(#[source] reqwest::Error),
-    /// Retries ran out; the last failure is the source.
-    #[error("gave up after {attempts} attempts")]
+    /// Retries ran out, or the give-up horizon passed ([`crate::RetryPolicy::give_up_after`]);
+    /// the last failure is the source.
+    #[error("gave up after {attempts} attempt(s){}", Troubled(*troubled_for))]
     GaveUp {
         /// Attempts made.
         attempts: u32,
+        /// How long the client had seen nothing but transient failures when it gave up.
+        troubled_for: Duration,
         /// The last failure.
         #[source]
         last: Box<QboError>,
     },
+}
+
+struct Troubled(Duration);
+
+impl fmt::Display for Troubled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 >= Duration::from_secs(1) {
+            write!(
+                f,
+                ", {}s into an unbroken run of failures",
+                self.0.as_secs()
+            )
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The error after a request stopped retrying: `GaveUp` when it was retried at all or the
+/// horizon stopped it, else the failure itself.
+pub(crate) fn gave_up(
+    attempts: u32,
+    troubled_for: Duration,
+    horizon: bool,
+    last: QboError,
+) -> QboError {
+    if attempts > 1 || horizon {
+        QboError::GaveUp {
+            attempts,
+            troubled_for,
+            last: Box::new(last),
+        }
+    } else {
+        last
+    }
+}
+
+/// An error and its sources on one line, `: `-separated (for log fields).
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
 }
 
 struct Snippet<'a>(&'a Option<String>);
@@ -282,6 +353,14 @@ impl QboError {
                 Some(FailureClass::Unauthorized | FailureClass::Forbidden)
             ),
         }
+    }
+
+    /// What this failure means and what fixes it: cause, action, and whether a re-run can help
+    /// ([`crate::Diagnosis::rerun_helps`]). One classification for every failure, from QBO's
+    /// real fault bodies (JSON or XML), the HTTP status and the OAuth error.
+    #[must_use]
+    pub fn diagnosis(&self) -> crate::Diagnosis {
+        crate::diagnosis::of_error(self)
     }
 
     /// QBO's fault, if the failure carried one.

@@ -16,6 +16,8 @@ pub struct Fault {
     pub errors: Vec<FaultDetail>,
     /// The `intuit_tid` header of the response, for Intuit support.
     pub intuit_tid: Option<String>,
+    /// The HTTP status the fault came with, when known (a fault can come inside HTTP 200).
+    pub http_status: Option<u16>,
 }
 
 /// One `Error` entry of a [`Fault`].
@@ -106,26 +108,23 @@ impl Fault {
             .is_some_and(|t| t.eq_ignore_ascii_case("ValidationFault"))
     }
 
-    /// An operator hint for codes that usually mean mixed-up keys or realms (pitfall 8).
+    /// What this fault means and what fixes it (see [`crate::Diagnosis`]), using its HTTP
+    /// status when known: an HTTP 500 `InternalServerError` with code 3100 is QBO failing, not
+    /// a refused token.
     #[must_use]
-    pub fn hint(&self) -> Option<&'static str> {
-        match self.code()? {
-            "3100" | "3200" => Some(
-                "the access token was refused: check that QBO_ENV matches the app keys (sandbox keys only work \
-                 against sandbox companies, production keys against production) and that the refresh token \
-                 belongs to this app",
-            ),
-            "3201" => Some(
-                "the app is not authorised for this company: check QBO_REALM_ID and reconnect the app to the company",
-            ),
-            "100" => Some(
-                "the token does not match the company: check QBO_REALM_ID and QBO_ENV against the refresh token",
-            ),
-            "3001" => Some(
-                "QuickBooks throttled the request (500 requests/min and 10 concurrent per realm)",
-            ),
-            _ => None,
-        }
+    pub fn diagnose(&self) -> crate::Diagnosis {
+        crate::diagnosis::of_fault(self, None)
+    }
+
+    /// The operator hint shown with the fault: its cause and the fix ([`Fault::diagnose`]),
+    /// e.g. throttling, the company's subscription (120), token and company mismatch (100),
+    /// wrong servers (130), keys and environment mixed up (3100, 3200; pitfall 8), the app
+    /// disconnected (3201), a server-side failure (which reuses those codes with HTTP 500), or
+    /// a request QBO rejects whatever the re-run. `None` for a fault with no code and no type.
+    #[must_use]
+    pub fn hint(&self) -> Option<crate::Diagnosis> {
+        (self.code().is_some() || self.fault_type.is_some() || self.http_status.is_some())
+            .then(|| self.diagnose())
     }
 
     /// Parses a fault from a response body (JSON or XML). `None` if the body holds no fault.
@@ -217,6 +216,7 @@ impl FaultBody {
                 })
                 .collect(),
             intuit_tid: None,
+            http_status: None,
         }
     }
 }
@@ -383,7 +383,7 @@ mod tests {
             Fault::parse(br#"{"Fault":{"Error":[{"code":3100}],"type":"AuthenticationFault"}}"#)
                 .unwrap();
         assert_eq!(f.code(), Some("3100"));
-        assert!(f.hint().unwrap().contains("production"));
+        assert!(f.hint().unwrap().to_string().contains("production"));
         let f = Fault::parse(br#"{"Fault":{"Error":[{"code":"003200"}]}}"#).unwrap();
         assert_eq!(f.code(), Some("3200"));
     }

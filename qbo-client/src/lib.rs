@@ -16,7 +16,15 @@
 //!   default 500 requests/min, 10 in flight). Retries: a pure [`decide`] over
 //!   [`FailureClass`]es with exponential backoff and jitter, honouring `Retry-After`.
 //! - Errors: [`QboError`] keeps QBO's [`Fault`] (JSON or XML, even inside HTTP 200) with its
-//!   `intuit_tid`; [`QboError::is_retryable`] and [`QboError::is_auth`] drive callers.
+//!   `intuit_tid`; [`QboError::is_retryable`] and [`QboError::is_auth`] drive callers, and
+//!   [`QboError::diagnosis`] says what a failure means for the operator ([`Diagnosis`]: cause,
+//!   action, and a [`Remedy`] telling whether a re-run can help).
+//! - Give-up horizon: after [`RetryPolicy::give_up_after`] (default 5 min) of nothing but
+//!   transient failures, requests stop retrying until QBO answers again.
+//! - Token safety: a rotated token whose save keeps failing is retried for
+//!   [`QboClientBuilder::token_save_retry_for`], then written to a 0600 rescue file that the
+//!   next start picks up; [`TokenCipher`] (`QBO_TOKEN_KEY`) encrypts tokens at rest;
+//!   [`TokenStore::check_writable`] finds an unusable store before the first refresh.
 //!
 //! Secrets (client secret, refresh and access tokens) live in [`secrecy::SecretString`] and
 //! never appear in `Debug`, error messages or logs. Events: `token_refreshed`, `retry`.
@@ -56,6 +64,7 @@
 
 mod client;
 mod config;
+mod diagnosis;
 mod error;
 mod fault;
 mod http;
@@ -68,12 +77,13 @@ mod token;
 
 pub use client::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MINOR_VERSION, DEFAULT_REQUEST_TIMEOUT,
-    DEFAULT_TOKEN_EXPIRY_BUFFER, QboClient, QboClientBuilder,
+    DEFAULT_TOKEN_EXPIRY_BUFFER, DEFAULT_TOKEN_SAVE_RETRY_FOR, QboClient, QboClientBuilder,
 };
 pub use config::{
     ConfigError, Credentials, Environment, PRODUCTION_BASE_URL, QboConfig, SANDBOX_BASE_URL,
     TOKEN_URL,
 };
+pub use diagnosis::{Diagnosis, Remedy};
 pub use error::{AuthError, Endpoint, QboError};
 pub use fault::{Fault, FaultDetail};
 pub use limit::RateLimit;
@@ -82,6 +92,11 @@ pub use query::{
     DEFAULT_MAX_RESULTS, MAX_RESULTS_LIMIT, Op, Order, Query, QueryBuilder, QueryError, Value,
 };
 pub use reqwest::Url;
-pub use retry::{Decision, FailureClass, RetryPolicy, RetryState, decide};
+pub use retry::{
+    DEFAULT_GIVE_UP_AFTER, Decision, FailureClass, RetryPolicy, RetryState, decide, past_horizon,
+};
 pub use secrecy::{ExposeSecret, SecretString};
-pub use token::{FileTokenStore, MemoryTokenStore, RefreshGuard, TokenStore, TokenStoreError};
+pub use token::{
+    FileTokenStore, MemoryTokenStore, RefreshGuard, TOKEN_KEY_ENV, TokenCipher, TokenStore,
+    TokenStoreError, is_encrypted, stored_form, token_from_stored,
+};

@@ -143,7 +143,18 @@ pub struct RetryPolicy {
     pub max_internal_error_retries: u32,
     /// Whether waits get random jitter (default true).
     pub jitter: bool,
+    /// The give-up horizon (default [`DEFAULT_GIVE_UP_AFTER`], 5 min): once every request of
+    /// the client has failed transiently (throttling, 5xx, timeouts, broken connections) for
+    /// this long without a single success, a failing request is not retried any more, and
+    /// each one gives up at its first failure until QBO answers again. Without it a persistent
+    /// throttle or outage keeps every request in its backoff and a caller that retries whole
+    /// units of work (a backfill's windows) takes many times longer to stop.
+    pub give_up_after: Duration,
 }
+
+/// The default give-up horizon of [`RetryPolicy::give_up_after`]: five minutes of nothing but
+/// transient failures (Intuit's throttle window is one minute).
+pub const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(300);
 
 impl Default for RetryPolicy {
     fn default() -> Self {
@@ -154,6 +165,7 @@ impl Default for RetryPolicy {
             max_backoff: Duration::from_secs(60),
             max_internal_error_retries: 1,
             jitter: true,
+            give_up_after: DEFAULT_GIVE_UP_AFTER,
         }
     }
 }
@@ -201,6 +213,47 @@ impl RetryPolicy {
     pub const fn with_jitter(mut self, jitter: bool) -> Self {
         self.jitter = jitter;
         self
+    }
+
+    /// Sets the give-up horizon ([`RetryPolicy::give_up_after`]).
+    #[must_use]
+    pub const fn with_give_up_after(mut self, horizon: Duration) -> Self {
+        self.give_up_after = horizon;
+        self
+    }
+}
+
+/// Whether waiting `wait` more after `troubled_for` of uninterrupted transient failures would
+/// pass the policy's give-up horizon (then the request gives up instead of waiting).
+#[must_use]
+pub fn past_horizon(policy: &RetryPolicy, troubled_for: Duration, wait: Duration) -> bool {
+    troubled_for.saturating_add(wait) > policy.give_up_after
+}
+
+/// The client's current run of transient failures: when the first failure after the last
+/// success happened. Shared by every request (and the token refresh) of one client.
+#[derive(Debug, Default)]
+pub(crate) struct Outage {
+    since: std::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Outage {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<tokio::time::Instant>> {
+        self.since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records a transient failure; returns how long failures have lasted without a success.
+    pub(crate) fn failed(&self) -> Duration {
+        let now = tokio::time::Instant::now();
+        let mut since = self.lock();
+        now.duration_since(*since.get_or_insert(now))
+    }
+
+    /// Records a success: the run of failures is over.
+    pub(crate) fn succeeded(&self) {
+        *self.lock() = None;
     }
 }
 
@@ -383,6 +436,28 @@ mod tests {
                 "{class:?} attempt {attempt}"
             );
         }
+    }
+
+    #[test]
+    fn the_give_up_horizon_bounds_waiting() {
+        let p = fixed().with_give_up_after(S(30));
+        assert_eq!(RetryPolicy::default().give_up_after, S(300));
+        assert!(!past_horizon(&p, S(0), S(2)));
+        assert!(!past_horizon(&p, S(28), S(2)));
+        assert!(past_horizon(&p, S(29), S(2)));
+        assert!(past_horizon(&p, S(31), S(0)));
+        assert!(past_horizon(&p, Duration::MAX, S(1)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_outage_clock_runs_from_the_first_failure_until_a_success() {
+        let o = Outage::default();
+        assert_eq!(o.failed(), S(0));
+        tokio::time::advance(S(7)).await;
+        assert_eq!(o.failed(), S(7));
+        o.succeeded();
+        tokio::time::advance(S(3)).await;
+        assert_eq!(o.failed(), S(0));
     }
 
     #[test]

@@ -39,9 +39,10 @@ PG_DB, PG_USER, PG_PASSWORD. Any secret X may be given as X_FILE (a path) instea
 
 Exit codes: 0 all windows of the range done and every record stored, 1 some windows failed
 or mismatched (by this run or another), or records QBO returned are quarantined in
-raw.qb_rejects, 2 usage or configuration
-error, 3 QBO authentication failed (rotate the refresh token), 4 trigger already completed,
-5 database unreachable or migrations failed, 130 / 143 interrupted by SIGINT / SIGTERM (windows
+raw.qb_rejects, 2 usage or configuration error, 3 QBO authentication failed (rotate the
+refresh token), 4 trigger already completed, 5 database unreachable or migrations failed,
+6 QuickBooks refused for a reason no re-run fixes (app keys, company, environment,
+subscription, an invalid request: the message names the fix), 130 / 143 interrupted by SIGINT / SIGTERM (windows
 released, run recorded `interrupted`; run again to resume; a second signal exits at once).
 `report` exits 1 when a window is not done, mismatches its source COUNT or holds quarantined
 records.";

@@ -20,7 +20,6 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use time::OffsetDateTime;
 
 use crate::entity::{ENTITIES, EntityInfo, EntityVisitor, with_entity};
-use crate::error::AUTH_RUNBOOK;
 use crate::logging::{self, LogFormat};
 use crate::run::error_chain;
 use crate::{Entity, Error, ExitStatus, Progress};
@@ -249,9 +248,9 @@ fn finish(bin: &str, outcome: Result<ExitStatus, Error>) -> ExitStatus {
 
 fn progress_safe_eprintln(bin: &str, e: &Error) {
     let mut line = format!("{bin}: error: {}", error_chain(e));
-    if matches!(e, Error::Auth(_)) {
+    if let Some(runbook) = e.runbook() {
         line.push_str("; ");
-        line.push_str(AUTH_RUNBOOK);
+        line.push_str(runbook);
     }
     eprintln!("{line}");
 }

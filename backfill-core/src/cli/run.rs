@@ -5,16 +5,14 @@ use std::io::IsTerminal;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::Arc;
 
 use clap::Args;
-use qbo_client::{FileTokenStore, QboClient, QboConfig, RateLimit, TokenStore};
+use qbo_client::{QboClient, QboConfig, RateLimit, RetryPolicy, TokenStore};
 use raw_sink::{PgConfig, Sink};
 use time::OffsetDateTime;
 
 use super::reliability::{self, ReliabilityArgs};
 use crate::run::{RunConfig, RunReport};
-use crate::token_store::PgTokenStore;
 use crate::window::{self, Plan, PlanRequest, WindowSize, format_utc};
 use crate::{Entity, Error, ExitStatus, Progress, WindowField};
 
@@ -57,6 +55,10 @@ pub struct RunArgs {
     /// QBO requests in flight at once for this realm (QBO allows 10).
     #[arg(long, default_value = "10", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_in_flight: u32,
+    /// How long QBO may keep failing (throttled, 5xx, unreachable) with no success in between
+    /// before requests stop being retried: minutes or hours, e.g. 90s, 5m, 1h.
+    #[arg(long, default_value = "5m", value_parser = parse_give_up_arg)]
+    pub give_up_after: GiveUpAfter,
     /// Rows per page (MAXRESULTS, at most 1000).
     #[arg(long, default_value = "1000", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub page_size: u32,
@@ -88,6 +90,43 @@ impl FromStr for TokenStoreSpec {
             ))),
         }
     }
+}
+
+/// The give-up horizon of `--give-up-after`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GiveUpAfter(std::time::Duration);
+
+impl GiveUpAfter {
+    /// The horizon.
+    #[must_use]
+    pub fn as_duration(self) -> std::time::Duration {
+        self.0
+    }
+}
+
+fn parse_give_up_arg(s: &str) -> Result<GiveUpAfter, Error> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n.parse().map_err(|_| {
+        Error::Usage(format!(
+            "--give-up-after {s:?} is not a duration such as 90s, 5m or 1h"
+        ))
+    })?;
+    let secs = match unit {
+        "s" => n,
+        "m" | "" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        _ => {
+            return Err(Error::Usage(format!(
+                "--give-up-after {s:?} is not a duration such as 90s, 5m or 1h"
+            )));
+        }
+    };
+    if secs == 0 {
+        return Err(Error::Usage("--give-up-after must be positive".into()));
+    }
+    Ok(GiveUpAfter(std::time::Duration::from_secs(secs)))
 }
 
 fn parse_instant_arg(s: &str) -> Result<OffsetDateTime, Error> {
@@ -183,6 +222,7 @@ pub(super) async fn pipeline<E: Entity>(
     // All configuration is checked before anything is called or written.
     let qbo = QboConfig::from_env().map_err(Error::QboConfig)?;
     let pg = PgConfig::from_env().map_err(Error::PgConfig)?;
+    let token_key = crate::token_key_from_env()?;
     if let Some(requested) = valid.plan.clipped_from {
         tracing::warn!(
             pipeline = E::PIPELINE,
@@ -192,6 +232,18 @@ pub(super) async fn pipeline<E: Entity>(
         );
     }
 
+    // A token file is checked before the database is touched: a bad path writes nothing.
+    let file_store = match &args.token_store {
+        TokenStoreSpec::File(path) => Some(
+            crate::open_token_store(
+                crate::TokenStoreLocation::File(path),
+                &qbo.realm_id,
+                token_key.clone(),
+            )
+            .await?,
+        ),
+        TokenStoreSpec::Db => None,
+    };
     let shutdown = reliability::install_signal_handlers(E::PIPELINE);
     let sink = Sink::connect(&pg).await.map_err(Error::Database)?;
     // The trigger is checked before anything is written (migrations, worker rows): a name used
@@ -199,9 +251,16 @@ pub(super) async fn pipeline<E: Entity>(
     let range_end = valid.plan.clipped_from.unwrap_or(valid.plan.end);
     precheck_trigger::<E>(&sink, &qbo.realm_id, &valid, range_end, args.force).await?;
     sink.migrate().await.map_err(Error::Migrations)?;
-    let store: Arc<dyn TokenStore> = match &args.token_store {
-        TokenStoreSpec::Db => Arc::new(PgTokenStore::new(&sink)),
-        TokenStoreSpec::File(path) => Arc::new(FileTokenStore::new(path.clone())),
+    let store: std::sync::Arc<dyn TokenStore> = match file_store {
+        Some(store) => store,
+        None => {
+            crate::open_token_store(
+                crate::TokenStoreLocation::Database(&sink),
+                &qbo.realm_id,
+                token_key,
+            )
+            .await?
+        }
     };
     let realm_budget = RateLimit {
         per_minute: args.requests_per_min,
@@ -220,6 +279,7 @@ pub(super) async fn pipeline<E: Entity>(
     let client = match QboClient::builder(qbo)
         .token_store(store)
         .rate_limit(worker.rate_limit().unwrap_or(realm_budget))
+        .retry_policy(RetryPolicy::default().with_give_up_after(args.give_up_after.as_duration()))
         .build()
     {
         Ok(c) => c,

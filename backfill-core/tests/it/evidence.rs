@@ -410,3 +410,18 @@ async fn a_txn_date_run_reads_again_what_changed_while_it_ran() {
     assert!(same, "the edited invoice keeps its old version");
     sim.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_qbo_always_rejects_stops_the_run_with_its_own_exit_code() {
+    let fake = FakeQbo::start(dense_day(50)).await;
+    fake.reject_queries();
+    let (_db, sink) = db().await;
+    let cfg = config("2023-05-01", "2023-05-11", "rejected");
+    let e = backfill_core::run::<Invoice>(&fake.client(), &sink, &cfg)
+        .await
+        .unwrap_err();
+    // Not "some windows failed, run again": no re-run fixes a request QBO refuses.
+    assert_eq!(e.exit_status(), ExitStatus::Refused, "{e}");
+    // It stopped at the first refusal instead of failing ten windows one by one.
+    assert!(fake.queries().len() <= 2, "{:?}", fake.queries());
+}

@@ -43,6 +43,8 @@ struct Behaviour {
     records: Vec<FakeRecord>,
     /// Rows the page at STARTPOSITION 1 holds at most (a short page mid-range).
     short_first_page: Option<usize>,
+    /// Answer every query with QBO's 400 ValidationFault.
+    reject_queries: bool,
     queries: Vec<String>,
 }
 
@@ -72,6 +74,10 @@ impl FakeQbo {
 
     pub fn short_first_page(&self, rows: usize) {
         self.state.lock().unwrap().short_first_page = Some(rows);
+    }
+
+    pub fn reject_queries(&self) {
+        self.state.lock().unwrap().reject_queries = true;
     }
 
     /// Query texts received so far.
@@ -136,9 +142,20 @@ fn number_after(q: &str, keyword: &str) -> Option<usize> {
 async fn query(
     State(state): State<Arc<Mutex<Behaviour>>>,
     Query(p): Query<QueryParams>,
-) -> ([(&'static str, &'static str); 1], String) {
+) -> (
+    axum::http::StatusCode,
+    [(&'static str, &'static str); 1],
+    String,
+) {
     let mut b = state.lock().unwrap();
     b.queries.push(p.query.clone());
+    if b.reject_queries {
+        return (
+            axum::http::StatusCode::BAD_REQUEST,
+            [("content-type", "application/json")],
+            r#"{"Fault":{"Error":[{"Message":"Error parsing query","Detail":"QueryParserError: Encountered \" <INTEGER> \"1 \"\" at line 1, column 34.","code":"4000"}],"type":"ValidationFault"}}"#.to_owned(),
+        );
+    }
     let q = p.query;
     let lo = bound(&q, ">=");
     let hi = bound(&q, "<");
@@ -178,5 +195,9 @@ async fn query(
             )
         }
     };
-    ([("content-type", "application/json")], body)
+    (
+        axum::http::StatusCode::OK,
+        [("content-type", "application/json")],
+        body,
+    )
 }

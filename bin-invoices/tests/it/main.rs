@@ -6,3 +6,4 @@ mod common;
 mod exit_codes;
 mod resume;
 mod run_logs;
+mod token_store;

@@ -1,6 +1,8 @@
 //! OAuth 2.0 token provider: a cached access token, single-flight refresh, refresh-token
 //! rotation persisted before use, and the store-then-configuration fallback of SPEC §3.
 
+mod cipher;
+mod rescue;
 mod store;
 
 use std::sync::Arc;
@@ -12,11 +14,14 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::time::Instant;
 
+pub use cipher::{TOKEN_KEY_ENV, TokenCipher, is_encrypted, stored_form, token_from_stored};
 pub use store::{FileTokenStore, MemoryTokenStore, RefreshGuard, TokenStore, TokenStoreError};
 
 use crate::error::{AuthError, Endpoint, QboError};
-use crate::http::{header_str, retry_after_of};
-use crate::retry::{Decision, FailureClass, RetryPolicy, RetryState};
+use crate::fault::trim_start;
+use crate::http::{intuit_tid_of, retry_after_of};
+use crate::retry::{Decision, FailureClass, Outage, RetryPolicy, RetryState, past_horizon};
+use rescue::RescuePlaces;
 
 /// An access token handed to a request, with the generation it belongs to (so that a 401
 /// forces at most one refresh however many requests saw it).
@@ -72,10 +77,15 @@ pub(crate) struct TokenSettings {
     pub(crate) store: Arc<dyn TokenStore>,
     pub(crate) retry: RetryPolicy,
     pub(crate) expiry_buffer: Duration,
+    /// How long retryable failures to save a rotated token are retried before the rescue file.
+    pub(crate) save_retry_for: Duration,
+    /// The client's run of transient failures (the give-up horizon).
+    pub(crate) outage: Arc<Outage>,
 }
 
 pub(crate) struct TokenProvider {
     s: TokenSettings,
+    rescue: RescuePlaces,
     cache: std::sync::Mutex<Option<Cached>>,
     state: tokio::sync::Mutex<State>,
 }
@@ -122,8 +132,10 @@ struct TokenBody {
 
 impl TokenProvider {
     pub(crate) fn new(settings: TokenSettings) -> Self {
+        let rescue = RescuePlaces::new(settings.store.rescue_dir(), settings.store.cipher());
         Self {
             s: settings,
+            rescue,
             cache: std::sync::Mutex::new(None),
             state: tokio::sync::Mutex::new(State::default()),
         }
@@ -206,6 +218,16 @@ impl TokenProvider {
         if !st.initialized {
             return Ok(());
         }
+        // A token rescued by a process whose save failed is newer than the store's.
+        if let Some(r) = self.find_rescued().await?
+            && !st.current.as_ref().is_some_and(|c| same(c, &r.token))
+            && !st.rejected.iter().any(|x| same(x, &r.token))
+        {
+            tracing::warn!(realm, path = %r.path.display(), "using the refresh token rescued by another process");
+            st.current = Some(r.token);
+            st.persisted = false;
+            return Ok(());
+        }
         if let Some(stored) = self.s.store.load(realm).await?
             && !st.current.as_ref().is_some_and(|c| same(c, &stored))
             && !st.rejected.iter().any(|r| same(r, &stored))
@@ -220,16 +242,24 @@ impl TokenProvider {
     async fn refresh_single_flight(&self, st: &mut State) -> Result<AccessToken, QboError> {
         let realm = self.s.realm_id.as_str();
         if !st.initialized {
-            match self.s.store.load(realm).await? {
-                Some(stored) => {
-                    tracing::debug!(realm, "using the refresh token from the token store");
-                    st.current = Some(stored);
-                    st.persisted = true;
-                }
-                None => {
-                    st.current = Some(self.s.configured_refresh_token.clone());
-                    st.persisted = false;
-                }
+            let stored = self.s.store.load(realm).await?;
+            if let Some(r) = self.find_rescued().await? {
+                // The last run could not save its rotated token: that one is the newest. The
+                // store's and the configured tokens stay the fallbacks (next_candidate).
+                tracing::warn!(
+                    realm,
+                    path = %r.path.display(),
+                    "using the refresh token rescued by an earlier run; it moves into the token store after the refresh"
+                );
+                st.current = Some(r.token);
+                st.persisted = false;
+            } else if let Some(stored) = stored {
+                tracing::debug!(realm, "using the refresh token from the token store");
+                st.current = Some(stored);
+                st.persisted = true;
+            } else {
+                st.current = Some(self.s.configured_refresh_token.clone());
+                st.persisted = false;
             }
             st.initialized = true;
         }
@@ -309,7 +339,7 @@ impl TokenProvider {
         st.current = Some(newest.clone());
         if !st.persisted {
             // Persist before the new access token is used by anyone.
-            self.s.store.save(realm, &newest).await?;
+            self.persist(&newest).await?;
             st.persisted = true;
         }
         st.generation += 1;
@@ -335,39 +365,126 @@ impl TokenProvider {
         Ok(token)
     }
 
+    /// The newest rescued token of this realm, if a rescue file holds one.
+    async fn find_rescued(&self) -> Result<Option<rescue::Rescued>, QboError> {
+        let places = self.rescue.clone();
+        let realm = self.s.realm_id.clone();
+        tokio::task::spawn_blocking(move || places.find(&realm))
+            .await
+            .map_err(|e| QboError::TokenStore(TokenStoreError::backend(false, e)))?
+            .map_err(QboError::TokenStore)
+    }
+
+    /// Saves a rotated token: retryable store failures are retried (under the refresh lock)
+    /// for `save_retry_for`; then, or at once for a failure that cannot heal, the token goes
+    /// to a rescue file and the error names it. If not even a rescue file can be written the
+    /// token is the only copy: this keeps trying both rather than return and lose it.
+    async fn persist(&self, token: &SecretString) -> Result<(), QboError> {
+        let realm = self.s.realm_id.as_str();
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(200);
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let err = match self.s.store.save(realm, token).await {
+                Ok(()) => {
+                    if self.rescue.any(realm) {
+                        let places = self.rescue.clone();
+                        let r = realm.to_owned();
+                        let _ = tokio::task::spawn_blocking(move || places.remove(&r)).await;
+                    }
+                    return Ok(());
+                }
+                Err(e) => e,
+            };
+            let left = self.s.save_retry_for.saturating_sub(started.elapsed());
+            if err.is_retryable() && !left.is_zero() {
+                let wait = backoff.min(left);
+                tracing::warn!(
+                    realm,
+                    attempt,
+                    wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                    error = %crate::error::chain(&err),
+                    "token_save_retry"
+                );
+                tokio::time::sleep(wait).await;
+                backoff = (backoff * 2).min(Duration::from_secs(15));
+                continue;
+            }
+            let places = self.rescue.clone();
+            let r = realm.to_owned();
+            let t = token.clone();
+            let written = tokio::task::spawn_blocking(move || places.write(&r, &t))
+                .await
+                .unwrap_or_else(|e| Err(vec![TokenStoreError::backend(false, e)]));
+            match written {
+                Ok(path) => {
+                    tracing::error!(
+                        realm,
+                        path = %path.display(),
+                        error = %crate::error::chain(&err),
+                        "token_rescued"
+                    );
+                    return Err(QboError::TokenStore(TokenStoreError::Rescued {
+                        path,
+                        source: Box::new(err),
+                    }));
+                }
+                Err(failures) => {
+                    let places: Vec<String> =
+                        failures.iter().map(|f| crate::error::chain(f)).collect();
+                    tracing::error!(
+                        realm,
+                        error = %crate::error::chain(&err),
+                        rescue_failures = %places.join(" | "),
+                        "the rotated refresh token is held only in memory: neither the token store nor a rescue \
+                         file can be written; retrying every 30 s until one works (make the store or the working \
+                         directory writable)"
+                    );
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                }
+            }
+        }
+    }
+
     async fn call_endpoint(&self, refresh_token: &SecretString) -> Result<Granted, RefreshFailure> {
         let mut history = RetryState::new();
         loop {
             match self.post_once(refresh_token).await {
-                Ok(g) => return Ok(g),
+                Ok(g) => {
+                    self.s.outage.succeeded();
+                    return Ok(g);
+                }
                 Err(Once::InvalidGrant(e)) => return Err(RefreshFailure::InvalidGrant(e)),
                 Err(Once::Fatal(e)) => return Err(RefreshFailure::Other(e)),
-                Err(Once::Transient(class, e)) => match history.failed(&self.s.retry, class) {
-                    Decision::Stop => {
-                        let attempt = history.attempts();
-                        let e = if attempt > 1 {
-                            QboError::GaveUp {
-                                attempts: attempt,
-                                last: Box::new(e),
-                            }
-                        } else {
-                            e
-                        };
-                        return Err(RefreshFailure::Other(e));
-                    }
-                    Decision::RetryAfter(wait) => {
-                        tracing::warn!(
-                            realm = self.s.realm_id.as_str(),
-                            endpoint = "token",
-                            cause = class.as_str(),
-                            attempt = history.attempts(),
-                            wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                            intuit_tid = e.intuit_tid(),
-                            "retry"
-                        );
-                        tokio::time::sleep(wait).await;
-                    }
-                },
+                Err(Once::Transient(class, e)) => {
+                    let troubled_for = self.s.outage.failed();
+                    let wait = match history.failed(&self.s.retry, class) {
+                        Decision::RetryAfter(wait)
+                            if !past_horizon(&self.s.retry, troubled_for, wait) =>
+                        {
+                            wait
+                        }
+                        decision => {
+                            return Err(RefreshFailure::Other(crate::error::gave_up(
+                                history.attempts(),
+                                troubled_for,
+                                matches!(decision, Decision::RetryAfter(_)),
+                                e,
+                            )));
+                        }
+                    };
+                    tracing::warn!(
+                        realm = self.s.realm_id.as_str(),
+                        endpoint = "token",
+                        cause = class.as_str(),
+                        attempt = history.attempts(),
+                        wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                        intuit_tid = e.intuit_tid(),
+                        "retry"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
             }
         }
     }
@@ -413,7 +530,7 @@ impl TokenProvider {
             }
         };
         let status = resp.status().as_u16();
-        let intuit_tid = header_str(resp.headers(), "intuit_tid");
+        let intuit_tid = intuit_tid_of(resp.headers());
         let retry_after = retry_after_of(resp.headers());
         let body = match resp.bytes().await {
             Ok(b) => b,
@@ -438,7 +555,9 @@ impl TokenProvider {
                 return Err(Once::Transient(class, err));
             }
         };
-        let parsed: Result<TokenBody, serde_json::Error> = serde_json::from_slice(&body);
+        // Like the API path: a UTF-8 byte-order mark or leading whitespace is not the body.
+        let parsed: Result<TokenBody, serde_json::Error> =
+            serde_json::from_slice(trim_start(&body));
         if let Ok(TokenBody {
             error: Some(error),
             error_description: description,

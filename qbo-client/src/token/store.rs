@@ -5,9 +5,12 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
+
+use super::cipher::{self, TokenCipher};
 
 /// Durable storage of the newest refresh token per realm. `save` must be durable when it
 /// returns: the client uses a new access token only after the rotated refresh token is saved.
@@ -44,6 +47,30 @@ pub trait TokenStore: Send + Sync {
         let _ = realm_id;
         Ok(None)
     }
+
+    /// Checks, before the first refresh, that a rotated token of `realm_id` could be saved
+    /// here and that the stored one can be read (and decrypted), so that a store that cannot
+    /// work is found before Intuit rotates the token. The default does nothing.
+    ///
+    /// # Errors
+    /// The store cannot be read or written; the message says what to fix.
+    async fn check_writable(&self, realm_id: &str) -> Result<(), TokenStoreError> {
+        let _ = realm_id;
+        Ok(())
+    }
+
+    /// Where the client writes a rotated refresh token this store failed to save, as a last
+    /// resort (see [`crate::QboClientBuilder::token_save_retry_for`]); the client also tries the
+    /// working directory and the temporary directory. The default: none of its own.
+    fn rescue_dir(&self) -> Option<PathBuf> {
+        None
+    }
+
+    /// The key this store encrypts tokens with, which the client also uses for a rescue file.
+    /// The default: none (the rescue file holds the token in plain text, mode 0600).
+    fn cipher(&self) -> Option<TokenCipher> {
+        None
+    }
 }
 
 /// A cross-process refresh lock taken with [`TokenStore::lock_refresh`].
@@ -73,6 +100,60 @@ pub enum TokenStoreError {
         /// The file.
         path: PathBuf,
     },
+    /// The token store path is a directory.
+    #[error("token store `{}` is a directory; give the path of a file in it, e.g. file:{}/tokens.json", path.display(), path.display())]
+    NotAFile {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// A rotated token could not be saved here (found by [`TokenStore::check_writable`]).
+    #[error("token store {location} is not writable: {reason}")]
+    NotWritable {
+        /// The file, directory or table.
+        location: String,
+        /// What failed and how to fix it.
+        reason: String,
+    },
+    /// The stored token is encrypted and no key, or another key, is set.
+    #[error(
+        "the refresh token of realm {realm_id} in {location} {}",
+        if *key_missing {
+            "is encrypted and no key is set: set QBO_TOKEN_KEY (or QBO_TOKEN_KEY_FILE) to the key it was stored with"
+        } else {
+            "does not decrypt with the key given: set QBO_TOKEN_KEY (or QBO_TOKEN_KEY_FILE) to the key it was stored with, \
+             or, if that key is lost, delete the stored token and set a new QBO_REFRESH_TOKEN (runbook: rotating a refresh token)"
+        }
+    )]
+    Unreadable {
+        /// The realm.
+        realm_id: String,
+        /// Where the value is (file path or table).
+        location: String,
+        /// Whether no key is set at all (else the key is not the one it was stored with).
+        key_missing: bool,
+    },
+    /// Another process held the token file's lock for too long.
+    #[error("timed out after {}s waiting for the lock `{}` (another process holds it)", waited.as_secs(), path.display())]
+    Locked {
+        /// The lock file (or directory).
+        path: PathBuf,
+        /// How long this process waited.
+        waited: Duration,
+    },
+    /// The rotated token could not be saved; it was written to a rescue file instead.
+    #[error(
+        "the rotated refresh token could not be saved to the token store, so it was written to `{}` (mode 0600): \
+         fix the token store, then run again; the next start uses that file and moves the token into the store \
+         (runbook: a rescued refresh token)",
+        path.display()
+    )]
+    Rescued {
+        /// The rescue file.
+        path: PathBuf,
+        /// Why the store failed.
+        #[source]
+        source: Box<TokenStoreError>,
+    },
     /// Another backend (e.g. PostgreSQL) failed.
     #[error("token store backend")]
     Backend {
@@ -96,12 +177,39 @@ impl TokenStoreError {
         }
     }
 
-    /// Whether trying again may help.
+    /// Whether trying again may help: a busy or timed-out file system, a full disk, a lock
+    /// held by another process, a backend that says so. A missing directory, a permission
+    /// problem, corruption or a missing key never heal by themselves.
     #[must_use]
     pub fn is_retryable(&self) -> bool {
+        use std::io::ErrorKind as K;
         match self {
-            Self::Io { .. } | Self::Corrupt { .. } => false,
+            Self::Io { source, .. } => matches!(
+                source.kind(),
+                K::Interrupted
+                    | K::WouldBlock
+                    | K::TimedOut
+                    | K::StorageFull
+                    | K::ResourceBusy
+                    | K::QuotaExceeded
+            ),
+            Self::Locked { .. } => true,
             Self::Backend { retryable, .. } => *retryable,
+            Self::Corrupt { .. }
+            | Self::NotAFile { .. }
+            | Self::NotWritable { .. }
+            | Self::Unreadable { .. }
+            | Self::Rescued { .. } => false,
+        }
+    }
+
+    /// The rescue file holding the rotated token, when the save failed and the token was
+    /// written there instead.
+    #[must_use]
+    pub fn rescue_file(&self) -> Option<&Path> {
+        match self {
+            Self::Rescued { path, .. } => Some(path),
+            _ => None,
         }
     }
 }
@@ -163,25 +271,87 @@ impl TokenStore for MemoryTokenStore {
 
 /// A JSON file (`{"<realm>": "<refresh token>", …}`) with mode 0600, replaced atomically on
 /// every save: temp file in the same directory, write, fsync, rename, fsync the directory.
+///
+/// With a [`TokenCipher`] ([`FileTokenStore::with_cipher`]) every saved token is encrypted
+/// (`enc:v1:…`); tokens saved earlier in plain text are still read. Processes sharing the file
+/// serialise their refreshes with an advisory lock on `.<name>.lock` beside it (so several
+/// workers on one machine never race a rotation), and every save's read-modify-write holds an
+/// advisory lock on the directory, so saves of different realms never lose each other.
 #[derive(Debug)]
 pub struct FileTokenStore {
     path: PathBuf,
+    cipher: Option<TokenCipher>,
+    rescue_dir: Option<PathBuf>,
+    lock_wait: Duration,
     write_lock: tokio::sync::Mutex<()>,
 }
+
+/// How long a process waits for another one's token file lock (a refresh takes seconds).
+const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(60);
 
 impl FileTokenStore {
     /// A store at `path` (created on the first save; its directory must exist).
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
             path: path.into(),
+            cipher: None,
+            rescue_dir: None,
+            lock_wait: DEFAULT_LOCK_WAIT,
             write_lock: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Encrypts saved tokens with `cipher` (and decrypts stored ones).
+    #[must_use]
+    pub fn with_cipher(mut self, cipher: TokenCipher) -> Self {
+        self.cipher = Some(cipher);
+        self
+    }
+
+    /// Where a token this store fails to save is rescued (default: the file's directory).
+    #[must_use]
+    pub fn with_rescue_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.rescue_dir = Some(dir.into());
+        self
+    }
+
+    /// How long to wait for another process's lock before failing (retryably); default 60 s.
+    #[must_use]
+    pub fn with_lock_wait(mut self, wait: Duration) -> Self {
+        self.lock_wait = wait;
+        self
     }
 
     /// The file's path.
     #[must_use]
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    fn dir(&self) -> PathBuf {
+        dir_of(&self.path)
+    }
+
+    fn lock_path(&self) -> PathBuf {
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "tokens".into());
+        self.dir().join(format!(".{name}.lock"))
+    }
+
+    fn open_stored(&self, realm_id: &str, stored: &str) -> Result<SecretString, TokenStoreError> {
+        cipher::open(self.cipher.as_ref(), realm_id, stored).map_err(|why| {
+            cipher::unreadable_error(why, realm_id, format!("`{}`", self.path.display()))
+        })
+    }
+}
+
+fn dir_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
     }
 }
 
@@ -193,6 +363,11 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TokenStoreError + '_ {
 }
 
 fn read_map(path: &Path) -> Result<HashMap<String, String>, TokenStoreError> {
+    if path.is_dir() {
+        return Err(TokenStoreError::NotAFile {
+            path: path.to_owned(),
+        });
+    }
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
@@ -212,11 +387,15 @@ fn read_map(path: &Path) -> Result<HashMap<String, String>, TokenStoreError> {
     })
 }
 
-fn write_map(path: &Path, map: &HashMap<String, String>) -> Result<(), TokenStoreError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
+/// Writes `body` to `path` atomically with mode 0600: a temp file beside it, fsync, rename,
+/// fsync the directory.
+pub(crate) fn write_private(path: &Path, body: &[u8]) -> Result<(), TokenStoreError> {
+    if path.is_dir() {
+        return Err(TokenStoreError::NotAFile {
+            path: path.to_owned(),
+        });
+    }
+    let dir = dir_of(path);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -229,9 +408,6 @@ fn write_map(path: &Path, map: &HashMap<String, String>) -> Result<(), TokenStor
             .map(|d| d.as_nanos())
             .unwrap_or(0)
     ));
-    let body = serde_json::to_vec_pretty(map).map_err(|_| TokenStoreError::Corrupt {
-        path: path.to_owned(),
-    })?;
     let result = (|| {
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -239,7 +415,7 @@ fn write_map(path: &Path, map: &HashMap<String, String>) -> Result<(), TokenStor
             .mode(0o600)
             .open(&tmp)
             .map_err(io_err(&tmp))?;
-        file.write_all(&body).map_err(io_err(&tmp))?;
+        file.write_all(body).map_err(io_err(&tmp))?;
         file.sync_all().map_err(io_err(&tmp))?;
         drop(file);
         std::fs::rename(&tmp, path).map_err(io_err(path))?;
@@ -253,15 +429,104 @@ fn write_map(path: &Path, map: &HashMap<String, String>) -> Result<(), TokenStor
     result
 }
 
+fn write_map(path: &Path, map: &HashMap<String, String>) -> Result<(), TokenStoreError> {
+    let body = serde_json::to_vec_pretty(map).map_err(|_| TokenStoreError::Corrupt {
+        path: path.to_owned(),
+    })?;
+    write_private(path, &body)
+}
+
+/// Takes an exclusive advisory lock (`flock`) on `file`, polling until `wait` has passed.
+fn lock_waiting(file: &std::fs::File, path: &Path, wait: Duration) -> Result<(), TokenStoreError> {
+    let started = std::time::Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                if started.elapsed() >= wait {
+                    return Err(TokenStoreError::Locked {
+                        path: path.to_owned(),
+                        waited: started.elapsed(),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_err(path)(e)),
+        }
+    }
+}
+
+/// Opens (creating it 0600 if needed) and locks the refresh lock file.
+fn lock_file(path: &Path, wait: Duration) -> Result<std::fs::File, TokenStoreError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_err(path))?;
+    lock_waiting(&file, path, wait)?;
+    Ok(file)
+}
+
+/// Checks that `dir` takes a new private file (creates and removes a probe).
+fn probe_dir(dir: &Path) -> Result<(), TokenStoreError> {
+    let meta = std::fs::metadata(dir).map_err(|e| TokenStoreError::NotWritable {
+        location: format!("`{}`", dir.display()),
+        reason: if e.kind() == std::io::ErrorKind::NotFound {
+            "the directory does not exist: create it (or choose another --token-store file:PATH)"
+                .to_owned()
+        } else {
+            format!("the directory cannot be read ({e})")
+        },
+    })?;
+    if !meta.is_dir() {
+        return Err(TokenStoreError::NotWritable {
+            location: format!("`{}`", dir.display()),
+            reason: "it is not a directory".to_owned(),
+        });
+    }
+    let probe = dir.join(format!(".qb-backfill-write-probe.{}", std::process::id()));
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&probe)
+        .and_then(|mut f| f.write_all(b"probe").and_then(|()| f.sync_all()));
+    let _ = std::fs::remove_file(&probe);
+    created.map_err(|e| TokenStoreError::NotWritable {
+        location: format!("`{}`", dir.display()),
+        reason: format!(
+            "a file cannot be created in it ({e}): give this process write access to the directory"
+        ),
+    })
+}
+
+/// The refresh lock of a [`FileTokenStore`]: held while the file is open and locked.
+struct FileRefreshGuard(std::fs::File);
+
+#[async_trait]
+impl RefreshGuard for FileRefreshGuard {
+    async fn release(self: Box<Self>) {
+        if let Err(e) = self.0.unlock() {
+            // Closing the file (dropping it here) releases the lock in any case.
+            tracing::debug!(error = %e, "token_file_unlock_failed");
+        }
+    }
+}
+
 #[async_trait]
 impl TokenStore for FileTokenStore {
     async fn load(&self, realm_id: &str) -> Result<Option<SecretString>, TokenStoreError> {
         let path = self.path.clone();
-        let realm = realm_id.to_owned();
         let map = tokio::task::spawn_blocking(move || read_map(&path))
             .await
             .map_err(|e| TokenStoreError::backend(false, e))??;
-        Ok(map.get(&realm).map(|t| SecretString::from(t.clone())))
+        map.get(realm_id)
+            .map(|stored| self.open_stored(realm_id, stored))
+            .transpose()
     }
 
     async fn save(
@@ -272,14 +537,56 @@ impl TokenStore for FileTokenStore {
         let _guard = self.write_lock.lock().await;
         let path = self.path.clone();
         let realm = realm_id.to_owned();
-        let token = refresh_token.expose_secret().to_owned();
+        let stored = cipher::seal(self.cipher.as_ref(), realm_id, refresh_token)?
+            .expose_secret()
+            .to_owned();
+        let wait = self.lock_wait;
         tokio::task::spawn_blocking(move || {
+            // Other processes' saves (of other realms too) read-modify-write the same file.
+            let dir = dir_of(&path);
+            let dir_handle = std::fs::File::open(&dir).map_err(io_err(&dir))?;
+            lock_waiting(&dir_handle, &dir, wait)?;
             let mut map = read_map(&path)?;
-            map.insert(realm, token);
+            map.insert(realm, stored);
             write_map(&path, &map)
         })
         .await
         .map_err(|e| TokenStoreError::backend(false, e))?
+    }
+
+    async fn lock_refresh(
+        &self,
+        _realm_id: &str,
+    ) -> Result<Option<Box<dyn RefreshGuard>>, TokenStoreError> {
+        let path = self.lock_path();
+        let wait = self.lock_wait;
+        let file = tokio::task::spawn_blocking(move || lock_file(&path, wait))
+            .await
+            .map_err(|e| TokenStoreError::backend(false, e))??;
+        Ok(Some(Box::new(FileRefreshGuard(file))))
+    }
+
+    async fn check_writable(&self, realm_id: &str) -> Result<(), TokenStoreError> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            if path.is_dir() {
+                return Err(TokenStoreError::NotAFile { path });
+            }
+            probe_dir(&dir_of(&path))?;
+            read_map(&path).map(|_| ())
+        })
+        .await
+        .map_err(|e| TokenStoreError::backend(false, e))??;
+        // The stored token must decrypt.
+        self.load(realm_id).await.map(|_| ())
+    }
+
+    fn rescue_dir(&self) -> Option<PathBuf> {
+        Some(self.rescue_dir.clone().unwrap_or_else(|| self.dir()))
+    }
+
+    fn cipher(&self) -> Option<TokenCipher> {
+        self.cipher.clone()
     }
 }
 

@@ -154,3 +154,15 @@ struct ProbeGuard(#[allow(dead_code)] tokio::sync::OwnedMutexGuard<()>);
 impl RefreshGuard for ProbeGuard {
     async fn release(self: Box<Self>) {}
 }
+
+/// An error and its sources, `: `-separated (what a binary prints).
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}

@@ -4,9 +4,11 @@
 
 mod auth;
 mod common;
+mod diagnosis;
 mod faults;
 mod limits;
 mod paging;
 mod robust;
 mod secrets;
+mod tokens;
 mod wire;
