@@ -425,3 +425,21 @@ async fn a_request_qbo_always_rejects_stops_the_run_with_its_own_exit_code() {
     // It stopped at the first refusal instead of failing ten windows one by one.
     assert!(fake.queries().len() <= 2, "{:?}", fake.queries());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_page_size_does_not_cost_a_request_per_row() {
+    let fake = FakeQbo::start(dense_day(60)).await;
+    let (_db, sink) = db().await;
+    let mut cfg = config("2023-05-01", "2023-05-02", "small-pages");
+    cfg.page_size = 4;
+    let report = run::<Invoice>(&fake.client(), &sink, &cfg).await;
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(table_rows(&sink, Invoice::TABLE, "4620816365").await.len(), 60);
+    // 60 rows, 4 a page, 1 overlapping (a quarter of the page): ~20 pages, not ~58.
+    let pages = fake
+        .queries()
+        .iter()
+        .filter(|q| !q.contains("COUNT(*)"))
+        .count();
+    assert!(pages <= 22, "{pages} pages for 60 rows");
+}
