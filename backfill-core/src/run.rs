@@ -92,6 +92,10 @@ pub struct RunConfig {
     pub lease_ttl: Duration,
     /// Stop request: see [`crate::shutdown`].
     pub shutdown: Shutdown,
+    /// At most this many QBO API calls (every attempt, retries included; see
+    /// [`QboClient::api_calls`]) for the run: when they are spent the run stops cleanly, as on
+    /// a stop request, with exit code 1 and its windows back to `pending` for the next run.
+    pub max_api_calls: Option<u64>,
     /// Retries of database statements while the database is unreachable.
     pub db_retry: DbRetry,
 }
@@ -140,6 +144,7 @@ impl RunConfig {
             worker: None,
             lease_ttl: DEFAULT_LEASE_TTL,
             shutdown: Shutdown::new(),
+            max_api_calls: None,
             db_retry: DbRetry::default(),
         }
     }
@@ -179,6 +184,9 @@ pub struct RunReport {
     pub counts: UpsertCounts,
     /// QBO queries issued by the loop (pages and COUNTs; the client's retries not included).
     pub requests: u64,
+    /// QBO API calls the run made, retries included: what Intuit meters. Also in
+    /// `backfill.runs.api_calls`.
+    pub api_calls: u64,
     /// Records of the plan's windows kept in `raw.qb_rejects` (QBO returned them; PostgreSQL
     /// cannot store them).
     pub rejected: u64,
@@ -239,6 +247,8 @@ struct Ctx<'a> {
     /// memory no longer grows with two pages per segment.
     pages: tokio::sync::Semaphore,
     requests: AtomicU64,
+    /// The client's API call count when the run started.
+    calls_at_start: u64,
     rows: AtomicU64,
     inserted: AtomicU64,
     updated: AtomicU64,
@@ -404,6 +414,7 @@ pub async fn run<E: Entity>(
         token_gate: tokio::sync::Mutex::new(()),
         pages: tokio::sync::Semaphore::new(cfg.concurrency.max(1) + 1),
         requests: AtomicU64::new(0),
+        calls_at_start: client.api_calls(),
         rows: AtomicU64::new(0),
         inserted: AtomicU64::new(0),
         updated: AtomicU64::new(0),
@@ -456,6 +467,7 @@ async fn conclude(
     };
     let rows = ctx.rows.load(Ordering::Relaxed);
     let requests = ctx.requests.load(Ordering::Relaxed);
+    let api_calls = ctx.api_calls();
     cfg.progress.finish();
 
     let drive = match outcome {
@@ -464,6 +476,7 @@ async fn conclude(
             let msg = error_chain(&e);
             let mut summary = run_summary(RunStatus::Failed, &partial, rows, counts);
             summary.error = Some(msg.clone());
+            summary.api_calls = api_calls;
             // Best effort, briefly: the ledger may be the thing that failed. Windows not
             // released here keep their lease until it expires, then anyone resumes them.
             let quick =
@@ -540,7 +553,13 @@ async fn conclude(
         RunStatus::Partial
     };
     let mut summary = run_summary(status, &drive, rows, counts);
+    summary.api_calls = api_calls;
     summary.error = match drive.interrupted {
+        Some(StopReason::Budget) => Some(format!(
+            "stopped: the request budget of {} QBO calls (--max-requests) is spent; the next \
+             run resumes the remaining windows",
+            cfg.max_api_calls.unwrap_or_default()
+        )),
         Some(reason) => Some(format!(
             "interrupted by {reason}; the next run resumes the remaining windows"
         )),
@@ -619,6 +638,7 @@ async fn conclude(
         updated = counts.updated,
         unchanged = counts.unchanged,
         requests,
+        api_calls,
         rejected,
         unverified,
         caught_up = drive.caught_up,
@@ -647,6 +667,7 @@ async fn conclude(
         rows,
         counts,
         requests,
+        api_calls,
         rejected,
         unverified,
         caught_up: drive.caught_up,
@@ -939,6 +960,31 @@ fn adjacent_segments(windows: Vec<WindowRow>) -> Vec<Vec<WindowRow>> {
 }
 
 impl Ctx<'_> {
+    /// QBO API calls made since the run started.
+    fn api_calls(&self) -> u64 {
+        self.client.api_calls().saturating_sub(self.calls_at_start)
+    }
+
+    /// Whether the run may send one more request: `false` (and a stop requested, so that the
+    /// run ends as on a signal, windows back to `pending`) once `max_api_calls` are spent.
+    fn may_call(&self) -> bool {
+        match self.cfg.max_api_calls {
+            Some(max) if self.api_calls() >= max => {
+                if self.cfg.shutdown.request(StopReason::Budget) {
+                    event!(
+                        self,
+                        warn,
+                        "request_budget_spent",
+                        max_api_calls = max,
+                        api_calls = self.api_calls()
+                    );
+                }
+                false
+            }
+            _ => !self.cfg.shutdown.is_requested(),
+        }
+    }
+
     /// A ledger statement with the run's database retries.
     async fn db<T, F, Fut>(&self, what: &str, op: F) -> Result<T, SinkError>
     where
@@ -1625,8 +1671,14 @@ enum QueryKind {
     Count,
 }
 
+/// A COUNT of `range`. Callers run it under [`stoppable`]: with the request budget spent it
+/// sends nothing and waits for the stop it requested.
 async fn count_range(ctx: &Ctx<'_>, range: Window) -> Result<u64, QboError> {
     let q = build_query(ctx, QueryKind::Count, range)?;
+    if !ctx.may_call() {
+        ctx.cfg.shutdown.requested().await;
+        std::future::pending::<()>().await;
+    }
     ctx.requests.fetch_add(1, Ordering::Relaxed);
     ctx.client.count(&q).await
 }
@@ -1798,7 +1850,7 @@ async fn fetch_page<'c>(
     let Some(Ok(permit)) = stoppable(ctx, ctx.pages.acquire()).await else {
         return Err(AttemptError::Interrupted);
     };
-    if ctx.cfg.shutdown.is_requested() {
+    if !ctx.may_call() {
         return Err(AttemptError::Interrupted);
     }
     ctx.requests.fetch_add(1, Ordering::Relaxed);

@@ -25,6 +25,8 @@ pub enum StopReason {
     Terminate,
     /// [`Shutdown::request`] by an embedding program: exit code 130.
     Requested,
+    /// The run's budget of QBO API calls (`--max-requests`) is spent: exit code 1.
+    Budget,
 }
 
 impl StopReason {
@@ -35,6 +37,7 @@ impl StopReason {
             StopReason::Interrupt => "SIGINT",
             StopReason::Terminate => "SIGTERM",
             StopReason::Requested => "stop request",
+            StopReason::Budget => "the request budget (--max-requests)",
         }
     }
 
@@ -44,6 +47,7 @@ impl StopReason {
         match self {
             StopReason::Terminate => ExitStatus::Terminated,
             StopReason::Interrupt | StopReason::Requested => ExitStatus::Interrupted,
+            StopReason::Budget => ExitStatus::WindowsFailed,
         }
     }
 }

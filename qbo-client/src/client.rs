@@ -49,6 +49,8 @@ struct Inner {
     limiter: Arc<RealmLimiter>,
     retry: RetryPolicy,
     outage: Arc<Outage>,
+    /// API requests sent (every attempt, retries included): what Intuit meters.
+    calls: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for QboClient {
@@ -212,6 +214,7 @@ impl QboClientBuilder {
                 limiter,
                 retry: self.retry,
                 outage,
+                calls: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -245,6 +248,13 @@ impl QboClient {
     #[must_use]
     pub fn realm_id(&self) -> &str {
         &self.inner.realm_id
+    }
+
+    /// API requests this client (and its clones) sent so far: every attempt, retries included,
+    /// token refreshes not. Intuit meters these ("CorePlus" read calls).
+    #[must_use]
+    pub fn api_calls(&self) -> u64 {
+        self.inner.calls.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The query endpoint URL (`{base}/v3/company/{realm}/query`).
@@ -496,6 +506,9 @@ impl QboClient {
                 ("minorversion", inner.minor_version.as_str()),
             ])
         };
+        inner
+            .calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let sent = request
             .bearer_auth(access_token.expose_secret())
             .header(ACCEPT, "application/json")

@@ -59,6 +59,10 @@ pub struct RunArgs {
     /// before requests stop being retried: minutes or hours, e.g. 90s, 5m, 1h.
     #[arg(long, default_value = "5m", value_parser = parse_give_up_arg)]
     pub give_up_after: GiveUpAfter,
+    /// Stop cleanly (exit 1, windows back to pending; the next run resumes) once this run has
+    /// made this many QBO API calls, retries included: Intuit meters read calls.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_requests: Option<u64>,
     /// Rows per page (MAXRESULTS, at most 1000).
     #[arg(long, default_value = "1000", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub page_size: u32,
@@ -301,6 +305,7 @@ pub(super) async fn pipeline<E: Entity>(
     cfg.verify = !args.no_verify;
     cfg.force = args.force;
     cfg.page_size = args.page_size;
+    cfg.max_api_calls = args.max_requests;
     cfg.progress = progress;
     reliability::configure(&mut cfg, &args.reliability, &worker, &shutdown);
     let result = crate::run::<E>(&client, &sink, &cfg).await;
@@ -407,9 +412,15 @@ fn print_summary<E: Entity>(client: &QboClient, cfg: &RunConfig, r: &RunReport) 
         r.problems.len() - failed
     );
     println!(
-        "rows: {} received · {} inserted · {} updated · {} unchanged · {} QBO queries",
-        r.rows, r.counts.inserted, r.counts.updated, r.counts.unchanged, r.requests
+        "rows: {} received · {} inserted · {} updated · {} unchanged · {} QBO queries ({} API calls with retries)",
+        r.rows, r.counts.inserted, r.counts.updated, r.counts.unchanged, r.requests, r.api_calls
     );
+    if r.interrupted == Some(crate::StopReason::Budget) {
+        println!(
+            "stopped: the request budget (--max-requests {}) is spent; run again to resume",
+            cfg.max_api_calls.unwrap_or_default()
+        );
+    }
     if r.rejected > 0 {
         println!(
             "quarantined: {} record(s) QBO returned cannot be stored; they are in raw.qb_rejects \

@@ -38,6 +38,7 @@ fn run_row(r: &Run) -> RunRow {
         inserted: s.inserted,
         updated: s.updated,
         unchanged: s.unchanged,
+        api_calls: s.api_calls,
         started_at: utc(r.started_at),
         finished_at: r.finished_at.map(utc),
         error: s.error.clone(),

@@ -175,16 +175,16 @@ impl Report {
         let _ = writeln!(m, "\n## Runs (latest first)\n");
         let _ = writeln!(
             m,
-            "| run | pipeline | company | range | status | windows planned / done / skipped / failed / mismatch | rows | inserted | updated | unchanged | started | finished | error |"
+            "| run | pipeline | company | range | status | windows planned / done / skipped / failed / mismatch | rows | inserted | updated | unchanged | QBO calls | started | finished | error |"
         );
         let _ = writeln!(
             m,
-            "|---:|---|---|---|---|---|---:|---:|---:|---:|---|---|---|"
+            "|---:|---|---|---|---|---|---:|---:|---:|---:|---:|---|---|---|"
         );
         for r in &self.runs {
             let _ = writeln!(
                 m,
-                "| {} | {} | {} | [{}, {}) | {} | {} / {} / {} / {} / {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | [{}, {}) | {} | {} / {} / {} / {} / {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.id,
                 r.pipeline,
                 md(&r.realm_id),
@@ -200,6 +200,7 @@ impl Report {
                 r.inserted,
                 r.updated,
                 r.unchanged,
+                r.api_calls,
                 r.started_at,
                 opt(r.finished_at.as_deref()),
                 md(r.error.as_deref().unwrap_or(""))

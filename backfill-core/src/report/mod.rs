@@ -223,6 +223,8 @@ pub struct RunRow {
     pub updated: u64,
     /// Unchanged ids.
     pub unchanged: u64,
+    /// QBO API calls made (retries included): what Intuit meters.
+    pub api_calls: u64,
     /// Start.
     pub started_at: String,
     /// End.

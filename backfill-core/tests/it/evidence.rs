@@ -434,7 +434,10 @@ async fn a_small_page_size_does_not_cost_a_request_per_row() {
     cfg.page_size = 4;
     let report = run::<Invoice>(&fake.client(), &sink, &cfg).await;
     assert!(report.problems.is_empty(), "{:?}", report.problems);
-    assert_eq!(table_rows(&sink, Invoice::TABLE, "4620816365").await.len(), 60);
+    assert_eq!(
+        table_rows(&sink, Invoice::TABLE, "4620816365").await.len(),
+        60
+    );
     // 60 rows, 4 a page, 1 overlapping (a quarter of the page): ~20 pages, not ~58.
     let pages = fake
         .queries()
@@ -442,4 +445,66 @@ async fn a_small_page_size_does_not_cost_a_request_per_row() {
         .filter(|q| !q.contains("COUNT(*)"))
         .count();
     assert!(pages <= 22, "{pages} pages for 60 rows");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_budget_stops_the_run_cleanly_and_the_next_run_resumes() {
+    let sim = sim(Sim::builder().seed(10).invoices(3000).span(
+        datetime!(2023-06-01 00:00 UTC),
+        datetime!(2023-07-01 00:00 UTC),
+    ))
+    .await;
+    let (_db, sink) = db().await;
+    let client = client(&sim);
+    let mut cfg = config("2023-06-01", "2023-07-01", "budget");
+    cfg.page_size = 100;
+    cfg.max_api_calls = Some(6);
+    let first = run::<Invoice>(&client, &sink, &cfg).await;
+    assert_eq!(first.interrupted, Some(backfill_core::StopReason::Budget));
+    assert_eq!(first.exit_status(), ExitStatus::WindowsFailed);
+    // At most the budget, plus the requests already in flight when it ran out.
+    assert!(
+        (6..=6 + cfg.concurrency as u64).contains(&first.api_calls),
+        "{}",
+        first.api_calls
+    );
+    assert_eq!(
+        first.api_calls,
+        sim.stats().total_requests - 1,
+        "one token refresh"
+    );
+    let c = sink.pool().get().await.unwrap();
+    let (calls, status): (i64, String) = {
+        let r = c
+            .query_one("SELECT api_calls, status FROM backfill.runs", &[])
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(
+        (calls, status.as_str()),
+        (first.api_calls as i64, "interrupted")
+    );
+    let running: i64 = c
+        .query_one(
+            "SELECT count(*) FROM backfill.windows WHERE status = 'running' OR lease_owner IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(running, 0, "windows released");
+
+    // The next run, without a budget, finishes the range.
+    cfg.max_api_calls = None;
+    cfg.shutdown = backfill_core::Shutdown::new();
+    let second = run::<Invoice>(&client, &sink, &cfg).await;
+    assert!(second.problems.is_empty() && second.trigger_completed);
+    assert_eq!(
+        table_rows(&sink, Invoice::TABLE, &sim.realm_id())
+            .await
+            .len(),
+        3000
+    );
+    sim.shutdown().await.unwrap();
 }

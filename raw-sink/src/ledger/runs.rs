@@ -62,6 +62,8 @@ pub struct RunSummary {
     pub updated: u64,
     /// Unchanged ids.
     pub unchanged: u64,
+    /// QBO API requests sent (every attempt, retries included; token refreshes not).
+    pub api_calls: u64,
     /// The error that stopped the run, if any (no secrets).
     pub error: Option<String>,
 }
@@ -80,6 +82,7 @@ impl RunSummary {
             inserted: 0,
             updated: 0,
             unchanged: 0,
+            api_calls: 0,
             error: None,
         }
     }
@@ -114,8 +117,8 @@ pub struct Run {
 
 const COLS: &str = "id, pipeline, realm_id, range_start, range_end, window_field, trigger_name, \
                     status, windows_planned, windows_done, windows_skipped, windows_failed, \
-                    windows_mismatch, rows, inserted, updated, unchanged, error, started_at, \
-                    finished_at";
+                    windows_mismatch, rows, inserted, updated, unchanged, api_calls, error, \
+                    started_at, finished_at";
 
 fn from_row(row: &Row) -> Result<Run, SinkError> {
     Ok(Run {
@@ -137,6 +140,7 @@ fn from_row(row: &Row) -> Result<Run, SinkError> {
             inserted: count_col(row, "inserted")?,
             updated: count_col(row, "updated")?,
             unchanged: count_col(row, "unchanged")?,
+            api_calls: count_col(row, "api_calls")?,
             error: col(row, "error")?,
         },
         started_at: col(row, "started_at")?,
@@ -196,7 +200,7 @@ impl Ledger {
         let sql = format!(
             "UPDATE backfill.runs SET status = $2, windows_done = $3, windows_skipped = $4, \
              windows_failed = $5, windows_mismatch = $6, rows = $7, inserted = $8, \
-             updated = $9, unchanged = $10, error = $11, finished_at = now() \
+             updated = $9, unchanged = $10, error = $11, api_calls = $12, finished_at = now() \
              WHERE id = $1 AND status = 'running' RETURNING {COLS}"
         );
         let ctx = || format!("recording the end of run {id}");
@@ -219,6 +223,7 @@ impl Ledger {
                     &to_i64(summary.updated),
                     &to_i64(summary.unchanged),
                     &summary.error,
+                    &to_i64(summary.api_calls),
                 ],
             )
             .await

@@ -185,6 +185,7 @@ async fn run_lifecycle() {
         inserted: 1200,
         updated: 30,
         unchanged: 4,
+        api_calls: 57,
         error: None,
         ..RunSummary::new(RunStatus::Partial)
     };
