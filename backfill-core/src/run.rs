@@ -1921,6 +1921,18 @@ async fn load_narrowed(
     Ok(Loaded { tallies, counted })
 }
 
+/// The metadata stored with the rows a page brings into window `w`.
+fn page_meta(ctx: &Ctx<'_>, w: &WindowRow, page: &Page, page_number: u32) -> PageMeta {
+    PageMeta {
+        realm_id: ctx.realm.clone(),
+        window_start: w.span.start,
+        window_end: w.span.end,
+        page_number: i32::try_from(page_number).unwrap_or(i32::MAX),
+        page_size: i32::try_from(page.max_results).unwrap_or(i32::MAX),
+        request_payload: page.query.clone(),
+    }
+}
+
 /// Which of `windows` an instant falls in.
 fn window_of(windows: &[WindowRow], key: OffsetDateTime) -> Option<usize> {
     windows
@@ -1982,14 +1994,7 @@ async fn write_page(
         if rows.is_empty() && rejects.is_empty() {
             continue;
         }
-        let meta = PageMeta {
-            realm_id: ctx.realm.clone(),
-            window_start: w.span.start,
-            window_end: w.span.end,
-            page_number: i32::try_from(page_number).unwrap_or(i32::MAX),
-            page_size: i32::try_from(page.max_results).unwrap_or(i32::MAX),
-            request_payload: page.query.clone(),
-        };
+        let meta = page_meta(ctx, w, page, page_number);
         let write = PageWrite {
             table: ctx.table,
             entity: ctx.entity,
@@ -2105,14 +2110,7 @@ async fn catch_up(ctx: &Ctx<'_>, since: OffsetDateTime) -> Result<u64, Error> {
             if records.is_empty() {
                 continue;
             }
-            let meta = PageMeta {
-                realm_id: ctx.realm.clone(),
-                window_start: w.span.start,
-                window_end: w.span.end,
-                page_number: i32::try_from(page_number).unwrap_or(i32::MAX),
-                page_size: i32::try_from(page.max_results).unwrap_or(i32::MAX),
-                request_payload: page.query.clone(),
-            };
+            let meta = page_meta(ctx, w, &page, page_number);
             let write = PageWrite {
                 table: ctx.table,
                 entity: ctx.entity,
