@@ -470,6 +470,20 @@ mod tests {
     const NOW: OffsetDateTime = datetime!(2026-01-01 00:00 UTC);
 
     #[test]
+    fn give_up_after_takes_seconds_minutes_or_hours() {
+        let secs = |s: &str| parse_give_up_arg(s).map(|g| g.as_duration().as_secs());
+        assert_eq!(secs("90s").unwrap(), 90);
+        assert_eq!(secs("5m").unwrap(), 300);
+        assert_eq!(secs("2h").unwrap(), 7200);
+        assert_eq!(secs("10").unwrap(), 600);
+        for bad in ["", "0m", "5d", "m", "-1s", "1.5m"] {
+            assert!(parse_give_up_arg(bad).is_err(), "{bad}");
+        }
+        let cli = parse(&["--start", "2023-01-01", "--end", "2023-01-02"]).unwrap();
+        assert_eq!(cli.run.give_up_after.as_duration().as_secs(), 300);
+    }
+
+    #[test]
     fn defaults_and_aliases() {
         let cli = parse(&[
             "--start",
