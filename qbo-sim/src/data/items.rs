@@ -3,7 +3,7 @@
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use super::json::{boolean, dec, js, meta, push_u64};
+use super::json::{boolean, js, meta, money, push_u64};
 use super::words::{NOTES, PRODUCTS, pick};
 use super::{Entry, Generator, STREAM_CONTENT, id_of};
 use crate::schema::Kind;
@@ -15,8 +15,8 @@ pub(super) struct ItemDesc {
     pub(super) parent: Option<(u32, String)>,
     pub(super) ty: &'static str,
     pub(super) description: String,
-    pub(super) unit_price_milli: i64,
-    pub(super) purchase_cost_milli: i64,
+    pub(super) unit_price_cents: i64,
+    pub(super) purchase_cost_cents: i64,
     pub(super) taxable: bool,
     pub(super) qty_on_hand: i64,
 }
@@ -62,12 +62,14 @@ impl Generator {
         } else {
             name.clone()
         };
-        let unit_price_milli = if r.random_bool(0.15) {
-            r.random_range(1..2_000_000) // mills: prices like 12.345
+        // Whole-dollar prices (`275.00`) are common; the rest carry cents. QBO money has two
+        // decimals, so no price like 12.345.
+        let unit_price_cents = if r.random_bool(0.15) {
+            r.random_range(1..20_000) * 100
         } else {
-            r.random_range(1..500_000) * 10
+            r.random_range(1..500_000)
         };
-        let purchase_cost_milli = unit_price_milli * r.random_range(30..90) / 100;
+        let purchase_cost_cents = unit_price_cents * r.random_range(30..90) / 100;
         let taxable = r.random_bool(0.6);
         let qty_on_hand = r.random_range(0..500);
         ItemDesc {
@@ -75,8 +77,8 @@ impl Generator {
             parent,
             ty,
             description,
-            unit_price_milli,
-            purchase_cost_milli,
+            unit_price_cents,
+            purchase_cost_cents,
             taxable,
             qty_on_hand,
         }
@@ -153,21 +155,21 @@ impl Generator {
             out.push_str(",\"Taxable\":");
             boolean(out, it.taxable);
             out.push_str(",\"UnitPrice\":");
-            dec(out, it.unit_price_milli, 3);
+            money(out, it.unit_price_cents);
         }
         out.push_str(",\"Type\":");
         js(out, it.ty);
         match it.ty {
             "Service" | "NonInventory" => {
                 out.push_str(",\"IncomeAccountRef\":{\"value\":\"1\",\"name\":\"Services\"},\"PurchaseCost\":");
-                dec(out, it.purchase_cost_milli, 3);
+                money(out, it.purchase_cost_cents);
                 out.push_str(",\"TrackQtyOnHand\":false");
             }
             "Inventory" => {
                 out.push_str(",\"IncomeAccountRef\":{\"value\":\"79\",\"name\":\"Sales of Product Income\"},\"PurchaseDesc\":");
                 js(out, &format!("{} (purchase)", it.name));
                 out.push_str(",\"PurchaseCost\":");
-                dec(out, it.purchase_cost_milli, 3);
+                money(out, it.purchase_cost_cents);
                 out.push_str(",\"ExpenseAccountRef\":{\"value\":\"80\",\"name\":\"Cost of Goods Sold\"},\"AssetAccountRef\":{\"value\":\"81\",\"name\":\"Inventory Asset\"},\"TrackQtyOnHand\":true,\"QtyOnHand\":");
                 push_u64(out, it.qty_on_hand.unsigned_abs());
                 out.push_str(",\"InvStartDate\":\"");

@@ -57,7 +57,8 @@ pub(super) fn hex(out: &mut String, v: u64) {
     }
 }
 
-/// A decimal number `v / 10^scale`, trailing zeros trimmed: exact text, never via f64.
+/// A decimal number `v / 10^scale`, trailing zeros trimmed (quantities, percentages; money
+/// goes through [`money`]): exact text, never via f64.
 pub(crate) fn dec(out: &mut String, v: i64, scale: u32) {
     if v < 0 {
         out.push('-');
@@ -79,6 +80,22 @@ pub(crate) fn dec(out: &mut String, v: i64, scale: u32) {
         }
         out.push_str(&s);
     }
+}
+
+/// An amount of money in cents as QBO writes it: always two decimals (`639.00`, `337.50`,
+/// `-2.50`), exact text, never via f64.
+pub(crate) fn money(out: &mut String, cents: i64) {
+    if cents < 0 {
+        out.push('-');
+    }
+    let a = cents.unsigned_abs();
+    push_u64(out, a / 100);
+    out.push('.');
+    let frac = a % 100;
+    if frac < 10 {
+        out.push('0');
+    }
+    push_u64(out, frac);
 }
 
 /// A JSON string literal.
@@ -130,6 +147,19 @@ mod tests {
         s.push(' ');
         dec(&mut s, 0, 2);
         assert_eq!(s, "362.07 275 12.345 0.05 -2.5 0");
+    }
+
+    #[test]
+    fn money_keeps_its_trailing_zeros() {
+        let mut s = String::new();
+        for cents in [63900, 33750, 36207, 5, 0, -250, -1, 10_000_000_000] {
+            money(&mut s, cents);
+            s.push(' ');
+        }
+        assert_eq!(
+            s,
+            "639.00 337.50 362.07 0.05 0.00 -2.50 -0.01 100000000.00 "
+        );
     }
 
     #[test]

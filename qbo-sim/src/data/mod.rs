@@ -403,6 +403,74 @@ mod tests {
         }
     }
 
+    /// The number tokens that follow `"key":` in raw JSON text.
+    fn number_tokens<'a>(json: &'a str, key: &str) -> Vec<&'a str> {
+        let needle = format!("\"{key}\":");
+        json.match_indices(&needle)
+            .map(|(i, _)| {
+                let rest = &json[i + needle.len()..];
+                let end = rest.find([',', '}', ']']).unwrap_or(rest.len());
+                &rest[..end]
+            })
+            .filter(|t| !t.starts_with(['"', '{', '[', 'n', 't', 'f']))
+            .collect()
+    }
+
+    #[test]
+    fn money_has_two_decimals_and_prices_no_third() {
+        let g = gen_small();
+        let keys = [
+            "Amount",
+            "TotalAmt",
+            "Balance",
+            "BalanceWithJobs",
+            "UnitPrice",
+            "PurchaseCost",
+            "TotalTax",
+            "NetAmountTaxable",
+            "Deposit",
+        ];
+        let mut seen = 0;
+        for kind in [Kind::Customer, Kind::Vendor, Kind::Item, Kind::Invoice] {
+            for e in g.build(kind) {
+                let s = g.render_string(kind, &e);
+                for key in keys {
+                    for t in number_tokens(&s, key) {
+                        let (int, frac) = t.split_once('.').unwrap_or((t, ""));
+                        assert!(
+                            frac.len() == 2
+                                && frac.bytes().all(|b| b.is_ascii_digit())
+                                && int
+                                    .trim_start_matches('-')
+                                    .bytes()
+                                    .all(|b| b.is_ascii_digit()),
+                            "{kind:?} {} {key}: {t}",
+                            e.id
+                        );
+                        seen += 1;
+                    }
+                }
+            }
+        }
+        assert!(seen > 10_000, "{seen}");
+        // Whole amounts keep their zeros: some `.00` and some `.50`-style values exist.
+        let all: String = g
+            .build(Kind::Invoice)
+            .iter()
+            .map(|e| g.render_string(Kind::Invoice, e))
+            .collect();
+        assert!(
+            number_tokens(&all, "UnitPrice")
+                .iter()
+                .any(|t| t.ends_with(".00"))
+        );
+        assert!(
+            number_tokens(&all, "Amount")
+                .iter()
+                .any(|t| t.ends_with("0") && !t.ends_with(".00"))
+        );
+    }
+
     #[test]
     fn invoice_sizes_follow_line_counts() {
         let g = gen_small();

@@ -3,7 +3,7 @@
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use super::json::{addr, boolean, dec, hex, js, meta, push_u64};
+use super::json::{addr, boolean, hex, js, meta, money, push_u64};
 use super::words::{CITIES, COMPANY_A, COMPANY_B, FAMILY, GIVEN, NOTES, STREETS, pick};
 use super::{Entry, Generator, STREAM_CONTENT, id_of, splitmix};
 use crate::schema::Kind;
@@ -181,9 +181,9 @@ impl Generator {
             out.push_str("\"},\"Level\":1");
         }
         out.push_str(",\"Balance\":");
-        dec(out, p.balance_cents, 2);
+        money(out, p.balance_cents);
         out.push_str(",\"BalanceWithJobs\":");
-        dec(out, p.balance_cents, 2);
+        money(out, p.balance_cents);
         out.push_str(",\"CurrencyRef\":{\"value\":\"USD\",\"name\":\"United States Dollar\"},\"PreferredDeliveryMethod\":");
         js(out, p.delivery);
         out.push_str(",\"IsProject\":false,\"ClientEntityId\":\"0\",\"domain\":\"QBO\",\"sparse\":false,\"Id\":\"");
@@ -254,7 +254,7 @@ impl Generator {
         out.push_str("\",\"BillAddr\":");
         addr(out, &p.bill, e.id * 2);
         out.push_str(",\"Balance\":");
-        dec(out, p.balance_cents, 2);
+        money(out, p.balance_cents);
         out.push_str(",\"TermRef\":{\"value\":\"3\"},\"sparse\":false,\"Id\":\"");
         push_u64(out, u64::from(e.id));
         out.push_str("\",\"SyncToken\":\"");

@@ -4,7 +4,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use time::Duration;
 
-use super::json::{addr, boolean, dec, js, meta, push_u64};
+use super::json::{addr, boolean, dec, js, meta, money, push_u64};
 use super::words::{MEMOS, pick};
 use super::{Entry, Generator, STREAM_CONTENT, id_of};
 use crate::schema::Kind;
@@ -91,11 +91,11 @@ impl Generator {
             } else {
                 r.random_range(1..=20) * 100
             };
-            let price_milli = item.as_ref().map_or_else(
-                || r.random_range(100..100_000) * 10,
-                |it| it.unit_price_milli,
-            );
-            let amount_cents = (qty_centi * price_milli + 500) / 1000;
+            let price_cents = item
+                .as_ref()
+                .map_or_else(|| r.random_range(100..100_000), |it| it.unit_price_cents);
+            // Qty in hundredths × price in cents, rounded half up to cents.
+            let amount_cents = (qty_centi * price_cents + 50) / 100;
             let taxable = item.as_ref().is_some_and(|it| it.taxable) && tax_pct_milli > 0;
             subtotal += amount_cents;
             if taxable {
@@ -111,7 +111,7 @@ impl Generator {
                 None => js(out, "Services rendered"),
             }
             out.push_str(",\"Amount\":");
-            dec(out, amount_cents, 2);
+            money(out, amount_cents);
             out.push_str(",\"DetailType\":\"SalesItemLineDetail\",\"SalesItemLineDetail\":{\"ItemRef\":{\"value\":\"");
             push_u64(out, u64::from(item_id));
             out.push_str("\",\"name\":");
@@ -120,7 +120,7 @@ impl Generator {
                 None => js(out, "Services"),
             }
             out.push_str("},\"UnitPrice\":");
-            dec(out, price_milli, 3);
+            money(out, price_cents);
             out.push_str(",\"Qty\":");
             dec(out, qty_centi, 2);
             out.push_str(",\"TaxCodeRef\":{\"value\":\"");
@@ -128,23 +128,23 @@ impl Generator {
             out.push_str("\"}}},");
         }
         out.push_str("{\"Amount\":");
-        dec(out, subtotal, 2);
+        money(out, subtotal);
         out.push_str(",\"DetailType\":\"SubTotalLineDetail\",\"SubTotalLineDetail\":{}}]");
         // tax = taxable_total * pct / 100, pct in milli-percent; round half up to cents.
         let tax = (taxable_total * tax_pct_milli + 50_000) / 100_000;
         out.push_str(",\"TxnTaxDetail\":{");
         if tax_pct_milli > 0 {
             out.push_str("\"TxnTaxCodeRef\":{\"value\":\"2\"},\"TotalTax\":");
-            dec(out, tax, 2);
+            money(out, tax);
             out.push_str(",\"TaxLine\":[{\"Amount\":");
-            dec(out, tax, 2);
+            money(out, tax);
             out.push_str(",\"DetailType\":\"TaxLineDetail\",\"TaxLineDetail\":{\"TaxRateRef\":{\"value\":\"3\"},\"PercentBased\":true,\"TaxPercent\":");
             dec(out, tax_pct_milli, 3);
             out.push_str(",\"NetAmountTaxable\":");
-            dec(out, taxable_total, 2);
+            money(out, taxable_total);
             out.push_str("}}]");
         } else {
-            out.push_str("\"TotalTax\":0");
+            out.push_str("\"TotalTax\":0.00");
         }
         out.push_str("},\"CustomerRef\":{\"value\":\"");
         push_u64(out, u64::from(customer_id));
@@ -169,7 +169,7 @@ impl Generator {
         tz::write_date(out, e.txn_date() + Duration::days(term_days));
         let total = subtotal + tax;
         out.push_str("\",\"TotalAmt\":");
-        dec(out, total, 2);
+        money(out, total);
         out.push_str(",\"ApplyTaxAfterDiscount\":false,\"PrintStatus\":\"");
         out.push_str(if r.random_bool(0.3) {
             "NeedToPrint"
@@ -194,8 +194,8 @@ impl Generator {
             _ => total,
         };
         out.push_str(",\"Balance\":");
-        dec(out, balance, 2);
-        out.push_str(",\"Deposit\":0}");
+        money(out, balance);
+        out.push_str(",\"Deposit\":0.00}");
     }
 }
 
