@@ -23,9 +23,14 @@
 //!
 //! Adversity is switchable by probability ([`FaultPlan`]) or by script ([`ScriptedFault`]):
 //! throttling (per-realm request budget and concurrency cap, XML or JSON body, with or without
-//! `Retry-After`), 500/502/503/504, slow responses, connections dropped mid-body, malformed
-//! JSON, faults with HTTP 200, expired access tokens, and latency with jitter. Behaviours that
-//! QBO's documentation leaves unsettled are [`Quirks`].
+//! `Retry-After`), 500/502/503, the gateway's XML 504 (code 6002), slow responses, connections
+//! dropped mid-body, malformed JSON, faults with HTTP 200, expired access tokens, latency with
+//! jitter, and the fault bodies public recordings of the live API show: 500
+//! `InternalServerError` and 403 with code 3100 in the gateway's JSON (null sibling keys,
+//! `requestId`), the 403 XML throttle, 401 XML code 120 (no API access with the company's
+//! subscription) and code 100 (token of another company, XML even when JSON was asked; a real
+//! realm mismatch is answered the same way), and 400s without `element` and `time`.
+//! Behaviours that QBO's documentation leaves unsettled are [`Quirks`].
 //!
 //! ```no_run
 //! use std::time::Duration;

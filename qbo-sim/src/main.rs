@@ -117,9 +117,27 @@ struct Args {
     /// Probability of a 503.
     #[arg(long, default_value_t = 0.0)]
     p_503: f64,
-    /// Probability of a 504.
+    /// Probability of a 504 (the gateway's XML, code 6002).
     #[arg(long, default_value_t = 0.0)]
     p_504: f64,
+    /// Probability of a 500 InternalServerError with code 3100 (gateway JSON).
+    #[arg(long, default_value_t = 0.0)]
+    p_500_3100: f64,
+    /// Probability of a 403 with code 3100 (gateway JSON).
+    #[arg(long, default_value_t = 0.0)]
+    p_403_3100: f64,
+    /// Probability of a 403 throttle (XML, code 3001).
+    #[arg(long, default_value_t = 0.0)]
+    p_403_throttle: f64,
+    /// Probability of a 401 XML code 120 (the company's subscription lacks API access).
+    #[arg(long, default_value_t = 0.0)]
+    p_401_120: f64,
+    /// Probability of a 401 XML code 100 (token and company do not match).
+    #[arg(long, default_value_t = 0.0)]
+    p_401_100: f64,
+    /// Probability of a 400 ValidationFault without `element` and `time`.
+    #[arg(long, default_value_t = 0.0)]
+    p_400: f64,
     /// Probability of a slow response (delayed by --slow-ms).
     #[arg(long, default_value_t = 0.0)]
     p_slow: f64,
@@ -220,6 +238,12 @@ async fn main() -> anyhow::Result<()> {
         malformed_json: probability("p-malformed", a.p_malformed)?,
         fault_with_200: probability("p-fault-200", a.p_fault_200)?,
         expired_token: probability("p-expired-token", a.p_expired_token)?,
+        internal_error_3100: probability("p-500-3100", a.p_500_3100)?,
+        forbidden_3100: probability("p-403-3100", a.p_403_3100)?,
+        throttle_403: probability("p-403-throttle", a.p_403_throttle)?,
+        no_subscription_access: probability("p-401-120", a.p_401_120)?,
+        realm_mismatch: probability("p-401-100", a.p_401_100)?,
+        bad_request: probability("p-400", a.p_400)?,
         seed: a.fault_seed,
     };
     anyhow::ensure!(

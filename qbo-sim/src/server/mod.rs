@@ -255,15 +255,8 @@ pub(crate) async fn gate(
         return Err(tagged(r, tag));
     };
     if token_realm != realm_id {
-        let r = respond::fault(
-            StatusCode::UNAUTHORIZED,
-            json,
-            "AuthenticationFault",
-            "100",
-            "General Authentication Error",
-            "AuthenticationErrorGeneral: the token was issued for another company (realm)",
-        );
-        return Err(tagged(r, tag));
+        // QBO answers a token of another company in XML, whatever was asked.
+        return Err(tagged(respond::realm_mismatch(), tag));
     }
     if !shared.rate_ok(realm_id, &s) {
         lock(&shared.stats).stats.throttled_rate += 1;
@@ -288,6 +281,15 @@ pub(crate) async fn gate(
             ScriptedFault::ExpiredToken => {
                 lock(&shared.tokens).expire_access(bearer, now);
                 return Err(tagged(respond::gateway_401("3200", "Token expired"), tag));
+            }
+            ScriptedFault::InternalError3100
+            | ScriptedFault::Forbidden3100
+            | ScriptedFault::Throttle403
+            | ScriptedFault::NoSubscriptionAccess
+            | ScriptedFault::RealmMismatch => {
+                if let Some(r) = respond::recorded_fault(f) {
+                    return Err(tagged(r, tag));
+                }
             }
             ScriptedFault::Slow(d) => tokio::time::sleep(d).await,
             ScriptedFault::DropConnection | ScriptedFault::MalformedJson => body_fault = Some(f),

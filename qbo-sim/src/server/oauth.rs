@@ -136,6 +136,16 @@ pub(crate) async fn token(
             ScriptedFault::ExpiredToken => {
                 return tagged(invalid_grant(&s.quirks, StatusCode::BAD_REQUEST), tag);
             }
+            // The API gateway's recorded faults, sent as they are.
+            ScriptedFault::InternalError3100
+            | ScriptedFault::Forbidden3100
+            | ScriptedFault::Throttle403
+            | ScriptedFault::NoSubscriptionAccess
+            | ScriptedFault::RealmMismatch => {
+                if let Some(r) = respond::recorded_fault(f) {
+                    return tagged(r, tag);
+                }
+            }
             ScriptedFault::Slow(d) => tokio::time::sleep(d).await,
             ScriptedFault::DropConnection | ScriptedFault::MalformedJson => body_fault = Some(f),
         }
