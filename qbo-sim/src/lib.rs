@@ -15,10 +15,14 @@
 //! - `POST /v3/company/{realm}/batch` (query items) and `GET /v3/company/{realm}/cdc`.
 //! - `/__sim/…` — statistics, request log, truth, mutations and fault control over HTTP.
 //!
-//! Data (Customer, Item, Invoice, Vendor; other entities are known but empty) is generated
-//! deterministically from a seed, with `MetaData` timestamps in US Pacific time (DST-correct),
-//! records exactly on and one second before UTC midnights, ids not in time order, and text
-//! with unicode, quotes, backslashes and newlines. Only a 32-byte index entry per record is
+//! Data (Customer, Item, Invoice, Vendor, Payment, Bill, JournalEntry, Estimate, SalesReceipt,
+//! Account, Employee; other entities are known but empty) is generated deterministically from
+//! a seed, with the nested shapes of real records (sales lines with a subtotal and tax
+//! detail, payments whose `LinkedTxn` names an earlier invoice of the same customer, balanced
+//! journal entries, account- and item-based bill lines, custom fields, sub-accounts), money as
+//! two-decimal text, post-dated `TxnDate`s (reversing entries), `MetaData` timestamps in US
+//! Pacific time (DST-correct), records exactly on and one second before UTC midnights, ids not
+//! in time order, and text with unicode, quotes, backslashes and newlines. Only a 32-byte index entry per record is
 //! kept in memory; JSON is rendered on demand, always to the same bytes.
 //!
 //! Adversity is switchable by probability ([`FaultPlan`]) or by script ([`ScriptedFault`]):
@@ -79,8 +83,9 @@ pub use sim::{
 };
 pub use stats::{RequestRecord, SimStats};
 
-/// Names of the entities the simulator knows (generated: Customer, Item, Invoice, Vendor;
-/// the others answer with empty results).
+/// Names of the entities the simulator knows (generated: Customer, Item, Invoice, Vendor,
+/// Payment, Bill, JournalEntry, Estimate, SalesReceipt, Account, Employee; the others answer
+/// with empty results).
 pub fn known_entities() -> Vec<&'static str> {
     schema::ENTITIES.iter().map(|e| e.name).collect()
 }

@@ -51,6 +51,27 @@ struct Args {
     /// Number of vendors.
     #[arg(long, default_value_t = 40)]
     vendors: usize,
+    /// Number of payments (most applied to an earlier invoice of the same customer).
+    #[arg(long, default_value_t = 400)]
+    payments: usize,
+    /// Number of bills.
+    #[arg(long, default_value_t = 300)]
+    bills: usize,
+    /// Number of journal entries.
+    #[arg(long, default_value_t = 150)]
+    journal_entries: usize,
+    /// Number of estimates.
+    #[arg(long, default_value_t = 200)]
+    estimates: usize,
+    /// Number of sales receipts.
+    #[arg(long, default_value_t = 300)]
+    sales_receipts: usize,
+    /// Number of accounts (the chart of accounts).
+    #[arg(long, default_value_t = 60)]
+    accounts: usize,
+    /// Number of employees.
+    #[arg(long, default_value_t = 20)]
+    employees: usize,
     /// Start of the span of MetaData.CreateTime (RFC 3339 or a date = 00:00 UTC).
     #[arg(long, default_value = "2023-01-01")]
     start: String,
@@ -272,6 +293,13 @@ async fn main() -> anyhow::Result<()> {
         .items(a.items)
         .invoices(a.invoices)
         .vendors(a.vendors)
+        .payments(a.payments)
+        .bills(a.bills)
+        .journal_entries(a.journal_entries)
+        .estimates(a.estimates)
+        .sales_receipts(a.sales_receipts)
+        .accounts(a.accounts)
+        .employees(a.employees)
         .span(parse_time(&a.start)?, parse_time(&a.end)?)
         .realm_id(a.realm_id)
         .client_id(value_or_file(a.client_id, a.client_id_file.as_deref())?)

@@ -32,7 +32,8 @@ pub struct Sim;
 
 impl Sim {
     /// A builder with the defaults: seed 42, 200 customers, 100 items, 1,000 invoices,
-    /// 40 vendors created over 2023-01-01..2025-01-01 UTC; 500 requests/min and 10 concurrent
+    /// 40 vendors, 400 payments, 300 bills, 150 journal entries, 200 estimates, 300 sales
+    /// receipts, 60 accounts and 20 employees created over 2023-01-01..2025-01-01 UTC; 500 requests/min and 10 concurrent
     /// requests per realm; access tokens valid 1 h; a new refresh token on every refresh with
     /// the old one dead at once; no latency, no faults, default [`Quirks`].
     pub fn builder() -> SimBuilder {
@@ -48,6 +49,13 @@ pub struct SimBuilder {
     items: usize,
     invoices: usize,
     vendors: usize,
+    payments: usize,
+    bills: usize,
+    journal_entries: usize,
+    estimates: usize,
+    sales_receipts: usize,
+    accounts: usize,
+    employees: usize,
     start: OffsetDateTime,
     end: OffsetDateTime,
     realm_id: String,
@@ -77,6 +85,13 @@ impl Default for SimBuilder {
             items: 100,
             invoices: 1000,
             vendors: 40,
+            payments: 400,
+            bills: 300,
+            journal_entries: 150,
+            estimates: 200,
+            sales_receipts: 300,
+            accounts: 60,
+            employees: 20,
             start: datetime!(2023-01-01 00:00 UTC),
             end: datetime!(2025-01-01 00:00 UTC),
             realm_id: DEFAULT_REALM_ID.to_string(),
@@ -128,6 +143,48 @@ impl SimBuilder {
     /// Number of generated vendors.
     pub fn vendors(mut self, n: usize) -> Self {
         self.vendors = n;
+        self
+    }
+
+    /// Number of generated payments (most applied to an invoice created before them).
+    pub fn payments(mut self, n: usize) -> Self {
+        self.payments = n;
+        self
+    }
+
+    /// Number of generated bills.
+    pub fn bills(mut self, n: usize) -> Self {
+        self.bills = n;
+        self
+    }
+
+    /// Number of generated journal entries.
+    pub fn journal_entries(mut self, n: usize) -> Self {
+        self.journal_entries = n;
+        self
+    }
+
+    /// Number of generated estimates.
+    pub fn estimates(mut self, n: usize) -> Self {
+        self.estimates = n;
+        self
+    }
+
+    /// Number of generated sales receipts.
+    pub fn sales_receipts(mut self, n: usize) -> Self {
+        self.sales_receipts = n;
+        self
+    }
+
+    /// Number of generated accounts (the chart of accounts; beyond its 36 entries, sub-accounts).
+    pub fn accounts(mut self, n: usize) -> Self {
+        self.accounts = n;
+        self
+    }
+
+    /// Number of generated employees.
+    pub fn employees(mut self, n: usize) -> Self {
+        self.employees = n;
         self
     }
 
@@ -245,6 +302,13 @@ impl SimBuilder {
             items: self.items,
             invoices: self.invoices,
             vendors: self.vendors,
+            payments: self.payments,
+            bills: self.bills,
+            journal_entries: self.journal_entries,
+            estimates: self.estimates,
+            sales_receipts: self.sales_receipts,
+            accounts: self.accounts,
+            employees: self.employees,
             start: self.start.unix_timestamp(),
             end: self.end.unix_timestamp(),
         }
@@ -262,9 +326,21 @@ impl SimBuilder {
             ));
         }
         const MAX: usize = 100_000_000;
-        if [self.customers, self.items, self.invoices, self.vendors]
-            .iter()
-            .any(|n| *n > MAX)
+        if [
+            self.customers,
+            self.items,
+            self.invoices,
+            self.vendors,
+            self.payments,
+            self.bills,
+            self.journal_entries,
+            self.estimates,
+            self.sales_receipts,
+            self.accounts,
+            self.employees,
+        ]
+        .iter()
+        .any(|n| *n > MAX)
         {
             return Err(SimError::InvalidConfig(format!(
                 "at most {MAX} records per entity"

@@ -4,6 +4,12 @@
 //! version, flags). The index is all that is kept in memory (32 bytes a record), so a
 //! million invoices generate in well under a second and occupy ~32 MB; a record's JSON is
 //! rendered when served, always to the same bytes.
+//!
+//! One file per entity family, all behind the same seed: `names` (Customer, Vendor,
+//! Employee), `items`, `accounts` (the chart of accounts), `transactions` (Invoice and the
+//! line, tax and customer blocks of sales forms), `sales` (Estimate, SalesReceipt),
+//! `payments`, `purchases` (Bill), `journal` (JournalEntry); `words` holds the word pools and
+//! `json` the exact-text writers.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -12,9 +18,14 @@ use time::{Date, Duration, OffsetDateTime};
 use crate::schema::{Field, Kind};
 use crate::tz;
 
+mod accounts;
 mod items;
+mod journal;
 mod json;
 mod names;
+mod payments;
+mod purchases;
+mod sales;
 mod transactions;
 mod words;
 
@@ -71,13 +82,20 @@ pub(crate) fn secs_to_time(secs: i64) -> OffsetDateTime {
 }
 
 /// What to generate.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct GenConfig {
     pub(crate) seed: u64,
     pub(crate) customers: usize,
     pub(crate) items: usize,
     pub(crate) invoices: usize,
     pub(crate) vendors: usize,
+    pub(crate) payments: usize,
+    pub(crate) bills: usize,
+    pub(crate) journal_entries: usize,
+    pub(crate) estimates: usize,
+    pub(crate) sales_receipts: usize,
+    pub(crate) accounts: usize,
+    pub(crate) employees: usize,
     /// Span of `MetaData.CreateTime`, Unix seconds, `[start, end)`.
     pub(crate) start: i64,
     pub(crate) end: i64,
@@ -116,6 +134,13 @@ fn kind_tag(kind: Kind) -> u64 {
         Kind::Invoice => 14,
         Kind::EmptyNameList => 15,
         Kind::EmptyTxn => 16,
+        Kind::Payment => 17,
+        Kind::Bill => 18,
+        Kind::JournalEntry => 19,
+        Kind::Estimate => 20,
+        Kind::SalesReceipt => 21,
+        Kind::Account => 22,
+        Kind::Employee => 23,
     }
 }
 
@@ -148,6 +173,13 @@ impl Generator {
             Kind::Vendor => self.cfg.vendors,
             Kind::Item => self.cfg.items,
             Kind::Invoice => self.cfg.invoices,
+            Kind::Payment => self.cfg.payments,
+            Kind::Bill => self.cfg.bills,
+            Kind::JournalEntry => self.cfg.journal_entries,
+            Kind::Estimate => self.cfg.estimates,
+            Kind::SalesReceipt => self.cfg.sales_receipts,
+            Kind::Account => self.cfg.accounts,
+            Kind::Employee => self.cfg.employees,
             Kind::EmptyNameList | Kind::EmptyTxn => 0,
         }
     }
@@ -205,18 +237,32 @@ impl Generator {
             0
         };
         let active = match kind {
-            Kind::Customer => r.random_bool(0.92),
-            Kind::Item | Kind::Vendor => r.random_bool(0.90),
+            Kind::Customer | Kind::Account => r.random_bool(0.92),
+            Kind::Item | Kind::Vendor | Kind::Employee => r.random_bool(0.90),
             _ => true,
         };
-        let txn_day = if kind == Kind::Invoice {
+        let txn_day = if kind.is_transaction() {
             let local = tz::to_pacific(secs_to_time(create)).date();
             let back = if r.random_bool(0.25) {
                 r.random_range(1..=5)
             } else {
                 0
             };
-            (local - Duration::days(back)).to_julian_day()
+            let mut day = local - Duration::days(back);
+            // Post-dated business dates: reversing journal entries dated the first of the
+            // next month, and a few bills dated ahead of their entry.
+            if kind == Kind::JournalEntry && r.random_bool(0.08) {
+                let (y, m) = (local.year(), local.month());
+                let (y, m) = if m == time::Month::December {
+                    (y + 1, time::Month::January)
+                } else {
+                    (y, m.next())
+                };
+                day = Date::from_calendar_date(y, m, 1).unwrap_or(local);
+            } else if kind == Kind::Bill && r.random_bool(0.05) {
+                day = local + Duration::days(r.random_range(1..=20));
+            }
+            day.to_julian_day()
         } else {
             0
         };
@@ -232,7 +278,7 @@ impl Generator {
 
     /// A new record's index entry (for mutations).
     pub(crate) fn new_entry(&self, kind: Kind, id: u32, create: i64, updated: i64) -> Entry {
-        let txn_day = if kind == Kind::Invoice {
+        let txn_day = if kind.is_transaction() {
             tz::to_pacific(secs_to_time(create)).date().to_julian_day()
         } else {
             0
@@ -283,11 +329,38 @@ impl Generator {
                     _ => String::new(),
                 }
             }
-            Kind::Invoice => match field {
+            Kind::Invoice | Kind::SalesReceipt => match field {
                 Field::DocNumber => doc_number(e.id),
                 _ => String::new(),
             },
-            Kind::EmptyNameList | Kind::EmptyTxn => String::new(),
+            Kind::Estimate => match field {
+                Field::DocNumber => doc_number(e.id),
+                Field::TxnStatus => self.estimate_head_of(e.id).status.to_string(),
+                _ => String::new(),
+            },
+            Kind::Bill => match field {
+                Field::DocNumber => self.bill_head_of(e.id).doc_number.unwrap_or_default(),
+                _ => String::new(),
+            },
+            Kind::JournalEntry => match field {
+                Field::DocNumber => {
+                    let mut r = self.rng(kind, e.id, STREAM_CONTENT);
+                    self.journal_doc_number(&mut r, e.id).unwrap_or_default()
+                }
+                _ => String::new(),
+            },
+            Kind::Account => self.account_text(e, field),
+            Kind::Employee => {
+                let p = self.employee(e.id);
+                match field {
+                    Field::DisplayName => deleted(p.display.clone()),
+                    Field::GivenName => p.given.to_string(),
+                    Field::FamilyName => p.family.to_string(),
+                    Field::PrintOnCheckName => format!("{} {}", p.given, p.family),
+                    _ => String::new(),
+                }
+            }
+            Kind::Payment | Kind::EmptyNameList | Kind::EmptyTxn => String::new(),
         }
     }
 
@@ -301,20 +374,28 @@ impl Generator {
         }
     }
 
-    /// A reference field's id (`CustomerRef`).
-    pub(crate) fn reference(&self, kind: Kind, e: &Entry, _field: Field) -> u64 {
-        if kind == Kind::Invoice {
-            let mut r = self.rng(kind, e.id, STREAM_CONTENT);
-            u64::from(self.invoice_customer(&mut r))
-        } else {
-            0
-        }
+    /// A reference field's id (`CustomerRef`, `VendorRef`); 0 when the record has none.
+    pub(crate) fn reference(&self, kind: Kind, e: &Entry, field: Field) -> u64 {
+        let id = match (kind, field) {
+            (Kind::Invoice | Kind::Estimate, Field::CustomerRef) => {
+                let mut r = self.rng(kind, e.id, STREAM_CONTENT);
+                self.invoice_customer(&mut r)
+            }
+            (Kind::Payment, Field::CustomerRef) => self.payment_customer(e),
+            (Kind::SalesReceipt, Field::CustomerRef) => self.receipt_customer(e.id).unwrap_or(0),
+            (Kind::Bill, Field::VendorRef) => self.bill_head_of(e.id).vendor_id,
+            _ => 0,
+        };
+        u64::from(id)
     }
 
     /// A date field's value (`TxnDate`, `DueDate`).
     pub(crate) fn date(&self, kind: Kind, e: &Entry, field: Field) -> Date {
         match (kind, field) {
-            (Kind::Invoice, Field::TxnDate) => e.txn_date(),
+            (_, Field::TxnDate) if kind.is_transaction() => e.txn_date(),
+            (Kind::Bill, Field::DueDate) => {
+                e.txn_date() + Duration::days(self.bill_head_of(e.id).term.2)
+            }
             (Kind::Invoice, Field::DueDate) => {
                 let mut r = self.rng(kind, e.id, STREAM_CONTENT);
                 let _ = self.invoice_customer(&mut r);
@@ -334,6 +415,13 @@ impl Generator {
             Kind::Vendor => self.render_vendor(e, out),
             Kind::Item => self.render_item(e, out),
             Kind::Invoice => self.render_invoice(e, out),
+            Kind::Payment => self.render_payment(e, out),
+            Kind::Bill => self.render_bill(e, out),
+            Kind::JournalEntry => self.render_journal_entry(e, out),
+            Kind::Estimate => self.render_estimate(e, out),
+            Kind::SalesReceipt => self.render_sales_receipt(e, out),
+            Kind::Account => self.render_account(e, out),
+            Kind::Employee => self.render_employee(e, out),
             Kind::EmptyNameList | Kind::EmptyTxn => {
                 out.push_str("{\"domain\":\"QBO\",\"sparse\":false,\"Id\":");
                 js(out, &e.id.to_string());
@@ -355,6 +443,7 @@ impl Generator {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::schema::FieldType;
     use time::macros::datetime;
 
     fn gen_small() -> Generator {
@@ -364,6 +453,13 @@ mod tests {
             items: 200,
             invoices: 2000,
             vendors: 50,
+            payments: 500,
+            bills: 300,
+            journal_entries: 200,
+            estimates: 200,
+            sales_receipts: 300,
+            accounts: 60,
+            employees: 30,
             start: datetime!(2023-01-01 00:00 UTC).unix_timestamp(),
             end: datetime!(2024-01-01 00:00 UTC).unix_timestamp(),
         })
@@ -469,6 +565,158 @@ mod tests {
                 .iter()
                 .any(|t| t.ends_with("0") && !t.ends_with(".00"))
         );
+    }
+
+    const NEW_KINDS: [Kind; 7] = [
+        Kind::Payment,
+        Kind::Bill,
+        Kind::JournalEntry,
+        Kind::Estimate,
+        Kind::SalesReceipt,
+        Kind::Account,
+        Kind::Employee,
+    ];
+
+    fn json_of(g: &Generator, kind: Kind, e: &Entry) -> serde_json::Value {
+        let s = g.render_string(kind, e);
+        serde_json::from_str(&s).unwrap_or_else(|err| panic!("{kind:?} {}: {err}\n{s}", e.id))
+    }
+
+    /// What a query filter sees (the generator's field values) is what the record says.
+    #[test]
+    fn filter_values_agree_with_the_rendered_records() {
+        let g = gen_small();
+        for def in crate::schema::ENTITIES {
+            let kind = def.kind;
+            for e in g.build(kind).iter().take(400) {
+                let v = json_of(&g, kind, e);
+                assert_eq!(v["Id"], e.id.to_string(), "{}", def.name);
+                for (path, field) in def.fields.iter().skip(3) {
+                    let at = &v[*path];
+                    let what = format!("{} {} {path}: {v}", def.name, e.id);
+                    match field.ty() {
+                        FieldType::Text => {
+                            assert_eq!(at.as_str().unwrap_or(""), g.text(kind, e, *field), "{what}")
+                        }
+                        FieldType::Bool => {
+                            assert_eq!(
+                                at.as_bool().unwrap_or(false),
+                                g.boolean(kind, e, *field),
+                                "{what}"
+                            )
+                        }
+                        FieldType::Ref => assert_eq!(
+                            at["value"]
+                                .as_str()
+                                .map_or(0, |s| s.parse::<u64>().unwrap()),
+                            g.reference(kind, e, *field),
+                            "{what}"
+                        ),
+                        FieldType::Date => assert_eq!(
+                            at.as_str().unwrap(),
+                            g.date(kind, e, *field).to_string(),
+                            "{what}"
+                        ),
+                        FieldType::Id | FieldType::Instant => {}
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn new_entities_have_realistic_shapes() {
+        let g = gen_small();
+        let invoices: std::collections::HashMap<u32, Entry> = g
+            .build(Kind::Invoice)
+            .into_iter()
+            .map(|e| (e.id, e))
+            .collect();
+        let mut sizes = std::collections::BTreeMap::new();
+        for kind in NEW_KINDS {
+            let idx = g.build(kind);
+            assert_eq!(idx.len(), g.count(kind), "{kind:?}");
+            let mut total = 0;
+            for e in &idx {
+                let s = g.render_string(kind, e);
+                total += s.len();
+                let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+                let cents = |x: &serde_json::Value| (x.as_f64().unwrap() * 100.0).round() as i64;
+                match kind {
+                    Kind::Payment => {
+                        let lines = v["Line"].as_array().unwrap();
+                        if let Some(l) = lines.first() {
+                            let link = &l["LinkedTxn"][0];
+                            assert_eq!(link["TxnType"], "Invoice");
+                            let inv_id: u32 = link["TxnId"].as_str().unwrap().parse().unwrap();
+                            let inv = invoices[&inv_id];
+                            let iv = json_of(&g, Kind::Invoice, &inv);
+                            assert_eq!(iv["CustomerRef"]["value"], v["CustomerRef"]["value"]);
+                            assert!(cents(&l["Amount"]) <= cents(&iv["TotalAmt"]));
+                            assert_eq!(cents(&l["Amount"]), cents(&v["TotalAmt"]));
+                            assert_eq!(l["LineEx"]["any"][0]["value"]["Value"], link["TxnId"]);
+                        } else {
+                            assert_eq!(v["UnappliedAmt"], v["TotalAmt"]);
+                        }
+                    }
+                    Kind::JournalEntry => {
+                        let (mut debit, mut credit) = (0, 0);
+                        for l in v["Line"].as_array().unwrap() {
+                            match l["JournalEntryLineDetail"]["PostingType"].as_str().unwrap() {
+                                "Debit" => debit += cents(&l["Amount"]),
+                                _ => credit += cents(&l["Amount"]),
+                            }
+                        }
+                        assert_eq!(debit, credit, "{v}");
+                        assert_eq!(debit, cents(&v["TotalAmt"]));
+                    }
+                    Kind::Bill => {
+                        let sum: i64 = v["Line"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|l| cents(&l["Amount"]))
+                            .sum();
+                        assert_eq!(sum, cents(&v["TotalAmt"]), "{v}");
+                    }
+                    Kind::Estimate => {
+                        let linked = v["LinkedTxn"].as_array().unwrap();
+                        assert_eq!(!linked.is_empty(), v["TxnStatus"] == "Closed", "{v}");
+                    }
+                    Kind::SalesReceipt => assert_eq!(v["Balance"].to_string(), "0.0"),
+                    Kind::Account => {
+                        if let Some(p) = v.get("ParentRef") {
+                            let pid: u32 = p["value"].as_str().unwrap().parse().unwrap();
+                            let fqn = v["FullyQualifiedName"].as_str().unwrap();
+                            assert!(fqn.starts_with(&g.account(pid).name), "{fqn}");
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            sizes.insert(format!("{kind:?}"), total / idx.len());
+        }
+        // Sizes in the range of real records (compact JSON).
+        for (kind, (lo, hi)) in [
+            ("Payment", (500, 2000)),
+            ("Bill", (600, 4000)),
+            ("JournalEntry", (600, 4000)),
+            ("Estimate", (1200, 8000)),
+            ("SalesReceipt", (1200, 8000)),
+            ("Account", (350, 700)),
+            ("Employee", (550, 900)),
+        ] {
+            let avg = sizes[kind];
+            assert!((lo..=hi).contains(&avg), "{kind} avg {avg}: {sizes:?}");
+        }
+        // Post-dated business dates exist (reversing entries), and inactive name-list records.
+        assert!(
+            g.build(Kind::JournalEntry)
+                .iter()
+                .any(|e| e.txn_date() > tz::to_pacific(e.create_time()).date())
+        );
+        assert!(g.build(Kind::Account).iter().any(|e| !e.active()));
+        assert!(g.build(Kind::Employee).iter().any(|e| !e.active()));
     }
 
     #[test]

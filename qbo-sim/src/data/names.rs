@@ -1,4 +1,4 @@
-//! Name lists of people and companies: customers and vendors.
+//! Name lists of people and companies: customers, vendors and employees.
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -7,6 +7,7 @@ use super::json::{addr, boolean, hex, js, meta, money, push_u64};
 use super::words::{CITIES, COMPANY_A, COMPANY_B, FAMILY, GIVEN, NOTES, STREETS, pick};
 use super::{Entry, Generator, STREAM_CONTENT, id_of, splitmix};
 use crate::schema::Kind;
+use crate::tz;
 
 /// A customer or vendor, as far as names and contact details go.
 pub(super) struct Party {
@@ -283,5 +284,106 @@ pub(super) fn ascii_slug(s: &str) -> String {
         "x".to_string()
     } else {
         slug
+    }
+}
+
+/// An employee: a person, never a company.
+pub(super) struct EmployeeDesc {
+    pub(super) given: &'static str,
+    pub(super) family: &'static str,
+    pub(super) display: String,
+    email: String,
+    phone: String,
+    addr: Addr,
+    number: u64,
+    hired_days_before: i64,
+    hourly_cents: Option<i64>,
+}
+
+impl Generator {
+    pub(super) fn employee(&self, id: u32) -> EmployeeDesc {
+        let mut r = self.rng(Kind::Employee, id, STREAM_CONTENT);
+        let given = pick(&mut r, GIVEN);
+        let family = pick(&mut r, FAMILY);
+        let display = format!("{given} {family} {id}");
+        let email = format!(
+            "{}.{}{}@example.com",
+            ascii_slug(given),
+            ascii_slug(family),
+            id
+        );
+        let phone = format!(
+            "({}) 555-{:04}",
+            r.random_range(200..999),
+            r.random_range(0..10000)
+        );
+        let addr = Addr {
+            line1: format!("{} {}", r.random_range(1..9999), pick(&mut r, STREETS)),
+            city: &CITIES[r.random_range(0..CITIES.len())],
+        };
+        let number = 100 + u64::from(id);
+        let hired_days_before = r.random_range(0..2500);
+        let hourly_cents = r
+            .random_bool(0.6)
+            .then(|| r.random_range(1500..9000) / 25 * 25);
+        EmployeeDesc {
+            given,
+            family,
+            display,
+            email,
+            phone,
+            addr,
+            number,
+            hired_days_before,
+            hourly_cents,
+        }
+    }
+
+    pub(super) fn render_employee(&self, e: &Entry, out: &mut String) {
+        let p = self.employee(e.id);
+        let suffix = if e.active() { "" } else { " (deleted)" };
+        out.push_str("{\"SSN\":\"XXX-XX-XXXX\",\"PrimaryAddr\":");
+        addr(out, &p.addr, e.id * 2);
+        out.push_str(",\"BillableTime\":");
+        boolean(out, p.hourly_cents.is_some());
+        if let Some(rate) = p.hourly_cents {
+            out.push_str(",\"HourlyRate\":");
+            money(out, rate);
+        }
+        out.push_str(",\"domain\":\"QBO\",\"sparse\":false,\"Id\":\"");
+        push_u64(out, u64::from(e.id));
+        out.push_str("\",\"SyncToken\":\"");
+        push_u64(out, u64::from(e.version));
+        out.push('"');
+        meta(out, e);
+        out.push_str(",\"GivenName\":");
+        js(out, p.given);
+        out.push_str(",\"FamilyName\":");
+        js(out, p.family);
+        out.push_str(",\"DisplayName\":");
+        js(out, &format!("{}{suffix}", p.display));
+        out.push_str(",\"PrintOnCheckName\":");
+        js(out, &format!("{} {}", p.given, p.family));
+        out.push_str(",\"Active\":");
+        boolean(out, e.active());
+        out.push_str(",\"V4IDPseudonym\":\"");
+        hex(out, splitmix(self.cfg.seed ^ u64::from(e.id) ^ 0xE3));
+        hex(out, splitmix(u64::from(e.id) ^ 0xE3));
+        out.push_str("\",\"PrimaryPhone\":{\"FreeFormNumber\":");
+        js(out, &p.phone);
+        out.push_str("},\"PrimaryEmailAddr\":{\"Address\":");
+        js(out, &p.email);
+        out.push_str("},\"EmployeeNumber\":\"E-");
+        push_u64(out, p.number);
+        out.push_str("\",\"HiredDate\":\"");
+        let created = tz::to_pacific(e.create_time()).date();
+        tz::write_date(out, created - time::Duration::days(p.hired_days_before));
+        out.push('"');
+        if !e.active() {
+            out.push_str(",\"ReleasedDate\":\"");
+            tz::write_date(out, tz::to_pacific(e.updated_time()).date());
+            out.push('"');
+        }
+        out.push('}');
     }
 }

@@ -175,3 +175,177 @@ pub(super) const MEMOS: &[&str] = &[
 pub(super) fn pick<'a, R: Rng>(r: &mut R, pool: &[&'a str]) -> &'a str {
     pool[r.random_range(0..pool.len())]
 }
+
+/// A chart of accounts like the one a new QBO company starts with:
+/// (Name, AccountType, AccountSubType, Classification).
+pub(super) const CHART: &[(&str, &str, &str, &str)] = &[
+    ("Checking", "Bank", "Checking", "Asset"),
+    ("Savings", "Bank", "Savings", "Asset"),
+    (
+        "Accounts Receivable (A/R)",
+        "Accounts Receivable",
+        "AccountsReceivable",
+        "Asset",
+    ),
+    (
+        "Undeposited Funds",
+        "Other Current Asset",
+        "UndepositedFunds",
+        "Asset",
+    ),
+    (
+        "Inventory Asset",
+        "Other Current Asset",
+        "Inventory",
+        "Asset",
+    ),
+    (
+        "Prepaid Expenses",
+        "Other Current Asset",
+        "PrepaidExpenses",
+        "Asset",
+    ),
+    ("Truck", "Fixed Asset", "Vehicles", "Asset"),
+    (
+        "Machinery & Equipment",
+        "Fixed Asset",
+        "MachineryAndEquipment",
+        "Asset",
+    ),
+    (
+        "Accounts Payable (A/P)",
+        "Accounts Payable",
+        "AccountsPayable",
+        "Liability",
+    ),
+    ("Mastercard", "Credit Card", "CreditCard", "Liability"),
+    (
+        "Board of Equalization Payable",
+        "Other Current Liability",
+        "SalesTaxPayable",
+        "Liability",
+    ),
+    (
+        "Loan Payable",
+        "Other Current Liability",
+        "OtherCurrentLiabilities",
+        "Liability",
+    ),
+    (
+        "Notes Payable",
+        "Long Term Liability",
+        "NotesPayable",
+        "Liability",
+    ),
+    (
+        "Opening Balance Equity",
+        "Equity",
+        "OpeningBalanceEquity",
+        "Equity",
+    ),
+    ("Retained Earnings", "Equity", "RetainedEarnings", "Equity"),
+    ("Owner's Draw", "Equity", "OwnersEquity", "Equity"),
+    ("Services", "Income", "ServiceFeeIncome", "Revenue"),
+    (
+        "Sales of Product Income",
+        "Income",
+        "SalesOfProductIncome",
+        "Revenue",
+    ),
+    (
+        "Landscaping Services",
+        "Income",
+        "ServiceFeeIncome",
+        "Revenue",
+    ),
+    (
+        "Discounts given",
+        "Income",
+        "DiscountsRefundsGiven",
+        "Revenue",
+    ),
+    (
+        "Interest Earned",
+        "Other Income",
+        "InterestEarned",
+        "Revenue",
+    ),
+    (
+        "Cost of Goods Sold",
+        "Cost of Goods Sold",
+        "SuppliesMaterialsCogs",
+        "Expense",
+    ),
+    (
+        "Advertising",
+        "Expense",
+        "AdvertisingPromotional",
+        "Expense",
+    ),
+    ("Automobile", "Expense", "Auto", "Expense"),
+    ("Bank Charges", "Expense", "BankCharges", "Expense"),
+    ("Equipment Rental", "Expense", "EquipmentRental", "Expense"),
+    ("Insurance", "Expense", "Insurance", "Expense"),
+    ("Job Expenses", "Expense", "SuppliesMaterials", "Expense"),
+    (
+        "Legal & Professional Fees",
+        "Expense",
+        "LegalProfessionalFees",
+        "Expense",
+    ),
+    (
+        "Maintenance and Repair",
+        "Expense",
+        "RepairMaintenance",
+        "Expense",
+    ),
+    (
+        "Meals and Entertainment",
+        "Expense",
+        "EntertainmentMeals",
+        "Expense",
+    ),
+    (
+        "Office Expenses",
+        "Expense",
+        "OfficeGeneralAdministrativeExpenses",
+        "Expense",
+    ),
+    (
+        "Rent or Lease",
+        "Expense",
+        "RentOrLeaseOfBuildings",
+        "Expense",
+    ),
+    ("Utilities", "Expense", "Utilities", "Expense"),
+    (
+        "Café & Coffee \"Breaks\"",
+        "Expense",
+        "EntertainmentMeals",
+        "Expense",
+    ),
+    ("Depreciation", "Other Expense", "Depreciation", "Expense"),
+];
+
+/// Payment methods: (id, name).
+pub(super) const PAYMENT_METHODS: &[(&str, &str)] = &[
+    ("1", "Cash"),
+    ("2", "Check"),
+    ("3", "Visa"),
+    ("4", "MasterCard"),
+    ("5", "American Express"),
+];
+
+/// Descriptions of expense and journal lines.
+pub(super) const EXPENSE_NOTES: &[&str] = &[
+    "Monthly rent",
+    "Fuel — truck #2",
+    "Office supplies: paper, toner",
+    "Déjeuner client \"Q3 review\"",
+    "Repairs at C:\\Yard\\Shed",
+    "Insurance premium\nPolicy 88-1021",
+    "Depreciation for the month",
+    "Accrued wages reversal",
+    "Bank fee 💳",
+    "",
+];

@@ -5,6 +5,7 @@ mod batch_cdc;
 mod common;
 mod control;
 mod determinism;
+mod entities;
 mod faults;
 mod oauth;
 mod paging;

@@ -44,7 +44,7 @@ async fn page_empty_page_and_count_shapes() {
     assert_eq!(v["QueryResponse"], serde_json::json!({"totalCount": 600}));
 
     // Known but empty entity.
-    let a = api.get("SELECT * FROM Bill").await;
+    let a = api.get("SELECT * FROM Transfer").await;
     assert!(a.body.starts_with("{\"QueryResponse\":{}"));
     assert_eq!(
         api.count("select count(*) from Vendor where Active in (true,false)")
