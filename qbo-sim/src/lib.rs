@@ -3,7 +3,8 @@
 //! Serves, on `127.0.0.1`, the parts of the QBO API that data pipelines use, faithfully
 //! enough that a client passing against it works against QBO:
 //!
-//! - `POST /oauth2/v1/tokens/bearer` — refresh-token grant with Basic client auth, access
+//! - `POST /oauth2/v1/tokens/bearer` — refresh-token grant with the client credentials in a
+//!   Basic header or as `client_id` / `client_secret` form fields, access
 //!   token expiry, refresh-token rotation ([`Rotation`]) with the old token dying at once or
 //!   after a grace period, `invalid_grant` / `invalid_client`, and
 //!   `x_refresh_token_hard_expires_in` when the request header
