@@ -14,6 +14,8 @@
 //!   `STARTPOSITION`, `MAXRESULTS`), instants compared across offsets, the inactive-record
 //!   rule of name lists, QBO's page/empty/COUNT shapes, XML when JSON is not accepted.
 //! - `POST /v3/company/{realm}/batch` (query items) and `GET /v3/company/{realm}/cdc`.
+//! - `GET /v3/company/{realm}/companyinfo/{realm}` — the company's `CompanyInfo` (also
+//!   `SELECT * FROM CompanyInfo`), which other connectors read first.
 //! - `/__sim/…` — statistics, request log, truth, mutations and fault control over HTTP.
 //!
 //! Data (Customer, Item, Invoice, Vendor, Payment, Bill, JournalEntry, Estimate, SalesReceipt,

@@ -276,7 +276,7 @@ impl Realm {
 
     fn mutable(def: &'static EntityDef) -> Result<(), SimError> {
         match def.kind {
-            Kind::EmptyNameList | Kind::EmptyTxn => {
+            Kind::EmptyNameList | Kind::EmptyTxn | Kind::CompanyInfo => {
                 Err(SimError::Unsupported(def.name.to_string()))
             }
             _ => Ok(()),

@@ -14,6 +14,8 @@ pub(crate) enum Kind {
     SalesReceipt,
     Account,
     Employee,
+    /// The company itself: one record, `Id` 1.
+    CompanyInfo,
     /// A name list the simulator knows but holds no data for (e.g. Account).
     EmptyNameList,
     /// A transaction entity the simulator knows but holds no data for (e.g. Bill).
@@ -239,6 +241,23 @@ const EMPLOYEE_FIELDS: &[(&str, Field)] = &[
     ("PrintOnCheckName", Field::PrintOnCheckName),
 ];
 
+const COMPANY_INFO_FIELDS: &[(&str, Field)] = &[META[0], META[1], META[2]];
+
+const NAMED_LIST_FIELDS: &[(&str, Field)] = &[
+    META[0],
+    META[1],
+    META[2],
+    ("Active", Field::Active),
+    ("Name", Field::Name),
+];
+
+const TAX_AGENCY_FIELDS: &[(&str, Field)] = &[
+    META[0],
+    META[1],
+    META[2],
+    ("DisplayName", Field::DisplayName),
+];
+
 const EMPTY_NAME_LIST_FIELDS: &[(&str, Field)] = &[
     META[0],
     META[1],
@@ -292,6 +311,11 @@ pub(crate) static ENTITIES: &[EntityDef] = &[
     ),
     entity!("TaxCode", Kind::EmptyNameList, true, EMPTY_NAME_LIST_FIELDS),
     entity!("TaxRate", Kind::EmptyNameList, true, EMPTY_NAME_LIST_FIELDS),
+    entity!("Budget", Kind::EmptyNameList, true, NAMED_LIST_FIELDS),
+    entity!("CustomerType", Kind::EmptyNameList, true, NAMED_LIST_FIELDS),
+    // TaxAgency has no `Active`: nothing is hidden.
+    entity!("TaxAgency", Kind::EmptyNameList, false, TAX_AGENCY_FIELDS),
+    entity!("CompanyInfo", Kind::CompanyInfo, false, COMPANY_INFO_FIELDS),
     entity!("TimeActivity", Kind::EmptyTxn, false, EMPTY_TXN_FIELDS),
     entity!("Bill", Kind::Bill, false, BILL_FIELDS),
     entity!("BillPayment", Kind::EmptyTxn, false, EMPTY_TXN_FIELDS),

@@ -13,7 +13,8 @@ pub(crate) const REQUEST_LOG_CAP: usize = 100_000;
 pub struct SimStats {
     /// Every request, including control routes.
     pub total_requests: u64,
-    /// Responses per endpoint (`token`, `query`, `batch`, `cdc`, `control`, `other`) and HTTP status.
+    /// Responses per endpoint (`token`, `query`, `batch`, `cdc`, `read`, `control`, `other`) and
+    /// HTTP status.
     pub by_endpoint: BTreeMap<String, BTreeMap<u16, u64>>,
     /// 429 responses (rate limit, concurrency cap, or injected).
     pub throttled: u64,
@@ -66,7 +67,7 @@ pub struct RequestRecord {
     pub method: String,
     /// URL path.
     pub path: String,
-    /// `token`, `query`, `batch`, `cdc`, `control` or `other`.
+    /// `token`, `query`, `batch`, `cdc`, `read` (CompanyInfo), `control` or `other`.
     pub endpoint: String,
     /// Realm from the path, when there is one.
     pub realm: Option<String>,

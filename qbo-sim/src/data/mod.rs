@@ -5,8 +5,8 @@
 //! million invoices generate in well under a second and occupy ~32 MB; a record's JSON is
 //! rendered when served, always to the same bytes.
 //!
-//! One file per entity family, all behind the same seed: `names` (Customer, Vendor,
-//! Employee), `items`, `accounts` (the chart of accounts), `transactions` (Invoice and the
+//! One file per entity family, all behind the same seed: `company` (CompanyInfo), `names`
+//! (Customer, Vendor, Employee), `items`, `accounts` (the chart of accounts), `transactions` (Invoice and the
 //! line, tax and customer blocks of sales forms), `sales` (Estimate, SalesReceipt),
 //! `payments`, `purchases` (Bill), `journal` (JournalEntry); `words` holds the word pools and
 //! `json` the exact-text writers.
@@ -19,6 +19,7 @@ use crate::schema::{Field, Kind};
 use crate::tz;
 
 mod accounts;
+mod company;
 mod items;
 mod journal;
 mod json;
@@ -141,6 +142,7 @@ fn kind_tag(kind: Kind) -> u64 {
         Kind::SalesReceipt => 21,
         Kind::Account => 22,
         Kind::Employee => 23,
+        Kind::CompanyInfo => 24,
     }
 }
 
@@ -180,6 +182,7 @@ impl Generator {
             Kind::SalesReceipt => self.cfg.sales_receipts,
             Kind::Account => self.cfg.accounts,
             Kind::Employee => self.cfg.employees,
+            Kind::CompanyInfo => 1,
             Kind::EmptyNameList | Kind::EmptyTxn => 0,
         }
     }
@@ -360,7 +363,9 @@ impl Generator {
                     _ => String::new(),
                 }
             }
-            Kind::Payment | Kind::EmptyNameList | Kind::EmptyTxn => String::new(),
+            Kind::Payment | Kind::CompanyInfo | Kind::EmptyNameList | Kind::EmptyTxn => {
+                String::new()
+            }
         }
     }
 
@@ -422,6 +427,7 @@ impl Generator {
             Kind::SalesReceipt => self.render_sales_receipt(e, out),
             Kind::Account => self.render_account(e, out),
             Kind::Employee => self.render_employee(e, out),
+            Kind::CompanyInfo => self.render_company_info(e, out),
             Kind::EmptyNameList | Kind::EmptyTxn => {
                 out.push_str("{\"domain\":\"QBO\",\"sparse\":false,\"Id\":");
                 js(out, &e.id.to_string());

@@ -1,4 +1,4 @@
-//! The QBO data endpoints: query (GET and POST), batch and CDC.
+//! The QBO data endpoints: query (GET and POST), batch, CDC and the CompanyInfo read.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -447,4 +447,61 @@ pub(crate) async fn cdc(
         return g.finish(XML, xml);
     }
     g.finish(JSON, body)
+}
+
+/// `GET /v3/company/{realm}/companyinfo/{id}`: the company's `CompanyInfo` (its id is the
+/// realm id in the URL, the record's `Id` is "1"); another id is a 400 "object not found".
+pub(crate) async fn company_info(
+    State(shared): State<Arc<Shared>>,
+    Path((realm_id, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let tag = Tag::new("read");
+    let g = match gate(&shared, &realm_id, &headers, tag).await {
+        Ok(g) => g,
+        Err(r) => return r,
+    };
+    let json = g.json;
+    if id != realm_id {
+        let tag = g.tag.clone();
+        let r = respond::fault(
+            StatusCode::BAD_REQUEST,
+            json,
+            "ValidationFault",
+            "610",
+            "Object Not Found",
+            &format!("Object Not Found : CompanyInfo {id} is not this company ({realm_id})"),
+        );
+        return tagged(r, tag);
+    }
+    let Some(def) = schema::entity("CompanyInfo") else {
+        let tag = g.tag.clone();
+        return tagged(
+            respond::system_fault(StatusCode::INTERNAL_SERVER_ERROR, json),
+            tag,
+        );
+    };
+    let record = g.realm.truth(def).into_iter().next();
+    let Some(record) = record else {
+        let tag = g.tag.clone();
+        return tagged(
+            respond::system_fault(StatusCode::INTERNAL_SERVER_ERROR, json),
+            tag,
+        );
+    };
+    if json {
+        let mut body = String::with_capacity(record.json.len() + 64);
+        body.push_str("{\"CompanyInfo\":");
+        body.push_str(&record.json);
+        body.push_str(",\"time\":\"");
+        body.push_str(&tz::now_pacific_millis());
+        body.push_str("\"}");
+        g.finish(JSON, body)
+    } else {
+        let mut inner = String::new();
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&record.json) {
+            respond::json_to_xml(&v, "CompanyInfo", &mut inner);
+        }
+        g.finish(XML, respond::intuit_xml(&inner))
+    }
 }

@@ -383,6 +383,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/v3/company/{realm}/batch", post(api::batch))
         .route("/v3/company/{realm}/cdc", get(api::cdc))
+        .route(
+            "/v3/company/{realm}/companyinfo/{id}",
+            get(api::company_info),
+        )
         .nest("/__sim", control::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&shared), observe))

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod batch_cdc;
+mod catalog;
 mod common;
 mod control;
 mod determinism;
