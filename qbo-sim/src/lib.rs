@@ -28,9 +28,13 @@
 //! in time order, and text with unicode, quotes, backslashes and newlines. Only a 32-byte index entry per record is
 //! kept in memory; JSON is rendered on demand, always to the same bytes.
 //!
+//! Intuit's limits are enforced per realm, each switchable: requests per minute, requests in
+//! flight, requests per second (off by default in the library, on in the binary; all of them
+//! at QBO's values with [`SimBuilder::qbo_limits`]), batch requests per minute and items per
+//! batch.
+//!
 //! Adversity is switchable by probability ([`FaultPlan`]) or by script ([`ScriptedFault`]):
-//! throttling (per-realm request budget and concurrency cap, XML or JSON body, with or without
-//! `Retry-After`), 500/502/503, the gateway's XML 504 (code 6002), slow responses, connections
+//! throttling (the limits above, XML or JSON body, with or without `Retry-After`), 500/502/503, the gateway's XML 504 (code 6002), slow responses, connections
 //! dropped mid-body, malformed JSON, faults with HTTP 200, expired access tokens, latency with
 //! jitter, and the fault bodies public recordings of the live API show: 500
 //! `InternalServerError` and 403 with code 3100 in the gateway's JSON (null sibling keys,

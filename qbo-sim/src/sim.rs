@@ -33,8 +33,10 @@ pub struct Sim;
 impl Sim {
     /// A builder with the defaults: seed 42, 200 customers, 100 items, 1,000 invoices,
     /// 40 vendors, 400 payments, 300 bills, 150 journal entries, 200 estimates, 300 sales
-    /// receipts, 60 accounts and 20 employees created over 2023-01-01..2025-01-01 UTC; 500 requests/min and 10 concurrent
-    /// requests per realm; access tokens valid 1 h; a new refresh token on every refresh with
+    /// receipts, 60 accounts and 20 employees created over 2023-01-01..2025-01-01 UTC; 500
+    /// requests/min and 10 concurrent requests per realm, 40 batch requests/min of at most 30
+    /// items, no per-second limit (see [`SimBuilder::requests_per_sec`] and
+    /// [`SimBuilder::qbo_limits`]); access tokens valid 1 h; a new refresh token on every refresh with
     /// the old one dead at once; no latency, no faults, default [`Quirks`].
     pub fn builder() -> SimBuilder {
         SimBuilder::default()
@@ -69,6 +71,9 @@ pub struct SimBuilder {
     requests_per_min: u32,
     rate_window: Duration,
     max_concurrency: u32,
+    requests_per_sec: u32,
+    batch_per_min: u32,
+    batch_max_items: u32,
     latency: Duration,
     jitter: Duration,
     faults: FaultPlan,
@@ -105,6 +110,9 @@ impl Default for SimBuilder {
             requests_per_min: 500,
             rate_window: Duration::from_secs(60),
             max_concurrency: 10,
+            requests_per_sec: 0,
+            batch_per_min: 40,
+            batch_max_items: 30,
             latency: Duration::ZERO,
             jitter: Duration::ZERO,
             faults: FaultPlan::default(),
@@ -263,6 +271,40 @@ impl SimBuilder {
         self
     }
 
+    /// Intuit's per-second limit per realm (QBO: 10; 0 = off, the default of the library so
+    /// that tests which burst against an otherwise default simulator keep working; the
+    /// `qbo-sim` binary turns it on with QBO's per-minute budget). Counted when a request
+    /// arrives, before the simulated latency; answered like the other throttles (429).
+    pub fn requests_per_sec(mut self, n: u32) -> Self {
+        self.requests_per_sec = n;
+        self
+    }
+
+    /// Batch requests per realm per rate window (QBO: 40 a minute; 0 = unlimited). Default 40.
+    /// A refused batch gets the throttle answer (429); each batch also counts toward
+    /// `requests_per_min`.
+    pub fn batch_requests_per_min(mut self, n: u32) -> Self {
+        self.batch_per_min = n;
+        self
+    }
+
+    /// Most items in one batch request (QBO: 30; 0 = no limit). Default 30; more is a 400.
+    pub fn batch_max_items(mut self, n: u32) -> Self {
+        self.batch_max_items = n;
+        self
+    }
+
+    /// Every limit QBO enforces, at QBO's values: 500 requests a minute, 10 a second and 10 in
+    /// flight per realm, 40 batch requests a minute of at most 30 items.
+    pub fn qbo_limits(self) -> Self {
+        self.requests_per_min(500)
+            .rate_window(Duration::from_secs(60))
+            .requests_per_sec(10)
+            .max_concurrency(10)
+            .batch_requests_per_min(40)
+            .batch_max_items(30)
+    }
+
     /// Latency added to every API and token response: `fixed` plus uniform `0..=jitter`.
     pub fn latency(mut self, fixed: Duration, jitter: Duration) -> Self {
         self.latency = fixed;
@@ -389,6 +431,9 @@ impl SimBuilder {
             requests_per_window: self.requests_per_min,
             rate_window: self.rate_window.max(Duration::from_millis(1)),
             max_concurrency: self.max_concurrency,
+            requests_per_sec: self.requests_per_sec,
+            batch_per_window: self.batch_per_min,
+            batch_max_items: self.batch_max_items,
             token: TokenPolicy {
                 access_ttl: self.access_token_ttl,
                 rotation: self.rotation,
@@ -761,6 +806,18 @@ impl SimHandle {
         let mut s = lock(&self.shared().settings);
         s.requests_per_window = requests_per_min;
         s.max_concurrency = max_concurrency;
+    }
+
+    /// Sets the per-second limit per realm (0 = off).
+    pub fn set_requests_per_sec(&self, n: u32) {
+        lock(&self.shared().settings).requests_per_sec = n;
+    }
+
+    /// Sets the batch limits: batch requests per rate window and items per batch (0 = unlimited).
+    pub fn set_batch_limits(&self, per_min: u32, max_items: u32) {
+        let mut s = lock(&self.shared().settings);
+        s.batch_per_window = per_min;
+        s.batch_max_items = max_items;
     }
 
     /// Sets the rotation mode and the grace of superseded refresh tokens.

@@ -22,6 +22,12 @@ pub struct SimStats {
     pub throttled_concurrency: u64,
     /// Of which refused by the requests-per-window budget.
     pub throttled_rate: u64,
+    /// Of which refused by the per-second limit (Intuit's 10 requests per second).
+    #[serde(default)]
+    pub throttled_per_second: u64,
+    /// Of which batch requests refused by the batch budget (Intuit's 40 a minute).
+    #[serde(default)]
+    pub throttled_batch: u64,
     /// Most API requests in flight at once for one realm.
     pub peak_concurrency: u32,
     /// Successful token refreshes.

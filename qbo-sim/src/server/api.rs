@@ -17,8 +17,6 @@ use crate::realm::{Outcome, Realm};
 use crate::schema;
 use crate::tz;
 
-/// Most items a batch request may hold.
-const BATCH_MAX_ITEMS: usize = 30;
 /// Most objects a CDC response holds.
 const CDC_CAP: usize = 1000;
 /// How far back CDC looks.
@@ -243,6 +241,13 @@ pub(crate) async fn batch(
         Ok(g) => g,
         Err(r) => return r,
     };
+    let s = shared.settings();
+    if !shared.batch_ok(&realm_id, &s) {
+        lock(&shared.stats).stats.throttled_batch += 1;
+        let mut tag = g.tag.clone();
+        tag.fault = Some("batch_rate_limit".into());
+        return tagged(respond::throttle(&s.quirks), tag);
+    }
     let req: BatchRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -258,22 +263,24 @@ pub(crate) async fn batch(
             return tagged(r, tag);
         }
     };
-    if req.items.len() > BATCH_MAX_ITEMS || req.items.is_empty() {
+    let max = usize::try_from(s.batch_max_items).unwrap_or(usize::MAX);
+    if (max > 0 && req.items.len() > max) || req.items.is_empty() {
         let tag = g.tag.clone();
+        let most = if max > 0 {
+            max.to_string()
+        } else {
+            "any number of".to_string()
+        };
         let r = respond::fault(
             StatusCode::BAD_REQUEST,
             true,
             "ValidationFault",
             "2500",
             "Invalid Request",
-            &format!(
-                "a batch holds 1 to {BATCH_MAX_ITEMS} items, got {}",
-                req.items.len()
-            ),
+            &format!("a batch holds 1 to {most} items, got {}", req.items.len()),
         );
         return tagged(r, tag);
     }
-    let s = shared.settings();
     let opts = CompileOptions {
         clamp_max_results: s.quirks.clamp_max_results,
     };
