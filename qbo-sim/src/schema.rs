@@ -16,9 +16,9 @@ pub(crate) enum Kind {
     Employee,
     /// The company itself: one record, `Id` 1.
     CompanyInfo,
-    /// A name list the simulator knows but holds no data for (e.g. Account).
+    /// A name list the simulator knows but holds no data for (e.g. Class).
     EmptyNameList,
-    /// A transaction entity the simulator knows but holds no data for (e.g. Bill).
+    /// A transaction entity the simulator knows but holds no data for (e.g. Transfer).
     EmptyTxn,
 }
 
