@@ -146,10 +146,11 @@ async fn more_than_ten_concurrent_requests_are_throttled() {
     assert_eq!(api.sim.stats().peak_concurrency, 15);
 }
 
-/// Sends `n` requests evenly, one every `every`, each in its own task; returns the statuses.
+/// Sends `n` requests, one every `every` at the least (a late tick delays the next ones, as a
+/// pacing client does), each in its own task; returns the statuses.
 async fn paced_requests(api: &Arc<Api>, n: u32, every: Duration) -> Vec<u16> {
     let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut handles = Vec::new();
     for _ in 0..n {
         tick.tick().await;
