@@ -84,7 +84,7 @@ fn query_response_xml(realm: &Realm, plan: &Plan, outcome: &Outcome) -> String {
             ));
             for e in rows {
                 let text = realm.generator.render_string(plan.entity.kind, e);
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+                if let Some(v) = respond::parse_keeping_numbers(&text) {
                     respond::json_to_xml(&v, plan.entity.name, &mut inner);
                 }
             }
@@ -443,13 +443,13 @@ pub(crate) async fn cdc(
     body.push_str("\"}");
     if !json {
         // CDC in XML is rarely used; convert generically.
-        let xml = match serde_json::from_str::<serde_json::Value>(&body) {
-            Ok(v) => {
+        let xml = match respond::parse_keeping_numbers(&body) {
+            Some(v) => {
                 let mut inner = String::new();
                 respond::json_to_xml(&v["CDCResponse"], "CDCResponse", &mut inner);
                 respond::intuit_xml(&inner)
             }
-            Err(_) => String::new(),
+            None => String::new(),
         };
         return g.finish(XML, xml);
     }
@@ -506,7 +506,7 @@ pub(crate) async fn company_info(
         g.finish(JSON, body)
     } else {
         let mut inner = String::new();
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&record.json) {
+        if let Some(v) = respond::parse_keeping_numbers(&record.json) {
             respond::json_to_xml(&v, "CompanyInfo", &mut inner);
         }
         g.finish(XML, respond::intuit_xml(&inner))

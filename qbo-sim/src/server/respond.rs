@@ -348,6 +348,53 @@ pub(crate) fn malformed(content_type: &'static str, body: String) -> Response {
 
 use futures::StreamExt as _;
 
+/// Marks a number kept as its JSON text inside a string (see [`parse_keeping_numbers`]).
+const NUMBER_MARK: &str = "\u{0}#";
+
+/// Parses JSON text into a value whose numbers are kept as their exact text (`639.00` stays
+/// `639.00`, not the `639.0` of an `f64`), so that XML carries the amounts JSON carries.
+pub(crate) fn parse_keeping_numbers(text: &str) -> Option<serde_json::Value> {
+    let mut marked = String::with_capacity(text.len() + text.len() / 8);
+    let mut chars = text.char_indices().peekable();
+    let mut in_string = false;
+    while let Some((i, c)) = chars.next() {
+        if in_string {
+            marked.push(c);
+            match c {
+                '\\' => {
+                    if let Some((_, next)) = chars.next() {
+                        marked.push(next);
+                    }
+                }
+                '"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        if c == '-' || c.is_ascii_digit() {
+            let mut end = i + c.len_utf8();
+            while let Some((j, d)) = chars.peek().copied() {
+                if d.is_ascii_digit() || matches!(d, '.' | 'e' | 'E' | '+' | '-') {
+                    end = j + d.len_utf8();
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+            marked.push('"');
+            marked.push_str("\\u0000#");
+            marked.push_str(&text[i..end]);
+            marked.push('"');
+            continue;
+        }
+        if c == '"' {
+            in_string = true;
+        }
+        marked.push(c);
+    }
+    serde_json::from_str(&marked).ok()
+}
+
 /// Converts a JSON document to QBO-style XML under an element `name`.
 /// Objects of the form `{"value": v, "name": n}` become `<X name="n">v</X>`; `domain` and
 /// `sparse` become attributes of the entity element; arrays repeat the element.
@@ -416,7 +463,10 @@ fn push_attr(out: &mut String, k: &str, v: &serde_json::Value) {
 
 fn scalar(out: &mut String, v: &serde_json::Value) {
     match v {
-        serde_json::Value::String(s) => xml_escape(out, s),
+        serde_json::Value::String(s) => match s.strip_prefix(NUMBER_MARK) {
+            Some(number) => out.push_str(number),
+            None => xml_escape(out, s),
+        },
         serde_json::Value::Null => {}
         other => out.push_str(&other.to_string()),
     }
@@ -450,6 +500,19 @@ mod tests {
             s,
             "<Invoice domain=\"QBO\" sparse=\"false\"><CustomerRef name=\"A &amp; B\">24</CustomerRef><Id>7</Id><Line><Amount>1.5</Amount></Line><Line><Amount>2</Amount></Line><Note>&lt;x&gt;</Note></Invoice>"
         );
+    }
+
+    #[test]
+    fn numbers_keep_their_text_in_xml() {
+        let text = r#"{"Amount":639.00,"Qty":-2.5e1,"Note":"12.50 \"x\" \\","Line":[{"UnitPrice":337.50}],"Id":"7"}"#;
+        let v = parse_keeping_numbers(text).unwrap();
+        let mut s = String::new();
+        json_to_xml(&v, "Invoice", &mut s);
+        assert_eq!(
+            s,
+            "<Invoice><Amount>639.00</Amount><Id>7</Id><Line><UnitPrice>337.50</UnitPrice></Line><Note>12.50 &quot;x&quot; \\</Note><Qty>-2.5e1</Qty></Invoice>"
+        );
+        assert!(parse_keeping_numbers("{\"a\":").is_none());
     }
 
     #[test]

@@ -462,3 +462,41 @@ async fn payload_shapes() {
                 && c["DisplayName"].as_str().unwrap().ends_with("(deleted)"))
     );
 }
+
+#[tokio::test]
+async fn xml_pages_carry_the_amounts_as_json_does() {
+    let api = Api::start(small()).await;
+    let q = "SELECT * FROM Invoice MAXRESULTS 1000";
+    let xml = api
+        .http
+        .get(api.query_url())
+        .query(&[("query", q)])
+        .bearer_auth(&api.token)
+        .header("Accept", "application/xml")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let json = api.get(q).await.body;
+    let tokens = |text: &str, open: &str, close: char| -> Vec<String> {
+        text.split(open)
+            .skip(1)
+            .map(|rest| rest[..rest.find(close).unwrap()].to_string())
+            .collect()
+    };
+    for key in ["TotalAmt", "Balance"] {
+        let from_xml = tokens(&xml, &format!("<{key}>"), '<');
+        let from_json = tokens(&json, &format!("\"{key}\":"), ',');
+        assert_eq!(from_xml.len(), 600, "{key}");
+        assert_eq!(from_xml, from_json, "{key}");
+        assert!(
+            from_xml
+                .iter()
+                .all(|t| t.len() > 3 && t.as_bytes()[t.len() - 3] == b'.')
+        );
+        // Amounts whose text ends in a zero are the ones an f64 would shorten.
+        assert!(from_xml.iter().any(|t| t.ends_with('0')), "{key}");
+    }
+}
