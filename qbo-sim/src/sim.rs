@@ -258,7 +258,8 @@ impl SimBuilder {
         self
     }
 
-    /// Length of the rate window that `requests_per_min` applies to (default 60 s; tests
+    /// Length of the rate window that `requests_per_min` and `batch_requests_per_min` apply to
+    /// (default 60 s; the per-second limit always uses 1 s; tests
     /// shorten it to check the budget quickly: 50 per 1 s behaves like 500 per 10 s).
     pub fn rate_window(mut self, window: Duration) -> Self {
         self.rate_window = window;
