@@ -77,7 +77,7 @@ pub struct FaultPlan {
     pub bad_gateway: f64,
     /// 503 with an HTML body.
     pub service_unavailable: f64,
-    /// 504 with an HTML body.
+    /// 504 with the gateway's XML body (code 6002).
     pub gateway_timeout: f64,
     /// Answer normally after an extra delay of [`FaultPlan::slow_delay`].
     pub slow: f64,
@@ -92,6 +92,19 @@ pub struct FaultPlan {
     pub fault_with_200: f64,
     /// Treat the presented access token as expired (it stays expired): gateway 401.
     pub expired_token: f64,
+    /// 500 `InternalServerError` from the gateway with code 3100 ([`ScriptedFault::InternalError3100`]).
+    pub internal_error_3100: f64,
+    /// 403 from the gateway with code 3100 ([`ScriptedFault::Forbidden3100`]).
+    pub forbidden_3100: f64,
+    /// 403 with the XML throttle fault ([`ScriptedFault::Throttle403`]).
+    pub throttle_403: f64,
+    /// 401 XML code 120: no API access with the company's subscription
+    /// ([`ScriptedFault::NoSubscriptionAccess`]).
+    pub no_subscription_access: f64,
+    /// 401 XML code 100: token and company do not match ([`ScriptedFault::RealmMismatch`]).
+    pub realm_mismatch: f64,
+    /// 400 validation fault without `element` and `time` (`ScriptedFault::Status(400)`).
+    pub bad_request: f64,
     /// Seed of the fault dice, so a run's faults repeat.
     pub seed: u64,
 }
@@ -110,6 +123,12 @@ impl Default for FaultPlan {
             malformed_json: 0.0,
             fault_with_200: 0.0,
             expired_token: 0.0,
+            internal_error_3100: 0.0,
+            forbidden_3100: 0.0,
+            throttle_403: 0.0,
+            no_subscription_access: 0.0,
+            realm_mismatch: 0.0,
+            bad_request: 0.0,
             seed: 0,
         }
     }
@@ -121,7 +140,8 @@ impl FaultPlan {
         Self::default()
     }
 
-    /// Draws the fault for one request from a uniform `roll` in `[0, 1)`.
+    /// Draws the fault for one request from a uniform `roll` in `[0, 1)`. Faults added later
+    /// come after the older ones, so an old plan and seed still draw the same faults.
     pub(crate) fn pick(&self, roll: f64) -> Option<ScriptedFault> {
         let table = [
             (self.throttle, ScriptedFault::Throttle),
@@ -134,6 +154,15 @@ impl FaultPlan {
             (self.malformed_json, ScriptedFault::MalformedJson),
             (self.fault_with_200, ScriptedFault::FaultWith200),
             (self.expired_token, ScriptedFault::ExpiredToken),
+            (self.internal_error_3100, ScriptedFault::InternalError3100),
+            (self.forbidden_3100, ScriptedFault::Forbidden3100),
+            (self.throttle_403, ScriptedFault::Throttle403),
+            (
+                self.no_subscription_access,
+                ScriptedFault::NoSubscriptionAccess,
+            ),
+            (self.realm_mismatch, ScriptedFault::RealmMismatch),
+            (self.bad_request, ScriptedFault::Status(400)),
         ];
         let mut acc = 0.0;
         for (p, fault) in table {
@@ -158,6 +187,12 @@ impl FaultPlan {
             self.malformed_json,
             self.fault_with_200,
             self.expired_token,
+            self.internal_error_3100,
+            self.forbidden_3100,
+            self.throttle_403,
+            self.no_subscription_access,
+            self.realm_mismatch,
+            self.bad_request,
         ]
         .iter()
         .any(|p| *p > 0.0)
@@ -172,7 +207,8 @@ pub enum ScriptedFault {
     Pass,
     /// 429 throttle (body and `Retry-After` per [`Quirks`]).
     Throttle,
-    /// That HTTP status: 500 gives a `SystemFault` JSON body; 502/503/504 an HTML body; other
+    /// That HTTP status: 500 gives a `SystemFault` JSON body; 502/503 an HTML page; 504 the
+    /// gateway's XML code 6002; 400 a `ValidationFault` without `element` and `time`; other
     /// statuses a generic fault.
     Status(u16),
     /// Answer normally after this extra delay.
@@ -185,6 +221,17 @@ pub enum ScriptedFault {
     FaultWith200,
     /// The presented access token is treated as expired from now on (gateway 401).
     ExpiredToken,
+    /// HTTP 500 `InternalServerError` with code 3100 in the gateway's JSON (a server-side
+    /// failure, not a credentials problem).
+    InternalError3100,
+    /// HTTP 403 with code 3100 in the gateway's JSON (`AuthorizationFailed`).
+    Forbidden3100,
+    /// HTTP 403 with the XML `ThrottleExceeded` fault (code 3001): the throttle before 429s.
+    Throttle403,
+    /// HTTP 401, XML code 120: the company's subscription lacks API access.
+    NoSubscriptionAccess,
+    /// HTTP 401, XML code 100: the token belongs to another company (XML even when JSON was asked).
+    RealmMismatch,
 }
 
 impl ScriptedFault {
@@ -199,6 +246,11 @@ impl ScriptedFault {
             ScriptedFault::MalformedJson => "malformed_json".into(),
             ScriptedFault::FaultWith200 => "fault_with_200".into(),
             ScriptedFault::ExpiredToken => "expired_token".into(),
+            ScriptedFault::InternalError3100 => "internal_error_3100".into(),
+            ScriptedFault::Forbidden3100 => "forbidden_3100".into(),
+            ScriptedFault::Throttle403 => "throttle_403".into(),
+            ScriptedFault::NoSubscriptionAccess => "no_subscription_access".into(),
+            ScriptedFault::RealmMismatch => "realm_mismatch".into(),
         }
     }
 }
@@ -209,12 +261,24 @@ impl ScriptedFault {
 enum ScriptedFaultRepr {
     Pass,
     Throttle,
-    Status { status: u16 },
-    Slow { ms: u64 },
+    Status {
+        status: u16,
+    },
+    Slow {
+        ms: u64,
+    },
     DropConnection,
     MalformedJson,
     FaultWith200,
     ExpiredToken,
+    #[serde(rename = "internal_error_3100")]
+    InternalError3100,
+    #[serde(rename = "forbidden_3100")]
+    Forbidden3100,
+    #[serde(rename = "throttle_403")]
+    Throttle403,
+    NoSubscriptionAccess,
+    RealmMismatch,
 }
 
 impl From<ScriptedFaultRepr> for ScriptedFault {
@@ -228,6 +292,11 @@ impl From<ScriptedFaultRepr> for ScriptedFault {
             ScriptedFaultRepr::MalformedJson => ScriptedFault::MalformedJson,
             ScriptedFaultRepr::FaultWith200 => ScriptedFault::FaultWith200,
             ScriptedFaultRepr::ExpiredToken => ScriptedFault::ExpiredToken,
+            ScriptedFaultRepr::InternalError3100 => ScriptedFault::InternalError3100,
+            ScriptedFaultRepr::Forbidden3100 => ScriptedFault::Forbidden3100,
+            ScriptedFaultRepr::Throttle403 => ScriptedFault::Throttle403,
+            ScriptedFaultRepr::NoSubscriptionAccess => ScriptedFault::NoSubscriptionAccess,
+            ScriptedFaultRepr::RealmMismatch => ScriptedFault::RealmMismatch,
         }
     }
 }
@@ -245,6 +314,11 @@ impl From<ScriptedFault> for ScriptedFaultRepr {
             ScriptedFault::MalformedJson => ScriptedFaultRepr::MalformedJson,
             ScriptedFault::FaultWith200 => ScriptedFaultRepr::FaultWith200,
             ScriptedFault::ExpiredToken => ScriptedFaultRepr::ExpiredToken,
+            ScriptedFault::InternalError3100 => ScriptedFaultRepr::InternalError3100,
+            ScriptedFault::Forbidden3100 => ScriptedFaultRepr::Forbidden3100,
+            ScriptedFault::Throttle403 => ScriptedFaultRepr::Throttle403,
+            ScriptedFault::NoSubscriptionAccess => ScriptedFaultRepr::NoSubscriptionAccess,
+            ScriptedFault::RealmMismatch => ScriptedFaultRepr::RealmMismatch,
         }
     }
 }
@@ -297,6 +371,13 @@ mod tests {
         assert_eq!(plan.pick(0.05), Some(ScriptedFault::Throttle));
         assert_eq!(plan.pick(0.15), Some(ScriptedFault::Status(500)));
         assert_eq!(plan.pick(0.35), None);
+        // A later fault kind does not shift the draws of the older ones.
+        let more = FaultPlan {
+            realm_mismatch: 0.1,
+            ..plan.clone()
+        };
+        assert_eq!(more.pick(0.15), Some(ScriptedFault::Status(500)));
+        assert_eq!(more.pick(0.35), Some(ScriptedFault::RealmMismatch));
         assert!(plan.is_active());
         assert!(!FaultPlan::none().is_active());
         assert_eq!(FaultPlan::none().pick(0.0), None);
@@ -316,6 +397,23 @@ mod tests {
         );
         let back: Vec<ScriptedFault> = serde_json::from_str(&s).unwrap();
         assert_eq!(back, v);
+        let named: Vec<ScriptedFault> = serde_json::from_str(
+            r#"[{"kind":"internal_error_3100"},{"kind":"forbidden_3100"},{"kind":"throttle_403"},{"kind":"no_subscription_access"},{"kind":"realm_mismatch"}]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            named,
+            vec![
+                ScriptedFault::InternalError3100,
+                ScriptedFault::Forbidden3100,
+                ScriptedFault::Throttle403,
+                ScriptedFault::NoSubscriptionAccess,
+                ScriptedFault::RealmMismatch,
+            ]
+        );
+        for f in &named {
+            assert_eq!(serde_json::to_value(f).unwrap()["kind"], f.label());
+        }
     }
 
     #[test]

@@ -8,6 +8,55 @@ use qbo_sim::{FaultPlan, Quirks, Rotation, Sim, ThrottleBody};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+const LONG_ABOUT: &str = "\
+A local QuickBooks Online simulator: a test bed for any QBO client (ours, Airbyte's and
+Singer's connectors, dlt, python-quickbooks, your own), serving on loopback over
+deterministic generated data.
+
+WHAT IT MODELS
+  OAuth 2.0 refresh (POST /oauth2/v1/tokens/bearer): client credentials in a Basic header or
+    as client_id/client_secret form fields; 1 h access tokens; refresh-token rotation (every
+    refresh, never, or after an age) with the old token dead at once or after a grace;
+    invalid_grant, invalid_client (400 or 401).
+  Query (GET or POST /v3/company/<realm>/query): SELECT * | COUNT(*), WHERE .. AND .. with
+    = < > <= >= IN LIKE, ORDERBY / ORDER BY, STARTPOSITION, MAXRESULTS (max 1000); instants
+    compared across offsets; name lists (Customer, Item, Vendor, Account, Employee, ...)
+    hide inactive rows unless the query filters Active; QBO's page, empty-page and COUNT
+    shapes; XML unless JSON is accepted.
+  Batch (30 query items at most), CDC (30 days, 1000 objects, deleted transactions), and
+    GET /v3/company/<realm>/companyinfo/<realm>.
+  Data: Customer, Vendor, Item, Invoice, Payment, Bill, JournalEntry, Estimate, SalesReceipt,
+    Account, Employee, CompanyInfo with the nested shapes of real records (lines, linked
+    transactions, custom fields, sub-customers/items/accounts), money as two-decimal text,
+    timestamps in US Pacific time, post-dated TxnDates, unicode; other entities (Budget,
+    TaxAgency, CustomerType, Class, Term, Purchase, ...) answer empty pages.
+  Limits per realm: 500 requests/min, 10 requests/s, 10 in flight, 40 batch requests/min;
+    refusals are 429 with QBO's throttle fault (XML by default).
+  Faults by probability (--p-*) or script (POST /__sim/script): 429 bursts, 500 SystemFault
+    or InternalServerError 3100, 502/503 HTML pages, 504 XML 6002, 403 3100, 403 XML
+    throttle, 401 XML 120 and 100, 400 without element/time, slow responses, dropped
+    connections, malformed JSON, faults inside HTTP 200, expired access tokens.
+  Control and evidence over HTTP under /__sim: statistics, the request log, the truth of
+  every entity, mutations while a client runs, faults, quirks, limits, latency.
+
+WHAT IT DOES NOT MODEL
+  Writes (create/update/delete through the API; the /__sim routes mutate data instead),
+  reports, attachments, webhooks, the authorization-code flow and revoke, minor-version
+  differences, include=enhancedAllCustomFields, multi-currency, Intuit's monthly metering,
+  and the accounting itself (balances are plausible, not posted from transactions).";
+
+const AFTER_HELP: &str = "EXAMPLE:
+  qbo-sim --port 8080 --invoices 100000 --latency-ms 150 --jitter-ms 100 > /tmp/qbo.env &
+  sleep 1; set -a; . /tmp/qbo.env; set +a   # or: eval \"$(cat /tmp/qbo.env)\"
+  qb-invoices-backfill --start 2023-01-01 --end 2023-02-01
+
+On start it prints QBO_BASE_URL, QBO_TOKEN_URL, QBO_CLIENT_ID, QBO_CLIENT_SECRET,
+QBO_REFRESH_TOKEN, QBO_REALM_ID and QBO_ENV=sandbox, one per line, then serves until
+Ctrl-C or SIGTERM. Another client points its API base at QBO_BASE_URL and its token URL at
+QBO_TOKEN_URL. Control and statistics over HTTP: GET <base>/__sim/stats, /__sim/requests,
+/__sim/credentials, /__sim/truth/<Entity>; PUT /__sim/faults, /__sim/quirks, /__sim/limits,
+/__sim/latency; POST /__sim/script, /__sim/records/<Entity>, ...";
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum RotationArg {
     /// The same refresh token comes back every time.
@@ -24,13 +73,15 @@ enum BodyArg {
     Json,
 }
 
-/// A local QuickBooks Online simulator: OAuth token endpoint, query/batch/CDC endpoints,
-/// QBO-shaped faults and rate limits, over deterministic generated data.
+/// A local QuickBooks Online simulator: OAuth token endpoint, query/batch/CDC/CompanyInfo
+/// endpoints, QBO-shaped faults and rate limits, over deterministic generated data. A test
+/// bed for any QBO client (ours, Airbyte's, Singer's, dlt, python-quickbooks, …).
 #[derive(Debug, Parser)]
 #[command(
     name = "qbo-sim",
     version,
-    after_help = "EXAMPLE:\n  qbo-sim --port 8080 --invoices 100000 --latency-ms 150 --jitter-ms 100 > /tmp/qbo.env &\n  sleep 1; set -a; . /tmp/qbo.env; set +a   # or: eval \"$(cat /tmp/qbo.env)\"\n  qb-invoices-backfill --start 2023-01-01 --end 2023-02-01\n\nOn start it prints QBO_BASE_URL, QBO_TOKEN_URL, QBO_CLIENT_ID, QBO_CLIENT_SECRET,\nQBO_REFRESH_TOKEN, QBO_REALM_ID and QBO_ENV=sandbox, one per line, then serves until\nCtrl-C or SIGTERM. Control and statistics over HTTP: GET <base>/__sim/stats,\n/__sim/requests, /__sim/credentials, /__sim/truth/<Entity>; PUT /__sim/faults, ..."
+    long_about = LONG_ABOUT,
+    after_help = AFTER_HELP
 )]
 struct Args {
     /// Port to listen on (0 = any free port).
@@ -51,6 +102,27 @@ struct Args {
     /// Number of vendors.
     #[arg(long, default_value_t = 40)]
     vendors: usize,
+    /// Number of payments (most applied to an earlier invoice of the same customer).
+    #[arg(long, default_value_t = 400)]
+    payments: usize,
+    /// Number of bills.
+    #[arg(long, default_value_t = 300)]
+    bills: usize,
+    /// Number of journal entries.
+    #[arg(long, default_value_t = 150)]
+    journal_entries: usize,
+    /// Number of estimates.
+    #[arg(long, default_value_t = 200)]
+    estimates: usize,
+    /// Number of sales receipts.
+    #[arg(long, default_value_t = 300)]
+    sales_receipts: usize,
+    /// Number of accounts (the chart of accounts).
+    #[arg(long, default_value_t = 60)]
+    accounts: usize,
+    /// Number of employees.
+    #[arg(long, default_value_t = 20)]
+    employees: usize,
     /// Start of the span of MetaData.CreateTime (RFC 3339 or a date = 00:00 UTC).
     #[arg(long, default_value = "2023-01-01")]
     start: String,
@@ -93,6 +165,16 @@ struct Args {
     /// Concurrent requests per realm (0 = unlimited).
     #[arg(long, default_value_t = 10)]
     max_concurrency: u32,
+    /// Requests per second per realm, counted on arrival (0 = unlimited). Default: Intuit's
+    /// 10 while --requests-per-min is QBO's 500; off when the per-minute budget is changed.
+    #[arg(long)]
+    requests_per_sec: Option<u32>,
+    /// Batch requests per minute per realm (0 = unlimited).
+    #[arg(long, default_value_t = 40)]
+    batch_per_min: u32,
+    /// Most items in one batch request (0 = no limit).
+    #[arg(long, default_value_t = 30)]
+    batch_max_items: u32,
     /// Access-token lifetime in seconds.
     #[arg(long, default_value_t = 3600)]
     token_ttl_secs: u64,
@@ -117,9 +199,27 @@ struct Args {
     /// Probability of a 503.
     #[arg(long, default_value_t = 0.0)]
     p_503: f64,
-    /// Probability of a 504.
+    /// Probability of a 504 (the gateway's XML, code 6002).
     #[arg(long, default_value_t = 0.0)]
     p_504: f64,
+    /// Probability of a 500 InternalServerError with code 3100 (gateway JSON).
+    #[arg(long, default_value_t = 0.0)]
+    p_500_3100: f64,
+    /// Probability of a 403 with code 3100 (gateway JSON).
+    #[arg(long, default_value_t = 0.0)]
+    p_403_3100: f64,
+    /// Probability of a 403 throttle (XML, code 3001).
+    #[arg(long, default_value_t = 0.0)]
+    p_403_throttle: f64,
+    /// Probability of a 401 XML code 120 (the company's subscription lacks API access).
+    #[arg(long, default_value_t = 0.0)]
+    p_401_120: f64,
+    /// Probability of a 401 XML code 100 (token and company do not match).
+    #[arg(long, default_value_t = 0.0)]
+    p_401_100: f64,
+    /// Probability of a 400 ValidationFault without `element` and `time`.
+    #[arg(long, default_value_t = 0.0)]
+    p_400: f64,
     /// Probability of a slow response (delayed by --slow-ms).
     #[arg(long, default_value_t = 0.0)]
     p_slow: f64,
@@ -220,6 +320,12 @@ async fn main() -> anyhow::Result<()> {
         malformed_json: probability("p-malformed", a.p_malformed)?,
         fault_with_200: probability("p-fault-200", a.p_fault_200)?,
         expired_token: probability("p-expired-token", a.p_expired_token)?,
+        internal_error_3100: probability("p-500-3100", a.p_500_3100)?,
+        forbidden_3100: probability("p-403-3100", a.p_403_3100)?,
+        throttle_403: probability("p-403-throttle", a.p_403_throttle)?,
+        no_subscription_access: probability("p-401-120", a.p_401_120)?,
+        realm_mismatch: probability("p-401-100", a.p_401_100)?,
+        bad_request: probability("p-400", a.p_400)?,
         seed: a.fault_seed,
     };
     anyhow::ensure!(
@@ -248,6 +354,13 @@ async fn main() -> anyhow::Result<()> {
         .items(a.items)
         .invoices(a.invoices)
         .vendors(a.vendors)
+        .payments(a.payments)
+        .bills(a.bills)
+        .journal_entries(a.journal_entries)
+        .estimates(a.estimates)
+        .sales_receipts(a.sales_receipts)
+        .accounts(a.accounts)
+        .employees(a.employees)
         .span(parse_time(&a.start)?, parse_time(&a.end)?)
         .realm_id(a.realm_id)
         .client_id(value_or_file(a.client_id, a.client_id_file.as_deref())?)
@@ -265,6 +378,13 @@ async fn main() -> anyhow::Result<()> {
         )
         .requests_per_min(a.requests_per_min)
         .max_concurrency(a.max_concurrency)
+        .requests_per_sec(a.requests_per_sec.unwrap_or(if a.requests_per_min == 500 {
+            10
+        } else {
+            0
+        }))
+        .batch_requests_per_min(a.batch_per_min)
+        .batch_max_items(a.batch_max_items)
         .access_token_ttl(Duration::from_secs(a.token_ttl_secs))
         .rotation(rotation)
         .old_refresh_token_grace(a.old_token_grace_secs.map(Duration::from_secs))

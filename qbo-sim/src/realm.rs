@@ -276,7 +276,7 @@ impl Realm {
 
     fn mutable(def: &'static EntityDef) -> Result<(), SimError> {
         match def.kind {
-            Kind::EmptyNameList | Kind::EmptyTxn => {
+            Kind::EmptyNameList | Kind::EmptyTxn | Kind::CompanyInfo => {
                 Err(SimError::Unsupported(def.name.to_string()))
             }
             _ => Ok(()),
@@ -495,6 +495,7 @@ mod tests {
                 vendors: 20,
                 start: datetime!(2023-01-01 00:00 UTC).unix_timestamp(),
                 end: datetime!(2023-03-01 00:00 UTC).unix_timestamp(),
+                ..GenConfig::default()
             },
         )
     }
@@ -619,7 +620,7 @@ mod tests {
             1
         );
         assert!(matches!(
-            r.create(Realm::entity("Bill").unwrap(), None),
+            r.create(Realm::entity("Transfer").unwrap(), None),
             Err(SimError::Unsupported(_))
         ));
     }

@@ -7,9 +7,18 @@ pub(crate) enum Kind {
     Vendor,
     Item,
     Invoice,
-    /// A name list the simulator knows but holds no data for (e.g. Account).
+    Payment,
+    Bill,
+    JournalEntry,
+    Estimate,
+    SalesReceipt,
+    Account,
+    Employee,
+    /// The company itself: one record, `Id` 1.
+    CompanyInfo,
+    /// A name list the simulator knows but holds no data for (e.g. Class).
     EmptyNameList,
-    /// A transaction entity the simulator knows but holds no data for (e.g. Bill).
+    /// A transaction entity the simulator knows but holds no data for (e.g. Transfer).
     EmptyTxn,
 }
 
@@ -24,6 +33,7 @@ pub(crate) enum Field {
     DueDate,
     DocNumber,
     CustomerRef,
+    VendorRef,
     DisplayName,
     GivenName,
     FamilyName,
@@ -34,6 +44,9 @@ pub(crate) enum Field {
     Type,
     Job,
     SubItem,
+    AccountType,
+    Classification,
+    TxnStatus,
 }
 
 /// The type of a field's values, which decides the operators and literals it accepts.
@@ -47,6 +60,22 @@ pub(crate) enum FieldType {
     Ref,
 }
 
+impl Kind {
+    /// Whether records of this kind carry a `TxnDate`.
+    pub(crate) fn is_transaction(self) -> bool {
+        matches!(
+            self,
+            Kind::Invoice
+                | Kind::Payment
+                | Kind::Bill
+                | Kind::JournalEntry
+                | Kind::Estimate
+                | Kind::SalesReceipt
+                | Kind::EmptyTxn
+        )
+    }
+}
+
 impl Field {
     pub(crate) fn ty(self) -> FieldType {
         match self {
@@ -54,7 +83,7 @@ impl Field {
             Field::CreateTime | Field::LastUpdatedTime => FieldType::Instant,
             Field::TxnDate | Field::DueDate => FieldType::Date,
             Field::Active | Field::Job | Field::SubItem => FieldType::Bool,
-            Field::CustomerRef => FieldType::Ref,
+            Field::CustomerRef | Field::VendorRef => FieldType::Ref,
             Field::DocNumber
             | Field::DisplayName
             | Field::GivenName
@@ -63,7 +92,10 @@ impl Field {
             | Field::FullyQualifiedName
             | Field::PrintOnCheckName
             | Field::Name
-            | Field::Type => FieldType::Text,
+            | Field::Type
+            | Field::AccountType
+            | Field::Classification
+            | Field::TxnStatus => FieldType::Text,
         }
     }
 }
@@ -142,6 +174,90 @@ const INVOICE_FIELDS: &[(&str, Field)] = &[
     ("CustomerRef", Field::CustomerRef),
 ];
 
+const PAYMENT_FIELDS: &[(&str, Field)] = &[
+    META[0],
+    META[1],
+    META[2],
+    ("TxnDate", Field::TxnDate),
+    ("CustomerRef", Field::CustomerRef),
+];
+
+const BILL_FIELDS: &[(&str, Field)] = &[
+    META[0],
+    META[1],
+    META[2],
+    ("TxnDate", Field::TxnDate),
+    ("DueDate", Field::DueDate),
+    ("DocNumber", Field::DocNumber),
+    ("VendorRef", Field::VendorRef),
+];
+
+const JOURNAL_ENTRY_FIELDS: &[(&str, Field)] = &[
+    META[0],
+    META[1],
+    META[2],
+    ("TxnDate", Field::TxnDate),
+    ("DocNumber", Field::DocNumber),
+];
+
+const ESTIMATE_FIELDS: &[(&str, Field)] = &[
+    META[0],
+    META[1],
+    META[2],
+    ("TxnDate", Field::TxnDate),
+    ("DocNumber", Field::DocNumber),
+    ("CustomerRef", Field::CustomerRef),
+    ("TxnStatus", Field::TxnStatus),
+];
+
+const SALES_RECEIPT_FIELDS: &[(&str, Field)] = &[
+    META[0],
+    META[1],
+    META[2],
+    ("TxnDate", Field::TxnDate),
+    ("DocNumber", Field::DocNumber),
+    ("CustomerRef", Field::CustomerRef),
+];
+
+const ACCOUNT_FIELDS: &[(&str, Field)] = &[
+    META[0],
+    META[1],
+    META[2],
+    ("Active", Field::Active),
+    ("Name", Field::Name),
+    ("FullyQualifiedName", Field::FullyQualifiedName),
+    ("AccountType", Field::AccountType),
+    ("Classification", Field::Classification),
+];
+
+const EMPLOYEE_FIELDS: &[(&str, Field)] = &[
+    META[0],
+    META[1],
+    META[2],
+    ("Active", Field::Active),
+    ("DisplayName", Field::DisplayName),
+    ("GivenName", Field::GivenName),
+    ("FamilyName", Field::FamilyName),
+    ("PrintOnCheckName", Field::PrintOnCheckName),
+];
+
+const COMPANY_INFO_FIELDS: &[(&str, Field)] = &[META[0], META[1], META[2]];
+
+const NAMED_LIST_FIELDS: &[(&str, Field)] = &[
+    META[0],
+    META[1],
+    META[2],
+    ("Active", Field::Active),
+    ("Name", Field::Name),
+];
+
+const TAX_AGENCY_FIELDS: &[(&str, Field)] = &[
+    META[0],
+    META[1],
+    META[2],
+    ("DisplayName", Field::DisplayName),
+];
+
 const EMPTY_NAME_LIST_FIELDS: &[(&str, Field)] = &[
     META[0],
     META[1],
@@ -177,13 +293,8 @@ pub(crate) static ENTITIES: &[EntityDef] = &[
     entity!("Item", Kind::Item, true, ITEM_FIELDS),
     entity!("Invoice", Kind::Invoice, false, INVOICE_FIELDS),
     entity!("Vendor", Kind::Vendor, true, VENDOR_FIELDS),
-    entity!("Account", Kind::EmptyNameList, true, EMPTY_NAME_LIST_FIELDS),
-    entity!(
-        "Employee",
-        Kind::EmptyNameList,
-        true,
-        EMPTY_NAME_LIST_FIELDS
-    ),
+    entity!("Account", Kind::Account, true, ACCOUNT_FIELDS),
+    entity!("Employee", Kind::Employee, true, EMPLOYEE_FIELDS),
     entity!("Class", Kind::EmptyNameList, true, EMPTY_NAME_LIST_FIELDS),
     entity!(
         "Department",
@@ -200,18 +311,33 @@ pub(crate) static ENTITIES: &[EntityDef] = &[
     ),
     entity!("TaxCode", Kind::EmptyNameList, true, EMPTY_NAME_LIST_FIELDS),
     entity!("TaxRate", Kind::EmptyNameList, true, EMPTY_NAME_LIST_FIELDS),
+    entity!("Budget", Kind::EmptyNameList, true, NAMED_LIST_FIELDS),
+    entity!("CustomerType", Kind::EmptyNameList, true, NAMED_LIST_FIELDS),
+    // TaxAgency has no `Active`: nothing is hidden.
+    entity!("TaxAgency", Kind::EmptyNameList, false, TAX_AGENCY_FIELDS),
+    entity!("CompanyInfo", Kind::CompanyInfo, false, COMPANY_INFO_FIELDS),
     entity!("TimeActivity", Kind::EmptyTxn, false, EMPTY_TXN_FIELDS),
-    entity!("Bill", Kind::EmptyTxn, false, EMPTY_TXN_FIELDS),
+    entity!("Bill", Kind::Bill, false, BILL_FIELDS),
     entity!("BillPayment", Kind::EmptyTxn, false, EMPTY_TXN_FIELDS),
     entity!("CreditMemo", Kind::EmptyTxn, false, EMPTY_TXN_FIELDS),
     entity!("Deposit", Kind::EmptyTxn, false, EMPTY_TXN_FIELDS),
-    entity!("Estimate", Kind::EmptyTxn, false, EMPTY_TXN_FIELDS),
-    entity!("JournalEntry", Kind::EmptyTxn, false, EMPTY_TXN_FIELDS),
-    entity!("Payment", Kind::EmptyTxn, false, EMPTY_TXN_FIELDS),
+    entity!("Estimate", Kind::Estimate, false, ESTIMATE_FIELDS),
+    entity!(
+        "JournalEntry",
+        Kind::JournalEntry,
+        false,
+        JOURNAL_ENTRY_FIELDS
+    ),
+    entity!("Payment", Kind::Payment, false, PAYMENT_FIELDS),
     entity!("Purchase", Kind::EmptyTxn, false, EMPTY_TXN_FIELDS),
     entity!("PurchaseOrder", Kind::EmptyTxn, false, EMPTY_TXN_FIELDS),
     entity!("RefundReceipt", Kind::EmptyTxn, false, EMPTY_TXN_FIELDS),
-    entity!("SalesReceipt", Kind::EmptyTxn, false, EMPTY_TXN_FIELDS),
+    entity!(
+        "SalesReceipt",
+        Kind::SalesReceipt,
+        false,
+        SALES_RECEIPT_FIELDS
+    ),
     entity!("Transfer", Kind::EmptyTxn, false, EMPTY_TXN_FIELDS),
     entity!("VendorCredit", Kind::EmptyTxn, false, EMPTY_TXN_FIELDS),
 ];

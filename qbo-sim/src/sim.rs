@@ -32,8 +32,11 @@ pub struct Sim;
 
 impl Sim {
     /// A builder with the defaults: seed 42, 200 customers, 100 items, 1,000 invoices,
-    /// 40 vendors created over 2023-01-01..2025-01-01 UTC; 500 requests/min and 10 concurrent
-    /// requests per realm; access tokens valid 1 h; a new refresh token on every refresh with
+    /// 40 vendors, 400 payments, 300 bills, 150 journal entries, 200 estimates, 300 sales
+    /// receipts, 60 accounts and 20 employees created over 2023-01-01..2025-01-01 UTC; 500
+    /// requests/min and 10 concurrent requests per realm, 40 batch requests/min of at most 30
+    /// items, no per-second limit (see [`SimBuilder::requests_per_sec`] and
+    /// [`SimBuilder::qbo_limits`]); access tokens valid 1 h; a new refresh token on every refresh with
     /// the old one dead at once; no latency, no faults, default [`Quirks`].
     pub fn builder() -> SimBuilder {
         SimBuilder::default()
@@ -48,6 +51,13 @@ pub struct SimBuilder {
     items: usize,
     invoices: usize,
     vendors: usize,
+    payments: usize,
+    bills: usize,
+    journal_entries: usize,
+    estimates: usize,
+    sales_receipts: usize,
+    accounts: usize,
+    employees: usize,
     start: OffsetDateTime,
     end: OffsetDateTime,
     realm_id: String,
@@ -61,6 +71,9 @@ pub struct SimBuilder {
     requests_per_min: u32,
     rate_window: Duration,
     max_concurrency: u32,
+    requests_per_sec: u32,
+    batch_per_min: u32,
+    batch_max_items: u32,
     latency: Duration,
     jitter: Duration,
     faults: FaultPlan,
@@ -77,6 +90,13 @@ impl Default for SimBuilder {
             items: 100,
             invoices: 1000,
             vendors: 40,
+            payments: 400,
+            bills: 300,
+            journal_entries: 150,
+            estimates: 200,
+            sales_receipts: 300,
+            accounts: 60,
+            employees: 20,
             start: datetime!(2023-01-01 00:00 UTC),
             end: datetime!(2025-01-01 00:00 UTC),
             realm_id: DEFAULT_REALM_ID.to_string(),
@@ -90,6 +110,9 @@ impl Default for SimBuilder {
             requests_per_min: 500,
             rate_window: Duration::from_secs(60),
             max_concurrency: 10,
+            requests_per_sec: 0,
+            batch_per_min: 40,
+            batch_max_items: 30,
             latency: Duration::ZERO,
             jitter: Duration::ZERO,
             faults: FaultPlan::default(),
@@ -128,6 +151,48 @@ impl SimBuilder {
     /// Number of generated vendors.
     pub fn vendors(mut self, n: usize) -> Self {
         self.vendors = n;
+        self
+    }
+
+    /// Number of generated payments (most applied to an invoice created before them).
+    pub fn payments(mut self, n: usize) -> Self {
+        self.payments = n;
+        self
+    }
+
+    /// Number of generated bills.
+    pub fn bills(mut self, n: usize) -> Self {
+        self.bills = n;
+        self
+    }
+
+    /// Number of generated journal entries.
+    pub fn journal_entries(mut self, n: usize) -> Self {
+        self.journal_entries = n;
+        self
+    }
+
+    /// Number of generated estimates.
+    pub fn estimates(mut self, n: usize) -> Self {
+        self.estimates = n;
+        self
+    }
+
+    /// Number of generated sales receipts.
+    pub fn sales_receipts(mut self, n: usize) -> Self {
+        self.sales_receipts = n;
+        self
+    }
+
+    /// Number of generated accounts (the chart of accounts; beyond its 36 entries, sub-accounts).
+    pub fn accounts(mut self, n: usize) -> Self {
+        self.accounts = n;
+        self
+    }
+
+    /// Number of generated employees.
+    pub fn employees(mut self, n: usize) -> Self {
+        self.employees = n;
         self
     }
 
@@ -193,7 +258,8 @@ impl SimBuilder {
         self
     }
 
-    /// Length of the rate window that `requests_per_min` applies to (default 60 s; tests
+    /// Length of the rate window that `requests_per_min` and `batch_requests_per_min` apply to
+    /// (default 60 s; the per-second limit always uses 1 s; tests
     /// shorten it to check the budget quickly: 50 per 1 s behaves like 500 per 10 s).
     pub fn rate_window(mut self, window: Duration) -> Self {
         self.rate_window = window;
@@ -204,6 +270,40 @@ impl SimBuilder {
     pub fn max_concurrency(mut self, n: u32) -> Self {
         self.max_concurrency = n;
         self
+    }
+
+    /// Intuit's per-second limit per realm (QBO: 10; 0 = off, the default of the library so
+    /// that tests which burst against an otherwise default simulator keep working; the
+    /// `qbo-sim` binary turns it on with QBO's per-minute budget). Counted when a request
+    /// arrives, before the simulated latency; answered like the other throttles (429).
+    pub fn requests_per_sec(mut self, n: u32) -> Self {
+        self.requests_per_sec = n;
+        self
+    }
+
+    /// Batch requests per realm per rate window (QBO: 40 a minute; 0 = unlimited). Default 40.
+    /// A refused batch gets the throttle answer (429); each batch also counts toward
+    /// `requests_per_min`.
+    pub fn batch_requests_per_min(mut self, n: u32) -> Self {
+        self.batch_per_min = n;
+        self
+    }
+
+    /// Most items in one batch request (QBO: 30; 0 = no limit). Default 30; more is a 400.
+    pub fn batch_max_items(mut self, n: u32) -> Self {
+        self.batch_max_items = n;
+        self
+    }
+
+    /// Every limit QBO enforces, at QBO's values: 500 requests a minute, 10 a second and 10 in
+    /// flight per realm, 40 batch requests a minute of at most 30 items.
+    pub fn qbo_limits(self) -> Self {
+        self.requests_per_min(500)
+            .rate_window(Duration::from_secs(60))
+            .requests_per_sec(10)
+            .max_concurrency(10)
+            .batch_requests_per_min(40)
+            .batch_max_items(30)
     }
 
     /// Latency added to every API and token response: `fixed` plus uniform `0..=jitter`.
@@ -245,6 +345,13 @@ impl SimBuilder {
             items: self.items,
             invoices: self.invoices,
             vendors: self.vendors,
+            payments: self.payments,
+            bills: self.bills,
+            journal_entries: self.journal_entries,
+            estimates: self.estimates,
+            sales_receipts: self.sales_receipts,
+            accounts: self.accounts,
+            employees: self.employees,
             start: self.start.unix_timestamp(),
             end: self.end.unix_timestamp(),
         }
@@ -262,9 +369,21 @@ impl SimBuilder {
             ));
         }
         const MAX: usize = 100_000_000;
-        if [self.customers, self.items, self.invoices, self.vendors]
-            .iter()
-            .any(|n| *n > MAX)
+        if [
+            self.customers,
+            self.items,
+            self.invoices,
+            self.vendors,
+            self.payments,
+            self.bills,
+            self.journal_entries,
+            self.estimates,
+            self.sales_receipts,
+            self.accounts,
+            self.employees,
+        ]
+        .iter()
+        .any(|n| *n > MAX)
         {
             return Err(SimError::InvalidConfig(format!(
                 "at most {MAX} records per entity"
@@ -313,6 +432,9 @@ impl SimBuilder {
             requests_per_window: self.requests_per_min,
             rate_window: self.rate_window.max(Duration::from_millis(1)),
             max_concurrency: self.max_concurrency,
+            requests_per_sec: self.requests_per_sec,
+            batch_per_window: self.batch_per_min,
+            batch_max_items: self.batch_max_items,
             token: TokenPolicy {
                 access_ttl: self.access_token_ttl,
                 rotation: self.rotation,
@@ -685,6 +807,18 @@ impl SimHandle {
         let mut s = lock(&self.shared().settings);
         s.requests_per_window = requests_per_min;
         s.max_concurrency = max_concurrency;
+    }
+
+    /// Sets the per-second limit per realm (0 = off).
+    pub fn set_requests_per_sec(&self, n: u32) {
+        lock(&self.shared().settings).requests_per_sec = n;
+    }
+
+    /// Sets the batch limits: batch requests per rate window and items per batch (0 = unlimited).
+    pub fn set_batch_limits(&self, per_min: u32, max_items: u32) {
+        let mut s = lock(&self.shared().settings);
+        s.batch_per_window = per_min;
+        s.batch_max_items = max_items;
     }
 
     /// Sets the rotation mode and the grace of superseded refresh tokens.

@@ -13,7 +13,8 @@ pub(crate) const REQUEST_LOG_CAP: usize = 100_000;
 pub struct SimStats {
     /// Every request, including control routes.
     pub total_requests: u64,
-    /// Responses per endpoint (`token`, `query`, `batch`, `cdc`, `control`, `other`) and HTTP status.
+    /// Responses per endpoint (`token`, `query`, `batch`, `cdc`, `read`, `control`, `other`) and
+    /// HTTP status.
     pub by_endpoint: BTreeMap<String, BTreeMap<u16, u64>>,
     /// 429 responses (rate limit, concurrency cap, or injected).
     pub throttled: u64,
@@ -21,6 +22,12 @@ pub struct SimStats {
     pub throttled_concurrency: u64,
     /// Of which refused by the requests-per-window budget.
     pub throttled_rate: u64,
+    /// Of which refused by the per-second limit (Intuit's 10 requests per second).
+    #[serde(default)]
+    pub throttled_per_second: u64,
+    /// Of which batch requests refused by the batch budget (Intuit's 40 a minute).
+    #[serde(default)]
+    pub throttled_batch: u64,
     /// Most API requests in flight at once for one realm.
     pub peak_concurrency: u32,
     /// Successful token refreshes.
@@ -66,7 +73,7 @@ pub struct RequestRecord {
     pub method: String,
     /// URL path.
     pub path: String,
-    /// `token`, `query`, `batch`, `cdc`, `control` or `other`.
+    /// `token`, `query`, `batch`, `cdc`, `read` (CompanyInfo), `control` or `other`.
     pub endpoint: String,
     /// Realm from the path, when there is one.
     pub realm: Option<String>,

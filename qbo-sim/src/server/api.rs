@@ -1,4 +1,4 @@
-//! The QBO data endpoints: query (GET and POST), batch and CDC.
+//! The QBO data endpoints: query (GET and POST), batch, CDC and the CompanyInfo read.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,8 +17,6 @@ use crate::realm::{Outcome, Realm};
 use crate::schema;
 use crate::tz;
 
-/// Most items a batch request may hold.
-const BATCH_MAX_ITEMS: usize = 30;
 /// Most objects a CDC response holds.
 const CDC_CAP: usize = 1000;
 /// How far back CDC looks.
@@ -86,7 +84,7 @@ fn query_response_xml(realm: &Realm, plan: &Plan, outcome: &Outcome) -> String {
             ));
             for e in rows {
                 let text = realm.generator.render_string(plan.entity.kind, e);
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+                if let Some(v) = respond::parse_keeping_numbers(&text) {
                     respond::json_to_xml(&v, plan.entity.name, &mut inner);
                 }
             }
@@ -243,6 +241,13 @@ pub(crate) async fn batch(
         Ok(g) => g,
         Err(r) => return r,
     };
+    let s = shared.settings();
+    if !shared.batch_ok(&realm_id, &s) {
+        lock(&shared.stats).stats.throttled_batch += 1;
+        let mut tag = g.tag.clone();
+        tag.fault = Some("batch_rate_limit".into());
+        return tagged(respond::throttle(&s.quirks), tag);
+    }
     let req: BatchRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -258,22 +263,24 @@ pub(crate) async fn batch(
             return tagged(r, tag);
         }
     };
-    if req.items.len() > BATCH_MAX_ITEMS || req.items.is_empty() {
+    let max = usize::try_from(s.batch_max_items).unwrap_or(usize::MAX);
+    if (max > 0 && req.items.len() > max) || req.items.is_empty() {
         let tag = g.tag.clone();
+        let most = if max > 0 {
+            max.to_string()
+        } else {
+            "any number of".to_string()
+        };
         let r = respond::fault(
             StatusCode::BAD_REQUEST,
             true,
             "ValidationFault",
             "2500",
             "Invalid Request",
-            &format!(
-                "a batch holds 1 to {BATCH_MAX_ITEMS} items, got {}",
-                req.items.len()
-            ),
+            &format!("a batch holds 1 to {most} items, got {}", req.items.len()),
         );
         return tagged(r, tag);
     }
-    let s = shared.settings();
     let opts = CompileOptions {
         clamp_max_results: s.quirks.clamp_max_results,
     };
@@ -436,15 +443,72 @@ pub(crate) async fn cdc(
     body.push_str("\"}");
     if !json {
         // CDC in XML is rarely used; convert generically.
-        let xml = match serde_json::from_str::<serde_json::Value>(&body) {
-            Ok(v) => {
+        let xml = match respond::parse_keeping_numbers(&body) {
+            Some(v) => {
                 let mut inner = String::new();
                 respond::json_to_xml(&v["CDCResponse"], "CDCResponse", &mut inner);
                 respond::intuit_xml(&inner)
             }
-            Err(_) => String::new(),
+            None => String::new(),
         };
         return g.finish(XML, xml);
     }
     g.finish(JSON, body)
+}
+
+/// `GET /v3/company/{realm}/companyinfo/{id}`: the company's `CompanyInfo` (its id is the
+/// realm id in the URL, the record's `Id` is "1"); another id is a 400 "object not found".
+pub(crate) async fn company_info(
+    State(shared): State<Arc<Shared>>,
+    Path((realm_id, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let tag = Tag::new("read");
+    let g = match gate(&shared, &realm_id, &headers, tag).await {
+        Ok(g) => g,
+        Err(r) => return r,
+    };
+    let json = g.json;
+    if id != realm_id {
+        let tag = g.tag.clone();
+        let r = respond::fault(
+            StatusCode::BAD_REQUEST,
+            json,
+            "ValidationFault",
+            "610",
+            "Object Not Found",
+            &format!("Object Not Found : CompanyInfo {id} is not this company ({realm_id})"),
+        );
+        return tagged(r, tag);
+    }
+    let Some(def) = schema::entity("CompanyInfo") else {
+        let tag = g.tag.clone();
+        return tagged(
+            respond::system_fault(StatusCode::INTERNAL_SERVER_ERROR, json),
+            tag,
+        );
+    };
+    let record = g.realm.truth(def).into_iter().next();
+    let Some(record) = record else {
+        let tag = g.tag.clone();
+        return tagged(
+            respond::system_fault(StatusCode::INTERNAL_SERVER_ERROR, json),
+            tag,
+        );
+    };
+    if json {
+        let mut body = String::with_capacity(record.json.len() + 64);
+        body.push_str("{\"CompanyInfo\":");
+        body.push_str(&record.json);
+        body.push_str(",\"time\":\"");
+        body.push_str(&tz::now_pacific_millis());
+        body.push_str("\"}");
+        g.finish(JSON, body)
+    } else {
+        let mut inner = String::new();
+        if let Some(v) = respond::parse_keeping_numbers(&record.json) {
+            respond::json_to_xml(&v, "CompanyInfo", &mut inner);
+        }
+        g.finish(XML, respond::intuit_xml(&inner))
+    }
 }

@@ -164,6 +164,9 @@ struct LimitsBody {
     requests_per_min: Option<u32>,
     max_concurrency: Option<u32>,
     window_ms: Option<u64>,
+    requests_per_sec: Option<u32>,
+    batch_per_min: Option<u32>,
+    batch_max_items: Option<u32>,
 }
 
 async fn stats(State(s): State<Arc<Shared>>) -> Response {
@@ -303,6 +306,15 @@ async fn limits(State(s): State<Arc<Shared>>, Json(b): Json<LimitsBody>) -> Resp
     }
     if let Some(ms) = b.window_ms {
         st.rate_window = Duration::from_millis(ms.max(1));
+    }
+    if let Some(n) = b.requests_per_sec {
+        st.requests_per_sec = n;
+    }
+    if let Some(n) = b.batch_per_min {
+        st.batch_per_window = n;
+    }
+    if let Some(n) = b.batch_max_items {
+        st.batch_max_items = n;
     }
     StatusCode::NO_CONTENT.into_response()
 }

@@ -37,6 +37,12 @@ pub(crate) struct Settings {
     pub(crate) requests_per_window: u32,
     pub(crate) rate_window: Duration,
     pub(crate) max_concurrency: u32,
+    /// Intuit's per-second limit (0 = off), counted when a request arrives.
+    pub(crate) requests_per_sec: u32,
+    /// Batch requests per rate window (0 = off).
+    pub(crate) batch_per_window: u32,
+    /// Most items in one batch request (0 = no limit).
+    pub(crate) batch_max_items: u32,
     pub(crate) token: TokenPolicy,
 }
 
@@ -51,6 +57,8 @@ pub(crate) struct Shared {
     pub(crate) stats: Mutex<StatsState>,
     pub(crate) gauge: Arc<Gauge>,
     pub(crate) windows: Mutex<HashMap<String, SlidingWindow>>,
+    pub(crate) second_windows: Mutex<HashMap<String, SlidingWindow>>,
+    pub(crate) batch_windows: Mutex<HashMap<String, SlidingWindow>>,
     pub(crate) script: Mutex<VecDeque<ScriptedFault>>,
     pub(crate) token_script: Mutex<VecDeque<ScriptedFault>>,
     pub(crate) fault_rng: Mutex<ChaCha8Rng>,
@@ -112,6 +120,8 @@ impl Shared {
             stats: Mutex::new(StatsState::default()),
             gauge: Arc::new(Gauge::default()),
             windows: Mutex::new(HashMap::new()),
+            second_windows: Mutex::new(HashMap::new()),
+            batch_windows: Mutex::new(HashMap::new()),
             script: Mutex::new(VecDeque::new()),
             token_script: Mutex::new(VecDeque::new()),
             fault_rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
@@ -153,15 +163,47 @@ impl Shared {
     }
 
     fn rate_ok(&self, realm: &str, s: &Settings) -> bool {
-        let now = tokio::time::Instant::now().into_std();
-        let mut w = lock(&self.windows);
-        let win = w
-            .entry(realm.to_string())
-            .or_insert_with(|| SlidingWindow::new(s.requests_per_window, s.rate_window));
-        win.reconfigure(s.requests_per_window, s.rate_window);
-        win.try_acquire(now)
+        admit(&self.windows, realm, s.requests_per_window, s.rate_window)
+    }
+
+    /// Intuit's 10 requests per second per realm, on a 1-second sliding window.
+    fn per_second_ok(&self, realm: &str, s: &Settings) -> bool {
+        admit(
+            &self.second_windows,
+            realm,
+            s.requests_per_sec,
+            Duration::from_secs(1),
+        )
+    }
+
+    /// Intuit's 40 batch requests per minute per realm (per rate window).
+    pub(crate) fn batch_ok(&self, realm: &str, s: &Settings) -> bool {
+        admit(
+            &self.batch_windows,
+            realm,
+            s.batch_per_window,
+            s.rate_window,
+        )
     }
 }
+
+/// Counts a request against a realm's sliding window if it fits (`limit` 0 = unlimited).
+fn admit(
+    windows: &Mutex<HashMap<String, SlidingWindow>>,
+    realm: &str,
+    limit: u32,
+    window: Duration,
+) -> bool {
+    let now = tokio::time::Instant::now().into_std();
+    let mut w = lock(windows);
+    let win = w
+        .entry(realm.to_string())
+        .or_insert_with(|| SlidingWindow::new(limit, window));
+    win.reconfigure(limit, window);
+    win.try_acquire(now)
+}
+
+impl Shared {}
 
 /// Whether the client asked for JSON (else QBO answers in XML).
 pub(crate) fn wants_json(headers: &HeaderMap) -> bool {
@@ -182,8 +224,9 @@ pub(crate) struct Gate {
     pub(crate) tag: Tag,
 }
 
-/// Admits an API request: concurrency cap, latency, bearer token, realm, rate budget,
-/// then injected faults. On refusal returns the response to send.
+/// Admits an API request: concurrency cap and the per-second limit (both on arrival), latency,
+/// bearer token, realm, the per-window budget, then injected faults. On refusal returns the
+/// response to send.
 pub(crate) async fn gate(
     shared: &Shared,
     realm_id: &str,
@@ -199,6 +242,14 @@ pub(crate) async fn gate(
         tag.fault = Some("concurrency_limit".into());
         return Err(tagged(respond::throttle(&s.quirks), tag));
     };
+    // Counted on arrival, before the simulated latency, so that a client pacing itself is
+    // judged by when it sent, not by the jitter the simulator adds.
+    if !shared.per_second_ok(realm_id, &s) {
+        shared.latency(&s).await;
+        lock(&shared.stats).stats.throttled_per_second += 1;
+        tag.fault = Some("rate_limit_per_second".into());
+        return Err(tagged(respond::throttle(&s.quirks), tag));
+    }
     shared.latency(&s).await;
     // Bearer token.
     let bearer = headers
@@ -255,15 +306,8 @@ pub(crate) async fn gate(
         return Err(tagged(r, tag));
     };
     if token_realm != realm_id {
-        let r = respond::fault(
-            StatusCode::UNAUTHORIZED,
-            json,
-            "AuthenticationFault",
-            "100",
-            "General Authentication Error",
-            "AuthenticationErrorGeneral: the token was issued for another company (realm)",
-        );
-        return Err(tagged(r, tag));
+        // QBO answers a token of another company in XML, whatever was asked.
+        return Err(tagged(respond::realm_mismatch(), tag));
     }
     if !shared.rate_ok(realm_id, &s) {
         lock(&shared.stats).stats.throttled_rate += 1;
@@ -288,6 +332,15 @@ pub(crate) async fn gate(
             ScriptedFault::ExpiredToken => {
                 lock(&shared.tokens).expire_access(bearer, now);
                 return Err(tagged(respond::gateway_401("3200", "Token expired"), tag));
+            }
+            ScriptedFault::InternalError3100
+            | ScriptedFault::Forbidden3100
+            | ScriptedFault::Throttle403
+            | ScriptedFault::NoSubscriptionAccess
+            | ScriptedFault::RealmMismatch => {
+                if let Some(r) = respond::recorded_fault(f) {
+                    return Err(tagged(r, tag));
+                }
             }
             ScriptedFault::Slow(d) => tokio::time::sleep(d).await,
             ScriptedFault::DropConnection | ScriptedFault::MalformedJson => body_fault = Some(f),
@@ -381,6 +434,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/v3/company/{realm}/batch", post(api::batch))
         .route("/v3/company/{realm}/cdc", get(api::cdc))
+        .route(
+            "/v3/company/{realm}/companyinfo/{id}",
+            get(api::company_info),
+        )
         .nest("/__sim", control::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&shared), observe))

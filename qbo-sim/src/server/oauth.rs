@@ -1,4 +1,5 @@
-//! `POST /oauth2/v1/tokens/bearer`: the refresh-token grant.
+//! `POST /oauth2/v1/tokens/bearer`: the refresh-token grant, client credentials by Basic
+//! header or in the form body.
 
 use std::sync::Arc;
 
@@ -41,7 +42,11 @@ fn invalid_grant(q: &Quirks, status: StatusCode) -> Response {
     oauth_error(status, "invalid_grant", desc)
 }
 
-fn client_ok(shared: &Shared, headers: &HeaderMap) -> bool {
+/// Client authentication, either of the two methods Intuit's discovery document lists:
+/// HTTP Basic (`client_secret_basic`) or `client_id` and `client_secret` form fields
+/// (`client_secret_post`, how Airbyte's and Singer's connectors refresh). A Basic header, when
+/// present, decides alone.
+fn client_ok(shared: &Shared, headers: &HeaderMap, form: &[(String, String)]) -> bool {
     let Some(basic) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -50,7 +55,13 @@ fn client_ok(shared: &Shared, headers: &HeaderMap) -> bool {
                 .or_else(|| v.strip_prefix("basic "))
         })
     else {
-        return false;
+        let field = |k: &str| {
+            form.iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        return field("client_id") == Some(shared.client_id.as_str())
+            && field("client_secret") == Some(shared.client_secret.as_str());
     };
     let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(basic.trim()) else {
         return false;
@@ -136,18 +147,28 @@ pub(crate) async fn token(
             ScriptedFault::ExpiredToken => {
                 return tagged(invalid_grant(&s.quirks, StatusCode::BAD_REQUEST), tag);
             }
+            // The API gateway's recorded faults, sent as they are.
+            ScriptedFault::InternalError3100
+            | ScriptedFault::Forbidden3100
+            | ScriptedFault::Throttle403
+            | ScriptedFault::NoSubscriptionAccess
+            | ScriptedFault::RealmMismatch => {
+                if let Some(r) = respond::recorded_fault(f) {
+                    return tagged(r, tag);
+                }
+            }
             ScriptedFault::Slow(d) => tokio::time::sleep(d).await,
             ScriptedFault::DropConnection | ScriptedFault::MalformedJson => body_fault = Some(f),
         }
     }
     let failed = |shared: &Shared| lock(&shared.stats).stats.token_failures += 1;
-    if !client_ok(&shared, &headers) {
+    let pairs = form_pairs(&body);
+    if !client_ok(&shared, &headers, &pairs) {
         failed(&shared);
         let status = StatusCode::from_u16(s.quirks.invalid_client_status)
             .unwrap_or(StatusCode::UNAUTHORIZED);
         return tagged(oauth_error(status, "invalid_client", None), tag);
     }
-    let pairs = form_pairs(&body);
     let get = |k: &str| {
         pairs
             .iter()

@@ -57,12 +57,23 @@ async fn server_errors_and_gateway_pages() {
     let a = api.get(Q).await;
     assert_eq!(a.status, 500);
     assert_eq!(a.json()["Fault"]["type"], "SystemFault");
-    for code in [502u16, 503, 504] {
+    for code in [502u16, 503] {
         let a = api.get(Q).await;
         assert_eq!(a.status, code);
         assert!(a.header("content-type").unwrap().starts_with("text/html"));
         assert!(serde_json::from_str::<serde_json::Value>(&a.body).is_err());
     }
+    // Intuit's gateway answers a 504 in XML, code 6002, even when JSON was asked.
+    let a = api.get(Q).await;
+    assert_eq!(a.status, 504);
+    assert!(a.header("content-type").unwrap().contains("xml"));
+    assert!(
+        a.body.contains(
+            "<Fault type=\"SERVICE\"><Error code=\"6002\"><Message>message=GatewayTimeout; errorCode=006002; statusCode=504</Message></Error>"
+        ),
+        "{}",
+        a.body
+    );
     let rec = api.sim.requests();
     let faults: Vec<_> = rec.iter().filter_map(|r| r.fault.clone()).collect();
     assert_eq!(
@@ -70,6 +81,208 @@ async fn server_errors_and_gateway_pages() {
         vec!["status_500", "status_502", "status_503", "status_504"]
     );
     assert_eq!(api.sim.stats().faults_injected, 4);
+}
+
+/// The keys of the gateway's JSON envelope, in order, as public recordings show them.
+const GATEWAY_KEYS: [&str; 12] = [
+    "warnings",
+    "intuitObject",
+    "fault",
+    "report",
+    "queryResponse",
+    "batchItemResponse",
+    "attachableResponse",
+    "syncErrorResponse",
+    "requestId",
+    "time",
+    "status",
+    "cdcresponse",
+];
+
+fn assert_gateway_envelope(body: &str) {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v.as_object().unwrap().len(), GATEWAY_KEYS.len(), "{body}");
+    let at: Vec<usize> = GATEWAY_KEYS
+        .iter()
+        .map(|k| {
+            body.find(&format!("\"{k}\":"))
+                .unwrap_or_else(|| panic!("{k}: {body}"))
+        })
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "key order: {body}");
+    for k in [
+        "warnings",
+        "intuitObject",
+        "report",
+        "queryResponse",
+        "syncErrorResponse",
+        "requestId",
+        "status",
+    ] {
+        assert!(v[k].is_null(), "{k}: {body}");
+    }
+    for k in ["batchItemResponse", "attachableResponse", "cdcresponse"] {
+        assert_eq!(v[k], serde_json::json!([]), "{k}: {body}");
+    }
+    assert!(v["time"].is_u64(), "{body}");
+    assert!(v["fault"]["error"][0]["element"].is_null(), "{body}");
+    assert!(!body.contains("\"requestid\""), "{body}");
+}
+
+#[tokio::test]
+async fn gateway_401_carries_the_null_siblings_and_request_id() {
+    let api = Api::start(small()).await;
+    api.sim.expire_access_tokens();
+    let a = api.get(Q).await;
+    assert_eq!(a.status, 401);
+    assert_gateway_envelope(&a.body);
+    let v = a.json();
+    assert_eq!(v["fault"]["type"], "AUTHENTICATION");
+    assert_eq!(v["fault"]["error"][0]["code"], "3200");
+    assert_eq!(
+        v["fault"]["error"][0]["message"],
+        "message=AuthenticationFailed; errorCode=003200; statusCode=401"
+    );
+}
+
+#[tokio::test]
+async fn recorded_faults_have_their_real_shapes() {
+    let api = Api::start(small()).await;
+    api.sim.script(vec![
+        ScriptedFault::InternalError3100,
+        ScriptedFault::Forbidden3100,
+        ScriptedFault::Throttle403,
+        ScriptedFault::NoSubscriptionAccess,
+        ScriptedFault::RealmMismatch,
+        ScriptedFault::Status(400),
+    ]);
+    // 500 InternalServerError, code 3100, gateway JSON without a detail.
+    let a = api.get(Q).await;
+    assert_eq!(a.status, 500);
+    assert_gateway_envelope(&a.body);
+    let v = a.json();
+    assert_eq!(v["fault"]["type"], "SERVICE");
+    assert_eq!(fault_code(&v), "3100");
+    assert_eq!(
+        v["fault"]["error"][0]["message"],
+        "message=InternalServerError; errorCode=003100; statusCode=500"
+    );
+    assert!(v["fault"]["error"][0]["detail"].is_null());
+    // 403, code 3100.
+    let a = api.get(Q).await;
+    assert_eq!(a.status, 403);
+    assert_gateway_envelope(&a.body);
+    let v = a.json();
+    assert_eq!(fault_code(&v), "3100");
+    assert_eq!(
+        v["fault"]["error"][0]["message"],
+        "message=AuthorizationFailed; errorCode=003100; statusCode=403"
+    );
+    // 403 throttle, XML although JSON was asked.
+    let a = api.get(Q).await;
+    assert_eq!(a.status, 403);
+    assert!(a.header("content-type").unwrap().contains("xml"));
+    assert!(a.body.contains("<Fault type=\"SERVICE\"><Error code=\"3001\"><Message>message=ThrottleExceeded; errorCode=003001; statusCode=403</Message>"), "{}", a.body);
+    // 401 XML code 120 and code 100.
+    for (code, kind) in [
+        ("120", "AuthorizationFault"),
+        ("100", "AuthenticationFault"),
+    ] {
+        let a = api.get(Q).await;
+        assert_eq!(a.status, 401);
+        assert!(a.header("content-type").unwrap().contains("xml"));
+        assert!(
+            a.body
+                .contains(&format!("<Fault type=\"{kind}\"><Error code=\"{code}\">")),
+            "{}",
+            a.body
+        );
+    }
+    // 400 without element and time.
+    let a = api.get(Q).await;
+    assert_eq!(a.status, 400);
+    let v = a.json();
+    assert_eq!(v["Fault"]["type"], "ValidationFault");
+    assert_eq!(fault_code(&v), "4000");
+    assert!(
+        v["Fault"]["Error"][0].get("element").is_none(),
+        "{}",
+        a.body
+    );
+    assert!(v.get("time").is_none(), "{}", a.body);
+    // Each is a one-off: the token still works and the data is served.
+    assert_eq!(api.get(Q).await.status, 200);
+    let faults: Vec<_> = api
+        .sim
+        .requests()
+        .into_iter()
+        .filter_map(|r| r.fault)
+        .collect();
+    assert_eq!(
+        faults,
+        vec![
+            "internal_error_3100",
+            "forbidden_3100",
+            "throttle_403",
+            "no_subscription_access",
+            "realm_mismatch",
+            "status_400"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn recorded_faults_can_be_drawn_too() {
+    let api = Api::start(small()).await;
+    for (plan, status) in [
+        (
+            FaultPlan {
+                internal_error_3100: 1.0,
+                ..FaultPlan::default()
+            },
+            500,
+        ),
+        (
+            FaultPlan {
+                forbidden_3100: 1.0,
+                ..FaultPlan::default()
+            },
+            403,
+        ),
+        (
+            FaultPlan {
+                throttle_403: 1.0,
+                ..FaultPlan::default()
+            },
+            403,
+        ),
+        (
+            FaultPlan {
+                no_subscription_access: 1.0,
+                ..FaultPlan::default()
+            },
+            401,
+        ),
+        (
+            FaultPlan {
+                realm_mismatch: 1.0,
+                ..FaultPlan::default()
+            },
+            401,
+        ),
+        (
+            FaultPlan {
+                bad_request: 1.0,
+                ..FaultPlan::default()
+            },
+            400,
+        ),
+    ] {
+        api.sim.set_faults(plan.clone());
+        assert_eq!(api.get(Q).await.status, status, "{plan:?}");
+    }
+    api.sim.set_faults(FaultPlan::none());
+    assert_eq!(api.get(Q).await.status, 200);
 }
 
 #[tokio::test]

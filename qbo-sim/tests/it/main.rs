@@ -2,9 +2,11 @@
 #![allow(clippy::unwrap_used)]
 
 mod batch_cdc;
+mod catalog;
 mod common;
 mod control;
 mod determinism;
+mod entities;
 mod faults;
 mod oauth;
 mod paging;

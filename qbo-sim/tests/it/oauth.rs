@@ -245,3 +245,77 @@ async fn token_endpoint_faults_by_script() {
     assert_ne!(sim.refresh_token(), t0);
     assert_eq!(refresh(&sim, &t0).await.status, 400);
 }
+
+/// A refresh with the client credentials as form fields and no Basic header
+/// (`client_secret_post`, as Airbyte's and Singer's connectors send it).
+async fn refresh_posted(sim: &SimHandle, id: &str, secret: &str, token: &str) -> Answer {
+    let req = reqwest::Client::new()
+        .post(sim.token_url())
+        .header("Accept", "application/json")
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", token),
+            ("client_id", id),
+            ("client_secret", secret),
+        ]);
+    answer(req.send().await.unwrap()).await
+}
+
+#[tokio::test]
+async fn client_credentials_in_the_form_body_are_accepted() {
+    let sim = small().spawn().await.unwrap();
+    let a = refresh_posted(
+        &sim,
+        &sim.client_id(),
+        &sim.client_secret(),
+        &sim.refresh_token(),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let v = a.json();
+    assert_eq!(v["token_type"], "bearer");
+    assert_eq!(sim.refresh_token(), v["refresh_token"].as_str().unwrap());
+    assert_eq!(
+        query_status(&sim, v["access_token"].as_str().unwrap()).await,
+        200
+    );
+    // Wrong secret, or no credentials at all: invalid_client, and the token is not used up.
+    let token = sim.refresh_token();
+    let bad = refresh_posted(&sim, &sim.client_id(), "wrong", &token).await;
+    assert_eq!(bad.status, 401);
+    assert_eq!(bad.json()["error"], "invalid_client");
+    let none = answer(
+        reqwest::Client::new()
+            .post(sim.token_url())
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", token.as_str()),
+            ])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(none.status, 401);
+    assert_eq!(none.json()["error"], "invalid_client");
+    assert_eq!(sim.refresh_token(), token);
+    // A Basic header decides alone: right form fields do not rescue a wrong header.
+    let basic = base64::engine::general_purpose::STANDARD.encode("someone:else");
+    let mixed = answer(
+        reqwest::Client::new()
+            .post(sim.token_url())
+            .header("Authorization", format!("Basic {basic}"))
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", token.as_str()),
+                ("client_id", sim.client_id().as_str()),
+                ("client_secret", sim.client_secret().as_str()),
+            ])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(mixed.status, 401);
+    assert_eq!(sim.stats().token_refreshes, 1);
+}

@@ -44,7 +44,7 @@ async fn page_empty_page_and_count_shapes() {
     assert_eq!(v["QueryResponse"], serde_json::json!({"totalCount": 600}));
 
     // Known but empty entity.
-    let a = api.get("SELECT * FROM Bill").await;
+    let a = api.get("SELECT * FROM Transfer").await;
     assert!(a.body.starts_with("{\"QueryResponse\":{}"));
     assert_eq!(
         api.count("select count(*) from Vendor where Active in (true,false)")
@@ -292,7 +292,18 @@ async fn token_of_another_realm_is_refused() {
         .unwrap();
     let a = answer(resp).await;
     assert_eq!(a.status, 401);
-    assert_eq!(fault_code(&a.json()), "100");
+    // QBO answers a token of another company in XML even when JSON was asked.
+    assert!(
+        a.header("content-type").unwrap().contains("xml"),
+        "{}",
+        a.body
+    );
+    assert!(
+        a.body
+            .contains("<Fault type=\"AuthenticationFault\"><Error code=\"100\">"),
+        "{}",
+        a.body
+    );
     // Each realm serves its own data; ids collide across companies.
     let resp = api
         .http
@@ -450,4 +461,42 @@ async fn payload_shapes() {
             .any(|c| c["Active"] == false
                 && c["DisplayName"].as_str().unwrap().ends_with("(deleted)"))
     );
+}
+
+#[tokio::test]
+async fn xml_pages_carry_the_amounts_as_json_does() {
+    let api = Api::start(small()).await;
+    let q = "SELECT * FROM Invoice MAXRESULTS 1000";
+    let xml = api
+        .http
+        .get(api.query_url())
+        .query(&[("query", q)])
+        .bearer_auth(&api.token)
+        .header("Accept", "application/xml")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let json = api.get(q).await.body;
+    let tokens = |text: &str, open: &str, close: char| -> Vec<String> {
+        text.split(open)
+            .skip(1)
+            .map(|rest| rest[..rest.find(close).unwrap()].to_string())
+            .collect()
+    };
+    for key in ["TotalAmt", "Balance"] {
+        let from_xml = tokens(&xml, &format!("<{key}>"), '<');
+        let from_json = tokens(&json, &format!("\"{key}\":"), ',');
+        assert_eq!(from_xml.len(), 600, "{key}");
+        assert_eq!(from_xml, from_json, "{key}");
+        assert!(
+            from_xml
+                .iter()
+                .all(|t| t.len() > 3 && t.as_bytes()[t.len() - 3] == b'.')
+        );
+        // Amounts whose text ends in a zero are the ones an f64 would shorten.
+        assert!(from_xml.iter().any(|t| t.ends_with('0')), "{key}");
+    }
 }
