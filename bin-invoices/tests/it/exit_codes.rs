@@ -387,3 +387,56 @@ async fn a_range_into_the_future_keeps_its_trigger_pending() {
     );
     sim.shutdown().await.unwrap();
 }
+
+/// QBO's real fault bodies, as the simulator now sends them, reach the operator with their
+/// true cause: never "rotate the refresh token" when the token is fine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_fault_bodies_end_with_their_true_cause() {
+    use qbo_sim::ScriptedFault;
+    let cases: [(ScriptedFault, i32, &str); 3] = [
+        (ScriptedFault::NoSubscriptionAccess, 6, "subscription"),
+        (ScriptedFault::RealmMismatch, 6, "QBO_REALM_ID"),
+        (ScriptedFault::Forbidden3100, 6, "QBO_ENV"),
+    ];
+    for (fault, code, words) in cases {
+        let sim = small_sim().await;
+        let db = TestDb::new().await;
+        // Every query answers with the fault (the client's retries and the forced refresh
+        // included).
+        sim.script(vec![fault.clone(); 40]);
+        let mut c = command(&sim, &db_url(&db));
+        c.args(RANGE);
+        let o = output(c).await;
+        let (_, err) = text(&o);
+        let last = err.lines().last().unwrap_or_default();
+        assert_eq!(o.status.code(), Some(code), "{fault:?}: {err}");
+        assert!(last.contains(words), "{fault:?}: {last}");
+        assert!(
+            !last.contains("rotate"),
+            "{fault:?} sent the operator to rotate: {last}"
+        );
+        sim.shutdown().await.unwrap();
+    }
+}
+
+/// A 500 InternalServerError with code 3100 and an XML 504 are QBO's side: retried, the run
+/// completes, and nothing says the access token was refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_faults_with_auth_looking_codes_are_retried() {
+    use qbo_sim::ScriptedFault;
+    let sim = small_sim().await;
+    let db = TestDb::new().await;
+    sim.script(vec![
+        ScriptedFault::InternalError3100,
+        ScriptedFault::Status(504),
+        ScriptedFault::InternalError3100,
+    ]);
+    let mut c = command(&sim, &db_url(&db));
+    c.args(RANGE).env("RUST_LOG", "info");
+    let o = output(c).await;
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{err}");
+    assert!(!err.contains("access token was refused"), "{err}");
+    assert_eq!(sim.pending_script(), 0);
+    sim.shutdown().await.unwrap();
+}
