@@ -403,7 +403,7 @@ async fn real_fault_bodies_end_with_their_true_cause() {
         let db = TestDb::new().await;
         // Every query answers with the fault (the client's retries and the forced refresh
         // included).
-        sim.script(vec![fault.clone(); 40]);
+        sim.script(vec![fault; 40]);
         let mut c = command(&sim, &db_url(&db));
         c.args(RANGE);
         let o = output(c).await;
