@@ -61,7 +61,8 @@ td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 .cell.mismatch{background:var(--mismatch)}.cell.running{background:var(--running)}
 .cell.unverified{outline:2px dashed var(--mismatch);outline-offset:-2px}
 .legend{font-size:.8rem;color:var(--muted)}.legend .cell{display:inline-block;vertical-align:middle;margin:0 .2rem 0 .6rem}
-.muted{color:var(--muted)}.err{color:var(--failed);word-break:break-word}
+.muted{color:var(--muted)}.err{color:var(--failed);word-break:break-word;min-width:12rem}
+td.t{white-space:nowrap}
 @media (max-width:600px){main{padding:0 .4rem 1rem}section{padding:.5rem}th,td{padding:.2rem .3rem}}
 ";
 
@@ -114,7 +115,7 @@ fn runs(h: &mut String, snap: &Snapshot) {
         let s = &r.summary;
         let _ = write!(
             h,
-            "<tr data-run=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{} → {}</td><td>",
+            "<tr data-run=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td class=\"t\">{} → {}</td><td>",
             r.id.get(),
             r.id.get(),
             escape(&r.pipeline),
@@ -127,7 +128,7 @@ fn runs(h: &mut String, snap: &Snapshot) {
             h,
             "</td><td class=\"n\">{} / {}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
              <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{} / {} / {}</td>\
-             <td>{}</td><td class=\"err\">{}</td></tr>",
+             <td class=\"t\">{}</td><td class=\"err\">{}</td></tr>",
             s.windows_done,
             r.windows_planned,
             s.windows_skipped,
