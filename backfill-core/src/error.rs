@@ -130,6 +130,9 @@ pub enum Error {
     /// A command-line or environment value is missing or malformed.
     #[error("{0}")]
     Usage(String),
+    /// The status page could not start or stopped (`serve`), or the metrics textfile failed.
+    #[error("status page")]
+    StatusPage(#[source] status_page::StatusError),
     /// A one-time trigger already completed and `--force` was not given.
     #[error("trigger {name:?} already completed at {completed_at}; use --force to run it again")]
     TriggerCompleted {
@@ -268,6 +271,9 @@ impl Error {
             Error::Qbo(e) if rescued_from_the_database(e) => ExitStatus::Database,
             Error::Qbo(e) => qbo_exit(e, ExitStatus::WindowsFailed),
             Error::Interrupted(reason) => reason.exit_status(),
+            Error::StatusPage(status_page::StatusError::Database(_)) => ExitStatus::Database,
+            Error::StatusPage(e) if e.is_config() => ExitStatus::Usage,
+            Error::StatusPage(_) => ExitStatus::WindowsFailed,
             Error::TriggerConflict(_)
             | Error::UnknownTrigger { .. }
             | Error::UnknownEntity { .. }

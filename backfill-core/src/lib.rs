@@ -27,6 +27,7 @@
 //! # }
 //! ```
 
+pub mod batch_metrics;
 pub mod claim;
 pub mod cli;
 mod dbretry;

@@ -6,7 +6,7 @@
 //!
 //! Here live the entry points ([`main`], [`main_any`]), the logging set-up and the mapping of
 //! every outcome to an exit code; each subcommand has its own module with its argument types:
-//! `run` (the backfill itself, no subcommand), `triggers` and `report`. `reliability` holds
+//! `run` (the backfill itself, no subcommand), `triggers`, `report` and `serve`. `reliability` holds
 //! the run's options for cooperative workers, leases and database loss; `help` the texts of
 //! `--help`.
 
@@ -28,12 +28,14 @@ mod help;
 mod reliability;
 mod report;
 mod run;
+mod serve;
 mod triggers;
 
 use help::{any_help, examples};
 pub use reliability::ReliabilityArgs;
 pub use report::ReportArgs;
 pub use run::{RunArgs, TokenStoreSpec, ValidatedRun, default_trigger_name};
+pub use serve::ServeArgs;
 pub use triggers::TriggersAction;
 
 /// The command line of a pipeline binary.
@@ -68,6 +70,9 @@ pub enum Command {
     /// re-run comparison; prints a summary and writes report.md, report.json and
     /// rows_per_day.svg with --out.
     Report(ReportArgs),
+    /// Read-only status page (runs, triggers, windows, verification, volumetry) and /metrics
+    /// (OpenMetrics) on 127.0.0.1:8080 unless --listen says otherwise.
+    Serve(ServeArgs),
 }
 
 /// The entry point of a pipeline binary: parses the command line, runs, and maps the outcome
@@ -150,6 +155,7 @@ async fn execute_any(bin: &str, any: AnyCli) -> ExitStatus {
     let _progress = init_logging(&cli);
     let outcome = match &cli.command {
         Some(Command::Report(args)) => report::report_cmd(args, ENTITIES.to_vec()).await,
+        Some(Command::Serve(args)) => serve::serve_cmd(args, ENTITIES.to_vec()).await,
         _ => Err(Error::Usage(format!(
             "--entity NAME (or QB_ENTITY) is required; one of: {}",
             ENTITIES
@@ -231,6 +237,7 @@ async fn execute<E: Entity>(bin: &str, cli: Cli) -> ExitStatus {
         Some(Command::Report(args)) => {
             report::report_cmd(&args, report::entities::<E>(&args)).await
         }
+        Some(Command::Serve(args)) => serve::serve_cmd(&args, serve::entities::<E>()).await,
         None => run::pipeline::<E>(&cli.run, OffsetDateTime::now_utc(), progress).await,
     };
     finish(bin, outcome)

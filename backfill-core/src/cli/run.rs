@@ -12,6 +12,7 @@ use raw_sink::{PgConfig, Sink};
 use time::OffsetDateTime;
 
 use super::reliability::{self, ReliabilityArgs};
+use crate::batch_metrics;
 use crate::run::{RunConfig, RunReport};
 use crate::window::{self, Plan, PlanRequest, WindowSize, format_utc};
 use crate::{Entity, Error, ExitStatus, Progress, WindowField};
@@ -66,6 +67,9 @@ pub struct RunArgs {
     /// Rows per page (MAXRESULTS, at most 1000).
     #[arg(long, default_value = "1000", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub page_size: u32,
+    /// Write the run's final figures here as a node_exporter textfile (atomic rename).
+    #[arg(long, value_name = "PATH")]
+    pub metrics_textfile: Option<PathBuf>,
     /// Cooperative workers, leases and database loss.
     #[command(flatten)]
     pub reliability: ReliabilityArgs,
@@ -308,8 +312,14 @@ pub(super) async fn pipeline<E: Entity>(
     cfg.max_api_calls = args.max_requests;
     cfg.progress = progress;
     reliability::configure(&mut cfg, &args.reliability, &worker, &shutdown);
+    let started = std::time::Instant::now();
     let result = crate::run::<E>(&client, &sink, &cfg).await;
     reliability::stop_worker(&worker, &result).await;
+    if let Some(path) = &args.metrics_textfile {
+        let figures =
+            batch_metrics::figures(E::PIPELINE, client.realm_id(), &result, started.elapsed());
+        batch_metrics::write(&sink, path, &figures).await;
+    }
     let report = result?;
     if std::io::stdout().is_terminal() {
         print_summary::<E>(&client, &cfg, &report);

@@ -13,4 +13,5 @@ mod realms;
 mod report;
 mod rerun;
 mod sparse;
+mod status;
 mod vendor;

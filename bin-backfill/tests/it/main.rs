@@ -1,7 +1,8 @@
 //! Process-level tests of `qb-backfill`: entity dispatch, `report` files against direct SQL,
-//! help and usage errors.
+//! help and usage errors, `serve`'s access rule and the metrics textfile.
 #![allow(clippy::unwrap_used, missing_docs, unreachable_pub)]
 
 mod common;
 mod generic;
 mod report;
+mod serve;
