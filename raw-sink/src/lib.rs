@@ -38,8 +38,8 @@ mod quarantine;
 mod sink;
 mod table;
 mod tls;
-mod upsert;
 pub mod volumetry;
+mod write;
 
 #[cfg(feature = "test-support")]
 pub mod testing;
@@ -54,10 +54,10 @@ pub use ledger::{
 pub use quarantine::RejectRecord;
 pub use sink::{Sink, embedded_migrations};
 pub use table::RawTable;
-pub use upsert::{
+pub use volumetry::{DayCount, RerunEntry, TableTotals, Verification, WindowVolume};
+pub use write::{
     PageMeta, PageOutcome, PageOwner, PageWrite, RawRow, RejectRow, Rejected, UpsertCounts,
 };
-pub use volumetry::{DayCount, RerunEntry, TableTotals, Verification, WindowVolume};
 
 /// Re-exported so callers can name the pool type of [`Sink::pool`] / [`Sink::from_pool`].
 pub use deadpool_postgres;
