@@ -38,6 +38,7 @@ mod quarantine;
 mod sink;
 mod table;
 mod tls;
+mod upsert;
 pub mod volumetry;
 mod write;
 
@@ -54,10 +55,10 @@ pub use ledger::{
 pub use quarantine::RejectRecord;
 pub use sink::{Sink, embedded_migrations};
 pub use table::RawTable;
-pub use volumetry::{DayCount, RerunEntry, TableTotals, Verification, WindowVolume};
-pub use write::{
+pub use upsert::{
     PageMeta, PageOutcome, PageOwner, PageWrite, RawRow, RejectRow, Rejected, UpsertCounts,
 };
+pub use volumetry::{DayCount, RerunEntry, TableTotals, Verification, WindowVolume};
 
 /// Re-exported so callers can name the pool type of [`Sink::pool`] / [`Sink::from_pool`].
 pub use deadpool_postgres;

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 
 use crate::error::SinkError;
 use crate::ledger::{Ledger, RunId, col};
-use crate::write::{OwnedReject, PageWrite};
+use crate::upsert::{OwnedReject, PageWrite};
 
 /// Adds `rejects` to `raw.qb_rejects` for the page's window (a text already recorded for the
 /// window is not added twice) and their number to the window's `rejected`.
