@@ -40,6 +40,7 @@ mod table;
 mod tls;
 mod upsert;
 pub mod volumetry;
+mod write;
 
 #[cfg(feature = "test-support")]
 pub mod testing;

@@ -5,10 +5,12 @@
 //! comes back as [`SinkError::InvalidTransition`] naming the current status.
 
 mod claims;
+mod lock;
 mod runs;
 mod tokens;
 mod triggers;
 mod windows;
+mod workers;
 
 use std::fmt;
 
@@ -19,14 +21,13 @@ use tokio_postgres::types::FromSql;
 use crate::error::SinkError;
 use crate::sink::get_client;
 
-pub use claims::{
-    AdvisoryLock, BudgetShare, ClaimStatus, LeaseRenewal, NewWorker, Reload, ShareGrant,
-    WindowClaim, WorkerRow,
-};
+pub use claims::{ClaimStatus, Reload, WindowClaim};
+pub use lock::AdvisoryLock;
 pub use runs::{NewRun, Run, RunStatus, RunSummary};
 pub use tokens::TokenLock;
 pub use triggers::{Trigger, TriggerKey, TriggerStatus};
 pub use windows::{Window, WindowOutcome, WindowScope, WindowSpan, WindowStatus};
+pub use workers::{BudgetShare, LeaseRenewal, NewWorker, ShareGrant, WorkerRow};
 
 /// Ledger and token-store operations on a pool. Cheap to clone; get one from
 /// [`Sink::ledger`](crate::Sink::ledger).
