@@ -44,6 +44,14 @@ impl WindowTally {
     pub(super) fn seen(&self) -> u64 {
         (self.ids.len() + self.rejected.len()) as u64
     }
+
+    /// Adds what another read of the same window found.
+    pub(super) fn absorb(&mut self, other: WindowTally) {
+        self.ids.extend(other.ids);
+        self.rejected.extend(other.rejected);
+        self.rows += other.rows;
+        self.counts += other.counts;
+    }
 }
 
 /// What a loading attempt produced: per-window tallies, and a COUNT it had to take (a short

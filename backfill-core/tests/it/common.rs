@@ -28,6 +28,12 @@ pub fn client_for(sim: &SimHandle, realm: &str) -> QboClient {
     .unwrap()
     .with_token_url(&sim.token_url())
     .unwrap();
+    test_client(cfg, Duration::from_millis(50), 8)
+}
+
+/// A client for tests: no rate limit, millisecond backoffs up to `max_backoff`, `attempts`
+/// attempts per request, a 5 s timeout.
+pub fn test_client(cfg: QboConfig, max_backoff: Duration, attempts: u32) -> QboClient {
     QboClient::builder(cfg)
         .rate_limit(RateLimit::unlimited())
         .retry_policy(
@@ -35,9 +41,9 @@ pub fn client_for(sim: &SimHandle, realm: &str) -> QboClient {
                 .with_backoff(
                     Duration::from_millis(5),
                     Duration::from_millis(5),
-                    Duration::from_millis(50),
+                    max_backoff,
                 )
-                .with_max_attempts(8),
+                .with_max_attempts(attempts),
         )
         .request_timeout(Duration::from_secs(5))
         .build()

@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::routing::{get, post};
-use qbo_client::{Credentials, Environment, QboClient, QboConfig, RateLimit, RetryPolicy};
+use qbo_client::{Credentials, Environment, QboClient, QboConfig};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -95,20 +95,7 @@ impl FakeQbo {
         .unwrap()
         .with_token_url(&format!("http://{}/oauth2/v1/tokens/bearer", self.addr))
         .unwrap();
-        QboClient::builder(cfg)
-            .rate_limit(RateLimit::unlimited())
-            .retry_policy(
-                RetryPolicy::default()
-                    .with_backoff(
-                        Duration::from_millis(5),
-                        Duration::from_millis(5),
-                        Duration::from_millis(20),
-                    )
-                    .with_max_attempts(2),
-            )
-            .request_timeout(Duration::from_secs(5))
-            .build()
-            .unwrap()
+        crate::common::test_client(cfg, Duration::from_millis(20), 2)
     }
 }
 
