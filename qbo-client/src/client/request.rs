@@ -1,0 +1,261 @@
+//! One QBO request end to end: the token, the realm's limiter, the send, the body read, the
+//! classification of what came back, one forced refresh after a 401, and the retries.
+
+use std::time::Duration;
+
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use secrecy::ExposeSecret;
+use tokio::time::Instant;
+
+use super::{POST_THRESHOLD, QboClient};
+use crate::error::{Endpoint, QboError};
+use crate::fault::{Fault, looks_like_xml};
+use crate::http::{intuit_tid_of, retry_after_of, snippet};
+use crate::page::Failure;
+use crate::retry::{Decision, FailureClass, RetryState, past_horizon};
+
+/// A successful answer.
+pub(super) struct Answer<T> {
+    pub(super) value: T,
+    pub(super) intuit_tid: Option<String>,
+    pub(super) latency: Duration,
+}
+
+impl QboClient {
+    /// The request loop: token, limiter, send, classify, 401 → one forced refresh, retries.
+    pub(super) async fn run<T, D>(&self, text: &str, decode: D) -> Result<Answer<T>, QboError>
+    where
+        D: Fn(&[u8], Option<&String>) -> Result<T, Failure>,
+    {
+        let inner = &self.inner;
+        let mut history = RetryState::new();
+        let mut refreshed_after_401 = false;
+        loop {
+            let token = inner.tokens.access_token().await?;
+            let outcome = self.attempt(text, &token.value, &decode).await;
+            let (class, err) = match outcome {
+                Ok(answer) => {
+                    inner.outage.succeeded();
+                    return Ok(answer);
+                }
+                Err(f) => f,
+            };
+            if class == FailureClass::Unauthorized && !refreshed_after_401 {
+                refreshed_after_401 = true;
+                tracing::warn!(
+                    realm = inner.realm_id.as_str(),
+                    cause = class.as_str(),
+                    attempt = history.attempts() + 1,
+                    wait_ms = 0u64,
+                    intuit_tid = err.intuit_tid(),
+                    "retry"
+                );
+                inner.tokens.force_refresh(token.generation).await?;
+                continue;
+            }
+            let troubled_for = if class.is_transient() {
+                inner.outage.failed()
+            } else {
+                Duration::ZERO
+            };
+            match history.failed(&inner.retry, class) {
+                Decision::RetryAfter(wait)
+                    if class.is_transient() && past_horizon(&inner.retry, troubled_for, wait) =>
+                {
+                    tracing::warn!(
+                        realm = inner.realm_id.as_str(),
+                        cause = class.as_str(),
+                        attempt = history.attempts(),
+                        troubled_for_s = troubled_for.as_secs(),
+                        give_up_after_s = inner.retry.give_up_after.as_secs(),
+                        intuit_tid = err.intuit_tid(),
+                        "give_up_horizon_reached"
+                    );
+                    return Err(crate::error::gave_up(
+                        history.attempts(),
+                        troubled_for,
+                        true,
+                        err,
+                    ));
+                }
+                Decision::Stop => {
+                    return Err(crate::error::gave_up(
+                        history.attempts(),
+                        troubled_for,
+                        false,
+                        err,
+                    ));
+                }
+                Decision::RetryAfter(wait) => {
+                    tracing::warn!(
+                        realm = inner.realm_id.as_str(),
+                        cause = class.as_str(),
+                        attempt = history.attempts(),
+                        wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                        intuit_tid = err.intuit_tid(),
+                        status = err.status(),
+                        "retry"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// One HTTP attempt, classified.
+    async fn attempt<T, D>(
+        &self,
+        text: &str,
+        access_token: &secrecy::SecretString,
+        decode: &D,
+    ) -> Result<Answer<T>, Failure>
+    where
+        D: Fn(&[u8], Option<&String>) -> Result<T, Failure>,
+    {
+        let inner = &self.inner;
+        let endpoint = Endpoint::Api;
+        let permit = inner.limiter.acquire().await;
+        let started = Instant::now();
+        let request = if text.len() > POST_THRESHOLD {
+            inner
+                .http
+                .post(inner.query_url.clone())
+                .query(&[("minorversion", inner.minor_version.as_str())])
+                .header(CONTENT_TYPE, "application/text")
+                .body(text.to_owned())
+        } else {
+            inner.http.get(inner.query_url.clone()).query(&[
+                ("query", text),
+                ("minorversion", inner.minor_version.as_str()),
+            ])
+        };
+        inner
+            .calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let sent = request
+            .bearer_auth(access_token.expose_secret())
+            .header(ACCEPT, "application/json")
+            .send()
+            .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => {
+                return Err((
+                    FailureClass::Timeout,
+                    QboError::Timeout {
+                        endpoint,
+                        intuit_tid: None,
+                    },
+                ));
+            }
+            Err(e) => {
+                return Err((
+                    FailureClass::Connection,
+                    QboError::Connection {
+                        endpoint,
+                        source: e,
+                    },
+                ));
+            }
+        };
+        let status = resp.status().as_u16();
+        let intuit_tid = intuit_tid_of(resp.headers());
+        let retry_after = retry_after_of(resp.headers());
+        let body = match read_body(resp).await {
+            Ok(b) => b,
+            Err(e) if e.is_timeout() => {
+                return Err((
+                    FailureClass::Timeout,
+                    QboError::Timeout {
+                        endpoint,
+                        intuit_tid,
+                    },
+                ));
+            }
+            Err(_) => {
+                return Err((
+                    FailureClass::TruncatedBody,
+                    QboError::TruncatedBody {
+                        endpoint,
+                        intuit_tid,
+                    },
+                ));
+            }
+        };
+        let latency = started.elapsed();
+        drop(permit);
+        if (200..300).contains(&status) {
+            if looks_like_xml(&body) {
+                // XML despite Accept: application/json — a fault (e.g. throttling) or garbage.
+                return Err(match Fault::parse(&body) {
+                    Some(fault) => fault_failure(status, fault, intuit_tid, retry_after),
+                    None => (
+                        FailureClass::Malformed,
+                        QboError::Malformed {
+                            endpoint,
+                            detail: format!("XML instead of JSON: {}", snippet(&body, 200)),
+                            class: FailureClass::Malformed,
+                            intuit_tid,
+                        },
+                    ),
+                });
+            }
+            let value = decode(&body, intuit_tid.as_ref())?;
+            return Ok(Answer {
+                value,
+                intuit_tid,
+                latency,
+            });
+        }
+        Err(match Fault::parse(&body) {
+            Some(fault) => fault_failure(status, fault, intuit_tid, retry_after),
+            None => {
+                let class = FailureClass::from_status(status, None, retry_after);
+                (
+                    class,
+                    QboError::Http {
+                        endpoint,
+                        status,
+                        class,
+                        retry_after,
+                        intuit_tid,
+                        body: Some(snippet(&body, 300)),
+                    },
+                )
+            }
+        })
+    }
+}
+
+/// Reads a response body into one buffer, chunk by chunk, sized from `Content-Length` when the
+/// server sends it. (`Response::bytes` collects every chunk first and then joins them, holding a
+/// page of records twice at its peak; pages are the largest allocations of a run.)
+async fn read_body(mut resp: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+    /// Never trust a declared length for more than this up front; larger bodies still grow.
+    const MAX_PREALLOCATION: u64 = 64 << 20;
+    let hint = resp.content_length().unwrap_or(0).min(MAX_PREALLOCATION);
+    let mut body = Vec::with_capacity(usize::try_from(hint).unwrap_or(0));
+    while let Some(chunk) = resp.chunk().await? {
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn fault_failure(
+    status: u16,
+    mut fault: Fault,
+    intuit_tid: Option<String>,
+    retry_after: Option<Duration>,
+) -> Failure {
+    fault.intuit_tid = intuit_tid;
+    fault.http_status = Some(status);
+    let class = FailureClass::from_status(status, Some(&fault), retry_after);
+    (
+        class,
+        QboError::Fault {
+            status,
+            fault: Box::new(fault),
+            class,
+        },
+    )
+}
