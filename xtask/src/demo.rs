@@ -62,14 +62,14 @@ impl Options {
 }
 
 /// The sample company served by the simulator.
-struct Sample {
-    customers: u64,
-    items: u64,
-    vendors: u64,
-    invoices: u64,
-    start: &'static str,
-    end: &'static str,
-    database: &'static str,
+pub(crate) struct Sample {
+    pub(crate) customers: u64,
+    pub(crate) items: u64,
+    pub(crate) vendors: u64,
+    pub(crate) invoices: u64,
+    pub(crate) start: &'static str,
+    pub(crate) end: &'static str,
+    pub(crate) database: &'static str,
 }
 
 const FULL: Sample = Sample {
@@ -142,7 +142,7 @@ static HANDLER: Once = Once::new();
 
 /// Ctrl-C (and SIGTERM) set a flag; waits notice it, kill their child and unwind, and the
 /// guards below stop the simulator and the cluster.
-fn install_interrupt_handler() {
+pub(crate) fn install_interrupt_handler() {
     HANDLER.call_once(|| {
         if let Err(e) = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst)) {
             eprintln!(
@@ -185,7 +185,7 @@ fn wait(child: &mut Child, what: &str) -> Result<ExitStatus> {
     }
 }
 
-fn run(cmd: &mut Command, what: &str) -> Result<ExitStatus> {
+pub(crate) fn run(cmd: &mut Command, what: &str) -> Result<ExitStatus> {
     let mut child = cmd.spawn().with_context(|| format!("starting {what}"))?;
     wait(&mut child, what)
 }
@@ -208,7 +208,7 @@ impl Drop for ClusterGuard<'_> {
 }
 
 /// The running simulator; killed on drop.
-struct SimProcess {
+pub(crate) struct SimProcess {
     child: Child,
     env: Vec<(String, String)>,
 }
@@ -222,7 +222,7 @@ impl Drop for SimProcess {
 
 impl SimProcess {
     /// Starts `qbo-sim` and reads the `QBO_*=` lines it prints once it listens.
-    fn start(bin: &Path, sample: &Sample, log: &Path) -> Result<SimProcess> {
+    pub(crate) fn start(bin: &Path, sample: &Sample, log: &Path) -> Result<SimProcess> {
         let log_file =
             std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let mut cmd = Command::new(bin);
@@ -288,7 +288,7 @@ impl SimProcess {
         Ok(sim)
     }
 
-    fn get(&self, key: &str) -> &str {
+    pub(crate) fn get(&self, key: &str) -> &str {
         self.env
             .iter()
             .find(|(k, _)| k == key)
@@ -533,7 +533,7 @@ pub(crate) fn demo(root: &Path, opts: &Options) -> Result<()> {
 }
 
 /// `postgres://…/postgres` with the database name replaced.
-fn database_url(admin_url: &str, db: &str) -> Result<String> {
+pub(crate) fn database_url(admin_url: &str, db: &str) -> Result<String> {
     let cut = admin_url
         .rfind('/')
         .context("cluster URL has no database part")?;
