@@ -216,6 +216,8 @@ fn run_checks(root: &Path, database_url: &str) -> Result<Vec<Step>> {
         small: true,
         out: root.join("target/demo-small-evidence"),
         keep: true,
+        // Nothing may outlive the test run.
+        serve: false,
     };
     let ok = match demo::demo(root, &demo) {
         Ok(()) => true,
