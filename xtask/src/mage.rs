@@ -75,7 +75,23 @@ fn venv(root: &Path, integration: &Path) -> Result<PathBuf> {
         println!("reusing {} (mage-ai {version})", dir.display());
         return Ok(dir);
     }
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    // mage-ai 0.9.80 is tested here on Python 3.11: prefer it when the machine has several.
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| {
+        let has = |exe: &str| {
+            Command::new(exe)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if has("python3.11") {
+            "python3.11"
+        } else {
+            "python3"
+        }
+        .to_owned()
+    });
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
     }
