@@ -2,8 +2,9 @@
 //! and the throwaway PostgreSQL (also a step of `cargo xtask test`).
 //!
 //! Installs the pinned `mage-ai` (from `integrations/mage/requirements.txt`) into a venv under
-//! `target/mage-venv-<version>`, reused while it is complete, sets the Mage Secrets with the
-//! project's own tool, and checks with `mage run`: each of the three pipelines loads exactly the
+//! `target/mage-venv-<version>`, reused while it is complete, runs the runner's unit tests
+//! (`integrations/mage/tests`), sets the Mage Secrets with the project's own tool, and checks
+//! with `mage run`: each of the three pipelines loads exactly the
 //! simulator's rows; a second run of the same range is skipped through the binary's exit 4 and
 //! succeeds; a missing variable and a failing binary fail the block with the message that says
 //! why (the binary's own line for the latter); no secret set through the tool appears in Mage's
@@ -211,6 +212,16 @@ pub(crate) fn check(root: &Path, admin_url: &str) -> Result<Vec<String>> {
     let venv = venv(root, &integration)?;
     let venv_time = started.elapsed();
 
+    // The runner's unit tests (no Mage needed), before the end-to-end runs.
+    let status = demo::run(
+        Command::new(venv.join("bin/python"))
+            .args(["-m", "unittest", "discover", "-s"])
+            .arg(integration.join("tests"))
+            .current_dir(&integration),
+        "the runner's unit tests",
+    )?;
+    ensure!(status.success(), "integrations/mage/tests failed");
+
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = demo::run(
         Command::new(&cargo).current_dir(root).args([
@@ -300,7 +311,7 @@ pub(crate) fn check(root: &Path, admin_url: &str) -> Result<Vec<String>> {
         "set_secrets.py did not say it set the three secrets:\n{tool_text}"
     );
     let mut done = vec![format!(
-        "mage-ai venv ready in {:.0} s; secrets set with set_secrets.py --from-dir",
+        "mage-ai venv ready in {:.0} s; the runner's unit tests pass; secrets set with set_secrets.py --from-dir",
         venv_time.as_secs_f64()
     )];
 

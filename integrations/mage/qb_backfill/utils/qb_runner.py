@@ -255,6 +255,8 @@ def run_backfill(binary, variables, read_secret=mage_secret, base_env=None):
     code = child.wait()
     for t in threads:
         t.join()
+    child.stdout.close()
+    child.stderr.close()
 
     for line in plain:
         (logger.info if code in (EXIT_OK, EXIT_ALREADY_COMPLETED) else logger.error)(line)
