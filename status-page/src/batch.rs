@@ -116,6 +116,20 @@ pub fn write_atomically(path: &Path, text: &str) -> Result<(), StatusError> {
     written.map_err(err)
 }
 
+/// The textfile's content for `figures`, with the last success time read from the ledger:
+/// what `--metrics-textfile` writes and `--metrics-push` sends.
+///
+/// # Errors
+/// [`StatusError::Database`]; [`StatusError::Encode`] (not expected).
+pub async fn text_with_ledger(sink: &Sink, figures: &BatchFigures) -> Result<String, StatusError> {
+    let last_success = last_runs(sink, &figures.pipeline)
+        .await?
+        .into_iter()
+        .find(|l| l.realm_id == figures.realm_id)
+        .and_then(|l| l.last_success);
+    encode(figures, last_success)
+}
+
 /// Encodes `figures` with the last success time read from the ledger and writes the textfile.
 ///
 /// # Errors
@@ -125,12 +139,7 @@ pub async fn write_textfile(
     path: &Path,
     figures: &BatchFigures,
 ) -> Result<(), StatusError> {
-    let last_success = last_runs(sink, &figures.pipeline)
-        .await?
-        .into_iter()
-        .find(|l| l.realm_id == figures.realm_id)
-        .and_then(|l| l.last_success);
-    let text = encode(figures, last_success)?;
+    let text = text_with_ledger(sink, figures).await?;
     write_atomically(path, &text)
 }
 

@@ -108,8 +108,8 @@ fn runs(h: &mut String, snap: &Snapshot) {
         "<div class=\"scroll\"><table><thead><tr><th>run</th><th>pipeline</th><th>realm</th>\
          <th>range</th><th>status</th><th class=\"n\">windows done / planned</th>\
          <th class=\"n\">skipped</th><th class=\"n\">failed</th><th class=\"n\">mismatch</th>\
-         <th class=\"n\">rows</th><th class=\"n\">ins / upd / unch</th><th>started</th>\
-         <th>error</th></tr></thead><tbody>",
+         <th class=\"n\">rows</th><th class=\"n\">ins / upd / unch</th>\
+         <th class=\"n\">API calls</th><th>started</th><th>error</th></tr></thead><tbody>",
     );
     for r in &snap.runs {
         let s = &r.summary;
@@ -128,7 +128,7 @@ fn runs(h: &mut String, snap: &Snapshot) {
             h,
             "</td><td class=\"n\">{} / {}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
              <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{} / {} / {}</td>\
-             <td class=\"t\">{}</td><td class=\"err\">{}</td></tr>",
+             <td class=\"n\" data-api-calls>{}</td><td class=\"t\">{}</td><td class=\"err\">{}</td></tr>",
             s.windows_done,
             r.windows_planned,
             s.windows_skipped,
@@ -138,6 +138,7 @@ fn runs(h: &mut String, snap: &Snapshot) {
             s.inserted,
             s.updated,
             s.unchanged,
+            s.api_calls,
             utc(r.started_at),
             escape(s.error.as_deref().unwrap_or("")),
         );

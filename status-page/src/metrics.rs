@@ -143,6 +143,11 @@ pub async fn exposition(sink: &Sink, scope: &Scope) -> Result<String, StatusErro
         "Rows received from QBO by the latest run",
         None,
     );
+    let last_calls = m.gauges(
+        "last_run_api_calls",
+        "QBO API calls (retries included) spent by the latest run",
+        None,
+    );
     let last_success = m.gauges(
         "last_success_timestamp",
         "When the latest succeeded run finished (Unix time)",
@@ -200,6 +205,9 @@ pub async fn exposition(sink: &Sink, scope: &Scope) -> Result<String, StatusErro
             last_rows
                 .get_or_create(&labels)
                 .set(figure(run.summary.rows));
+            last_calls
+                .get_or_create(&labels)
+                .set(figure(run.summary.api_calls));
             if let Some(t) = last.last_success {
                 last_success.get_or_create(&labels).set(unix_seconds(t));
             }

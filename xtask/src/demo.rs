@@ -25,7 +25,8 @@ usage: cargo xtask demo [--small] [--out DIR] [--keep]
 
   --small     a smaller sample company (what CI runs)
   --out DIR   where the evidence goes (default: ./evidence, git-ignored)
-  --keep      leave the throwaway PostgreSQL running afterwards to explore the data with psql
+  --keep      leave the throwaway PostgreSQL running afterwards to explore the data with psql,
+              and the status page (`qb-backfill serve` on a free loopback port) to look at it
 ";
 
 /// Demo options.
@@ -37,6 +38,8 @@ pub(crate) struct Options {
     pub(crate) out: PathBuf,
     /// Keep the cluster running even if the demo started it.
     pub(crate) keep: bool,
+    /// Leave `qb-backfill serve` running on the demo's database and print its address.
+    pub(crate) serve: bool,
 }
 
 impl Options {
@@ -45,12 +48,16 @@ impl Options {
             small: false,
             out: PathBuf::from("evidence"),
             keep: false,
+            serve: false,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
             match *a {
                 "--small" => o.small = true,
-                "--keep" => o.keep = true,
+                "--keep" => {
+                    o.keep = true;
+                    o.serve = true;
+                }
                 "--out" => {
                     o.out = PathBuf::from(it.next().context("--out needs a directory")?);
                 }
@@ -62,14 +69,14 @@ impl Options {
 }
 
 /// The sample company served by the simulator.
-struct Sample {
-    customers: u64,
-    items: u64,
-    vendors: u64,
-    invoices: u64,
-    start: &'static str,
-    end: &'static str,
-    database: &'static str,
+pub(crate) struct Sample {
+    pub(crate) customers: u64,
+    pub(crate) items: u64,
+    pub(crate) vendors: u64,
+    pub(crate) invoices: u64,
+    pub(crate) start: &'static str,
+    pub(crate) end: &'static str,
+    pub(crate) database: &'static str,
 }
 
 const FULL: Sample = Sample {
@@ -142,7 +149,7 @@ static HANDLER: Once = Once::new();
 
 /// Ctrl-C (and SIGTERM) set a flag; waits notice it, kill their child and unwind, and the
 /// guards below stop the simulator and the cluster.
-fn install_interrupt_handler() {
+pub(crate) fn install_interrupt_handler() {
     HANDLER.call_once(|| {
         if let Err(e) = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst)) {
             eprintln!(
@@ -185,7 +192,7 @@ fn wait(child: &mut Child, what: &str) -> Result<ExitStatus> {
     }
 }
 
-fn run(cmd: &mut Command, what: &str) -> Result<ExitStatus> {
+pub(crate) fn run(cmd: &mut Command, what: &str) -> Result<ExitStatus> {
     let mut child = cmd.spawn().with_context(|| format!("starting {what}"))?;
     wait(&mut child, what)
 }
@@ -208,7 +215,7 @@ impl Drop for ClusterGuard<'_> {
 }
 
 /// The running simulator; killed on drop.
-struct SimProcess {
+pub(crate) struct SimProcess {
     child: Child,
     env: Vec<(String, String)>,
 }
@@ -222,7 +229,7 @@ impl Drop for SimProcess {
 
 impl SimProcess {
     /// Starts `qbo-sim` and reads the `QBO_*=` lines it prints once it listens.
-    fn start(bin: &Path, sample: &Sample, log: &Path) -> Result<SimProcess> {
+    pub(crate) fn start(bin: &Path, sample: &Sample, log: &Path) -> Result<SimProcess> {
         let log_file =
             std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let mut cmd = Command::new(bin);
@@ -288,7 +295,7 @@ impl SimProcess {
         Ok(sim)
     }
 
-    fn get(&self, key: &str) -> &str {
+    pub(crate) fn get(&self, key: &str) -> &str {
         self.env
             .iter()
             .find(|(k, _)| k == key)
@@ -516,6 +523,12 @@ pub(crate) fn demo(root: &Path, opts: &Options) -> Result<()> {
             "the throwaway PostgreSQL is stopped now; `cargo xtask demo --keep` leaves it running to explore with psql"
         );
     }
+    if opts.serve {
+        let (pid, address) = start_status_page(&ctx, &out)?;
+        println!(
+            "\nthe status page of this data: {address}   (/metrics beside it; stop it with `kill {pid}`)"
+        );
+    }
     println!(
         "\nPoint the same binaries at a real QuickBooks Online company (docs/RUNBOOK.md):\n\
          \x20 export QBO_ENV=production QBO_REALM_ID=<company id> QBO_CLIENT_ID=<app client id>\n\
@@ -532,8 +545,54 @@ pub(crate) fn demo(root: &Path, opts: &Options) -> Result<()> {
     Ok(())
 }
 
+/// Starts `qb-backfill serve` on a free loopback port, in a process group of its own so that
+/// it outlives the demo (and a later Ctrl-C in this terminal); returns its pid and address.
+fn start_status_page(ctx: &Ctx<'_>, out: &Path) -> Result<(u32, String)> {
+    use std::os::unix::process::CommandExt;
+    let stdout_path = out.join("status-page.out");
+    let log_path = out.join("status-page.log");
+    let mut c = ctx.binary("qb-backfill");
+    c.args(["serve", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stdout(std::fs::File::create(&stdout_path)?)
+        .stderr(std::fs::File::create(&log_path)?)
+        .process_group(0);
+    let mut child = c.spawn().context("starting qb-backfill serve")?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(&stdout_path).unwrap_or_default();
+        if let Some(address) = served_address(&text) {
+            return Ok((child.id(), address.to_owned()));
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "qb-backfill serve exited with {status}; see {}",
+                log_path.display()
+            );
+        }
+        if Instant::now() >= deadline || INTERRUPTED.load(Ordering::SeqCst) {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "qb-backfill serve printed no address within 30 s; see {}",
+                log_path.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The address in `serve`'s `status page: http://…/ (metrics: …)` line.
+fn served_address(stdout: &str) -> Option<&str> {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("status page: "))
+        .and_then(|l| l.split_whitespace().next())
+        .filter(|a| a.starts_with("http://"))
+}
+
 /// `postgres://…/postgres` with the database name replaced.
-fn database_url(admin_url: &str, db: &str) -> Result<String> {
+pub(crate) fn database_url(admin_url: &str, db: &str) -> Result<String> {
     let cut = admin_url
         .rfind('/')
         .context("cluster URL has no database part")?;
@@ -641,13 +700,22 @@ mod tests {
     #[test]
     fn options_parse() {
         let o = Options::parse(&["--small", "--out", "/tmp/x", "--keep"]).unwrap();
-        assert!(o.small && o.keep);
+        assert!(o.small && o.keep && o.serve);
         assert_eq!(o.out, PathBuf::from("/tmp/x"));
         let d = Options::parse(&[]).unwrap();
-        assert!(!d.small && !d.keep);
+        assert!(!d.small && !d.keep && !d.serve);
         assert_eq!(d.out, PathBuf::from("evidence"));
         assert!(Options::parse(&["--out"]).is_err());
         assert!(Options::parse(&["--big"]).is_err());
+    }
+
+    #[test]
+    fn the_served_address_is_read_from_serves_line() {
+        let out =
+            "status page: http://127.0.0.1:41234/ (metrics: http://127.0.0.1:41234/metrics)\n";
+        assert_eq!(served_address(out), Some("http://127.0.0.1:41234/"));
+        assert_eq!(served_address(""), None);
+        assert_eq!(served_address("status page: \n"), None);
     }
 
     #[test]

@@ -4,10 +4,12 @@
 //! cargo xtask pg start|stop|status|url   throwaway PostgreSQL cluster under target/
 //! cargo xtask test                       fmt, clippy, the whole test suite, the small demo, advisories
 //! cargo xtask demo [--small]             the main job end to end on PostgreSQL + qbo-sim
+//! cargo xtask mage                       the Mage project's pipelines headless (a step of test)
 //! ```
 
 mod bench;
 mod demo;
+mod mage;
 mod pg;
 
 use std::path::{Path, PathBuf};
@@ -25,8 +27,11 @@ tasks:
   pg url       print its URL (fails when it does not run)
   demo         the main job end to end: throwaway PostgreSQL + qbo-sim, the pipelines over a sample
                company, the volumetry report, a forced re-run; `--small`, `--out DIR`, `--keep`
+  mage         the Mage project (integrations/mage) headless against qbo-sim and the throwaway
+               cluster (or DATABASE_URL's): pinned mage-ai in a cached venv under target/, rows, skips, failures, secrets
   test         the full check: cargo fmt --check, clippy -D warnings, the test suite against a
-               throwaway cluster (DATABASE_URL), `demo --small`, and the offline RustSec advisory check
+               throwaway cluster (DATABASE_URL), `demo --small`, `mage`, and the offline RustSec
+               advisory check
   bench        performance scenarios (ingest, api, sparse, rerun, scale); `cargo xtask bench --help`
 ";
 
@@ -65,6 +70,29 @@ fn dispatch(args: &[&str]) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ["test"] => test(&root),
+        ["mage"] => {
+            // A cluster given by DATABASE_URL (its admin database) is used as it is.
+            if let Ok(url) = std::env::var("DATABASE_URL") {
+                let checked = mage_step(&root, &url);
+                return Ok(if checked.ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                });
+            }
+            let cluster = pg::Cluster::locate(&root)?;
+            let was_running = cluster.is_running()?;
+            let url = cluster.start()?;
+            let checked = mage_step(&root, &url);
+            if !was_running && let Err(e) = cluster.stop() {
+                eprintln!("xtask: stopping the throwaway cluster failed: {e:#}");
+            }
+            Ok(if checked.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         ["demo", "--help" | "-h"] => {
             print!("{}", demo::USAGE);
             Ok(ExitCode::SUCCESS)
@@ -188,6 +216,8 @@ fn run_checks(root: &Path, database_url: &str) -> Result<Vec<Step>> {
         small: true,
         out: root.join("target/demo-small-evidence"),
         keep: true,
+        // Nothing may outlive the test run.
+        serve: false,
     };
     let ok = match demo::demo(root, &demo) {
         Ok(()) => true,
@@ -198,8 +228,33 @@ fn run_checks(root: &Path, database_url: &str) -> Result<Vec<Step>> {
     };
     steps.push(Step { name: "demo", ok });
 
+    steps.push(mage_step(root, database_url));
+
     steps.push(advisories(root, &cargo)?);
     Ok(steps)
+}
+
+/// The Mage project's check ([`mage::check`]), reported like the other steps.
+fn mage_step(root: &Path, database_url: &str) -> Step {
+    eprintln!("\nxtask: == mage ==");
+    let started = std::time::Instant::now();
+    let ok = match mage::check(root, database_url) {
+        Ok(checked) => {
+            for c in &checked {
+                println!("  ok  {c}");
+            }
+            true
+        }
+        Err(e) => {
+            eprintln!("xtask: the Mage check failed: {e:#}");
+            false
+        }
+    };
+    eprintln!(
+        "xtask: mage step took {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Step { name: "mage", ok }
 }
 
 fn step(name: &'static str, cmd: &mut Command, root: &Path) -> Result<Step> {

@@ -70,9 +70,22 @@ pub struct RunArgs {
     /// Write the run's final figures here as a node_exporter textfile (atomic rename).
     #[arg(long, value_name = "PATH")]
     pub metrics_textfile: Option<PathBuf>,
+    /// PUT the run's final figures (the textfile's) to this Prometheus Pushgateway, grouped
+    /// under job `qb_backfill`, pipeline and realm (`http[s]://[user:password@]host:9091`).
+    #[arg(long, value_name = "URL", value_parser = parse_push_url)]
+    pub metrics_push: Option<reqwest::Url>,
     /// Cooperative workers, leases and database loss.
     #[command(flatten)]
     pub reliability: ReliabilityArgs,
+}
+
+/// `--metrics-push`: an http(s) URL (its path, if any, prefixes the Pushgateway's).
+fn parse_push_url(s: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(s).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err("a Pushgateway URL is http:// or https:// with a host".to_owned());
+    }
+    Ok(url)
 }
 
 /// Where the refresh token is persisted.
@@ -315,10 +328,16 @@ pub(super) async fn pipeline<E: Entity>(
     let started = std::time::Instant::now();
     let result = crate::run::<E>(&client, &sink, &cfg).await;
     reliability::stop_worker(&worker, &result).await;
-    if let Some(path) = &args.metrics_textfile {
+    if args.metrics_textfile.is_some() || args.metrics_push.is_some() {
         let figures =
             batch_metrics::figures(E::PIPELINE, client.realm_id(), &result, started.elapsed());
-        batch_metrics::write(&sink, path, &figures).await;
+        batch_metrics::publish(
+            &sink,
+            args.metrics_textfile.as_deref(),
+            args.metrics_push.as_ref(),
+            &figures,
+        )
+        .await;
     }
     let report = result?;
     if std::io::stdout().is_terminal() {

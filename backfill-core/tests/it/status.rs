@@ -184,15 +184,21 @@ async fn page_shows_what_the_ledger_holds() {
         .get()
         .await
         .unwrap()
-        .query("SELECT id, rows FROM backfill.runs", &[])
+        .query("SELECT id, rows, api_calls FROM backfill.runs", &[])
         .await
         .unwrap();
     assert_eq!(runs.len(), 3);
     for r in &runs {
         let id: i64 = r.get(0);
+        let head = format!("<tr data-run=\"{id}\"><td>{id}</td>");
+        let at = page.find(&head).unwrap_or_else(|| panic!("run {id}"));
+        let row = &page[at..at + page[at..].find("</tr>").unwrap()];
+        // The calls the run spent, as the ledger holds them (a run of this fixture spends some).
+        let calls: i64 = r.get(2);
+        assert!(calls > 0, "run {id} spent no call");
         assert!(
-            page.contains(&format!("<tr data-run=\"{id}\"><td>{id}</td>")),
-            "run {id}"
+            row.contains(&format!("data-api-calls>{calls}</td>")),
+            "run {id}: {row}"
         );
     }
     // Triggers by status.
@@ -327,7 +333,7 @@ async fn metrics_parse_and_equal_the_ledger() {
         }
         let last = c
             .query_one(
-                "SELECT rows, status, extract(epoch FROM finished_at - started_at)::float8 \
+                "SELECT rows, status, extract(epoch FROM finished_at - started_at)::float8, api_calls \
                  FROM backfill.runs WHERE pipeline = $1 AND realm_id = $2 ORDER BY started_at DESC, id DESC LIMIT 1",
                 &[&e, &realm],
             )
@@ -339,6 +345,12 @@ async fn metrics_parse_and_equal_the_ledger() {
         assert_eq!(
             sample(&samples, "qb_backfill_last_run_rows", &labels),
             Some(rows)
+        );
+        #[allow(clippy::cast_precision_loss)]
+        let calls = last.get::<_, i64>(3) as f64;
+        assert_eq!(
+            sample(&samples, "qb_backfill_last_run_api_calls", &labels),
+            Some(calls)
         );
         let st: String = last.get(1);
         let with_status = [

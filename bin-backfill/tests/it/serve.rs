@@ -1,4 +1,4 @@
-//! `serve`'s access rule and `--metrics-textfile` at the process level.
+//! `serve`'s access rule, `--metrics-textfile` and `--metrics-push` at the process level.
 use std::collections::BTreeMap;
 
 use raw_sink::testing::TestDb;
@@ -93,5 +93,104 @@ async fn metrics_textfile_holds_the_runs_figures() {
     assert_eq!(samples[&done], 10.0, "{text}");
     // Nothing but the file is left in the directory (the temporary one was renamed).
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    sim.shutdown().await.unwrap();
+}
+
+/// What the Pushgateway stand-in received: method, path, content type, basic auth, body.
+type Pushed = std::sync::Arc<std::sync::Mutex<Vec<(String, String, String, String, String)>>>;
+
+/// A tiny Pushgateway: records every request and answers 200.
+async fn pushgateway() -> (std::net::SocketAddr, Pushed) {
+    use axum::extract::{Request, State};
+    let pushed: Pushed = Pushed::default();
+    let app = axum::Router::new()
+        .fallback(|State(p): State<Pushed>, req: Request| async move {
+            let (parts, body) = req.into_parts();
+            let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+            let header = |name: &str| {
+                parts
+                    .headers
+                    .get(name)
+                    .map(|v| v.to_str().unwrap().to_owned())
+                    .unwrap_or_default()
+            };
+            p.lock().unwrap().push((
+                parts.method.to_string(),
+                parts.uri.path().to_owned(),
+                header("content-type"),
+                header("authorization"),
+                String::from_utf8(body.to_vec()).unwrap(),
+            ));
+            "ok"
+        })
+        .with_state(pushed.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, pushed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_push_puts_the_textfiles_figures_to_the_pushgateway() {
+    let sim = sim().await;
+    let db = TestDb::new().await;
+    let url = db_url(&db);
+    let (addr, pushed) = pushgateway().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("qb_items.prom");
+    let push = format!("http://gw:s3cret@{addr}/base");
+    let args = [
+        "--entity",
+        "Item",
+        "--start",
+        "2023-01-01",
+        "--end",
+        "2023-01-06",
+        "--metrics-textfile",
+        path.to_str().unwrap(),
+        "--metrics-push",
+        &push,
+    ];
+    let o = run_expect(command(&sim, &url, &args), 0).await;
+    let (_, err) = text(&o);
+    assert!(err.contains("metrics_pushed"), "{err}");
+    assert!(
+        !err.contains("s3cret"),
+        "the push password was logged: {err}"
+    );
+    let got = pushed.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let (method, p, ctype, auth, body) = &got[0];
+    assert_eq!(method, "PUT");
+    let realm = sim.realm_id();
+    assert_eq!(
+        p,
+        &format!("/base/metrics/job/qb_backfill/pipeline/qb_items_backfill/realm/{realm}")
+    );
+    assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
+    // gw:s3cret as basic auth.
+    assert_eq!(auth, "Basic Z3c6czNjcmV0");
+    // The very figures of the textfile.
+    assert_eq!(body, &std::fs::read_to_string(&path).unwrap());
+    assert!(body.contains(&format!(
+        "qb_backfill_run_exit_code{{pipeline=\"qb_items_backfill\",realm=\"{realm}\"}} 0.0"
+    )));
+
+    // A Pushgateway that is away is logged and leaves the run's outcome alone. (Another
+    // range is its own trigger: exit 0.)
+    let away = "http://127.0.0.1:1/";
+    let args = [
+        "--entity",
+        "Item",
+        "--start",
+        "2023-01-06",
+        "--end",
+        "2023-01-08",
+        "--metrics-push",
+        away,
+    ];
+    let o = run_expect(command(&sim, &url, &args), 0).await;
+    let (_, err) = text(&o);
+    assert!(err.contains("metrics_push_failed"), "{err}");
     sim.shutdown().await.unwrap();
 }

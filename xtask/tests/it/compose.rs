@@ -86,7 +86,7 @@ const SECRET_VARS: [&str; 5] = [
 fn services_are_all_there() {
     let c = compose();
     let services = keys(&c["services"]);
-    for s in ["postgres", "qbo-sim", "report"]
+    for s in ["postgres", "qbo-sim", "report", "mage", "mage-bins"]
         .iter()
         .chain(PIPELINES.iter())
     {
@@ -318,4 +318,104 @@ fn no_secret_value_is_passed_on_a_command_line() {
             );
         }
     }
+}
+
+#[test]
+fn the_mage_profile_runs_the_project_with_secrets_loaded_at_start() {
+    let c = compose();
+    let mage = &c["services"]["mage"];
+    let bins = &c["services"]["mage-bins"];
+    assert_eq!(strings(&mage["profiles"]), vec!["mage"]);
+    assert_eq!(strings(&bins["profiles"]), vec!["mage"]);
+
+    // The image is the version the project pins and CI tests.
+    let pin = repo_file("integrations/mage/requirements.txt")
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("mage-ai==").map(str::to_owned))
+        .expect("requirements.txt pins mage-ai");
+    assert_eq!(
+        mage["image"].as_str(),
+        Some(format!("mageai/mageai:{pin}").as_str())
+    );
+    // The UI on :6789, loopback only.
+    assert_eq!(strings(&mage["ports"]), vec!["127.0.0.1:6789:6789"]);
+    // PostgreSQL by service name, once healthy; the binaries copied before Mage starts.
+    assert_eq!(mage["environment"]["PG_HOST"].as_str(), Some("postgres"));
+    assert_eq!(
+        mage["depends_on"]["postgres"]["condition"].as_str(),
+        Some("service_healthy")
+    );
+    assert_eq!(
+        mage["depends_on"]["mage-bins"]["condition"].as_str(),
+        Some("service_completed_successfully")
+    );
+
+    // The project and the binaries are mounted where the environment says.
+    let volumes = strings(&mage["volumes"]);
+    assert!(
+        volumes.iter().any(|v| v == "./integrations/mage:/home/src"),
+        "{volumes:?}"
+    );
+    let bin_dir = mage["environment"]["QB_BIN_DIR"].as_str().unwrap();
+    let bin_volume = volumes
+        .iter()
+        .find(|v| v.split(':').nth(1) == Some(bin_dir))
+        .unwrap_or_else(|| panic!("nothing mounted at QB_BIN_DIR {bin_dir}: {volumes:?}"));
+    let volume_name = bin_volume.split(':').next().unwrap();
+    assert!(keys(&c["volumes"]).contains(volume_name));
+    assert!(
+        strings(&bins["volumes"])
+            .iter()
+            .any(|v| v.starts_with(&format!("{volume_name}:"))),
+        "mage-bins fills {volume_name}"
+    );
+    let copy = strings(&bins["command"]).join(" ");
+    for b in [
+        "qb-customers-backfill",
+        "qb-items-backfill",
+        "qb-invoices-backfill",
+    ] {
+        assert!(copy.contains(&format!("/usr/local/bin/{b}")), "{copy}");
+    }
+
+    // At every start the secret files become Mage Secrets, before Mage itself starts.
+    let cmd = strings(&mage["command"]).join(" ");
+    let load = cmd
+        .find("set_secrets.py /home/src/qb_backfill --from-dir /run/secrets")
+        .unwrap_or_else(|| panic!("secrets not loaded at start: {cmd}"));
+    let start = cmd.find("mage start qb_backfill").expect("mage start");
+    assert!(load < start, "{cmd}");
+    assert!(
+        cmd.contains("&&"),
+        "Mage must not start when the secrets did not load: {cmd}"
+    );
+    // Every mounted secret but the owner's password is one the blocks read.
+    let runner = repo_file("integrations/mage/qb_backfill/utils/qb_runner.py");
+    let mounted = strings(&mage["secrets"]);
+    for s in [
+        "qbo_client_id",
+        "qbo_client_secret",
+        "qbo_refresh_token",
+        "pg_password",
+    ] {
+        assert!(mounted.iter().any(|m| m == s), "{s} not mounted");
+    }
+    for m in mounted.iter().filter(|m| *m != "mage_owner_password") {
+        assert!(
+            runner.contains(&format!("'{m}': '")),
+            "{m} is mounted but the blocks do not read it"
+        );
+    }
+    // Auth stays on; the owner's password comes from a secret file, not the environment.
+    assert_ne!(
+        mage["environment"]["REQUIRE_USER_AUTHENTICATION"].as_str(),
+        Some("0")
+    );
+    assert!(mage["environment"]["DEFAULT_OWNER_PASSWORD"].is_badvalue());
+    assert!(cmd.contains("DEFAULT_OWNER_PASSWORD=\"$$(cat /run/secrets/mage_owner_password)\""));
+    // The data directory is a volume, not the mounted project.
+    assert_eq!(
+        mage["environment"]["MAGE_DATA_DIR"].as_str(),
+        Some("/mage-data")
+    );
 }
