@@ -297,7 +297,7 @@ pub(crate) fn read_secret_env(var: &str) -> Result<Option<SecretString>, ConfigE
 }
 
 /// Reads `var` or `var_FILE` (never both).
-fn secret_var<G>(get: &G, var: &str) -> Result<String, ConfigError>
+pub(crate) fn secret_var<G>(get: &G, var: &str) -> Result<String, ConfigError>
 where
     G: Fn(&str) -> Option<String>,
 {
@@ -344,7 +344,11 @@ pub(crate) fn validate_realm(realm: &str) -> Result<(), ConfigError> {
     }
 }
 
-fn parse_url(what: &str, text: &str, allow_insecure_http: bool) -> Result<Url, ConfigError> {
+pub(crate) fn parse_url(
+    what: &str,
+    text: &str,
+    allow_insecure_http: bool,
+) -> Result<Url, ConfigError> {
     let url = Url::parse(text).map_err(|e| ConfigError::InvalidUrl {
         what: what.to_owned(),
         source: Box::new(e),

@@ -4,6 +4,7 @@
 //! The provider's state machine lives here; the token endpoint's exchange in `endpoint.rs`,
 //! saving a rotated token (retry, then rescue) in `persist.rs`.
 
+mod authorize;
 mod cipher;
 mod endpoint;
 mod persist;
@@ -17,6 +18,9 @@ use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::time::Instant;
 
+pub use authorize::{
+    ACCOUNTING_SCOPE, AUTHORIZE_URL, Authorization, Callback, ConnectedTokens, OAuthApp, REVOKE_URL,
+};
 pub use cipher::{TOKEN_KEY_ENV, TokenCipher, is_encrypted, stored_form, token_from_stored};
 pub use store::{FileTokenStore, MemoryTokenStore, RefreshGuard, TokenStore, TokenStoreError};
 
