@@ -98,6 +98,7 @@ pub use retry::{
 pub use secrecy::{ExposeSecret, SecretString};
 pub use token::{
     ACCOUNTING_SCOPE, AUTHORIZE_URL, Authorization, Callback, ConnectedTokens, FileTokenStore,
-    MemoryTokenStore, OAuthApp, REVOKE_URL, RefreshGuard, TOKEN_KEY_ENV, TokenCipher, TokenStore,
-    TokenStoreError, is_encrypted, stored_form, token_from_stored,
+    MemoryTokenStore, OAuthApp, REVOKE_URL, RefreshGuard, TOKEN_KEY_ENV, TokenCipher,
+    TokenMetadata, TokenNote, TokenStore, TokenStoreError, is_encrypted, stored_form,
+    token_from_stored,
 };

@@ -7,6 +7,7 @@
 mod authorize;
 mod cipher;
 mod endpoint;
+mod meta;
 mod persist;
 mod rescue;
 mod store;
@@ -22,6 +23,7 @@ pub use authorize::{
     ACCOUNTING_SCOPE, AUTHORIZE_URL, Authorization, Callback, ConnectedTokens, OAuthApp, REVOKE_URL,
 };
 pub use cipher::{TOKEN_KEY_ENV, TokenCipher, is_encrypted, stored_form, token_from_stored};
+pub use meta::{TokenMetadata, TokenNote};
 pub use store::{FileTokenStore, MemoryTokenStore, RefreshGuard, TokenStore, TokenStoreError};
 
 use crate::error::{AuthError, QboError};
@@ -319,6 +321,16 @@ impl TokenProvider {
         };
         let token = cached.token();
         *self.cache() = Some(cached);
+        let note = TokenNote::Refreshed {
+            refresh_expires_in: granted.refresh_expires_in,
+            hard_expires_in: granted.refresh_hard_expires_in,
+            client_id: self.s.client_id.clone(),
+            rotated,
+        };
+        if let Err(e) = self.s.store.note(realm, &note).await {
+            // The facts are for `auth status`; the token itself is saved.
+            tracing::warn!(realm, error = %crate::error::chain(&e), "token_note_failed");
+        }
         tracing::info!(
             realm,
             expires_in = granted.expires_in,
