@@ -93,6 +93,16 @@ pub enum AuthError {
         /// The response's `intuit_tid`.
         intuit_tid: Option<String>,
     },
+    /// No refresh token anywhere: none stored for the realm and none configured.
+    #[error(
+        "no refresh token for company {realm_id}: none is in the token store and QBO_REFRESH_TOKEN is \
+         not set; connect the company with `qb-backfill auth connect` (or set QBO_REFRESH_TOKEN), \
+         using the same --token-store"
+    )]
+    NoRefreshToken {
+        /// The realm.
+        realm_id: String,
+    },
     /// `invalid_grant` for an authorization code: it expired, was used already, or the
     /// redirect URI differs from the consent page's.
     #[error(
@@ -176,9 +186,10 @@ impl AuthError {
             | Self::CodeRejected { intuit_tid, .. }
             | Self::InvalidClient { intuit_tid, .. }
             | Self::Refused { intuit_tid, .. } => intuit_tid.as_deref(),
-            Self::ConsentDenied { .. } | Self::StateMismatch | Self::CallbackIncomplete { .. } => {
-                None
-            }
+            Self::ConsentDenied { .. }
+            | Self::NoRefreshToken { .. }
+            | Self::StateMismatch
+            | Self::CallbackIncomplete { .. } => None,
         }
     }
 }

@@ -364,6 +364,69 @@ impl OAuthApp {
         }
     }
 
+    /// The company's name (CompanyInfo's `CompanyName`), read with the access token a code
+    /// exchange just granted, from the API root `api_base` (e.g.
+    /// [`Environment::api_base_url`]). One request; `None` when the answer has no name.
+    ///
+    /// # Errors
+    /// A [`QboError`] for a refused request or an unreadable answer.
+    pub async fn company_name(
+        &self,
+        api_base: &Url,
+        realm_id: &str,
+        access_token: &SecretString,
+    ) -> Result<Option<String>, QboError> {
+        crate::config::validate_realm(realm_id)?;
+        let mut url = api_base.clone();
+        url.path_segments_mut()
+            .map_err(|()| ConfigError::UnusableUrl {
+                what: "base_url".into(),
+                url: crate::config::redacted(api_base),
+            })?
+            .pop_if_empty()
+            .extend(["v3", "company", realm_id, "companyinfo", realm_id]);
+        url.query_pairs_mut().append_pair(
+            "minorversion",
+            crate::DEFAULT_MINOR_VERSION.to_string().as_str(),
+        );
+        let endpoint = Endpoint::Api;
+        let resp = self
+            .http
+            .get(url)
+            .bearer_auth(access_token.expose_secret())
+            .header(ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| QboError::Connection {
+                endpoint,
+                source: e,
+            })?;
+        let status = resp.status().as_u16();
+        let intuit_tid = intuit_tid_of(resp.headers());
+        let body = resp.text().await.unwrap_or_default();
+        if !(200..300).contains(&status) {
+            return Err(QboError::Http {
+                endpoint,
+                status,
+                class: crate::FailureClass::from_status(status, None, None),
+                retry_after: None,
+                intuit_tid,
+                body: None,
+            });
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(&body).map_err(|e| QboError::Malformed {
+                endpoint,
+                detail: format!("CompanyInfo is not JSON (line {})", e.line()),
+                class: crate::FailureClass::Malformed,
+                intuit_tid,
+            })?;
+        Ok(v.get("CompanyInfo")
+            .and_then(|c| c.get("CompanyName"))
+            .and_then(|n| n.as_str())
+            .map(str::to_owned))
+    }
+
     /// Revokes the grant `token` (a refresh or an access token) belongs to: its refresh
     /// tokens then answer `invalid_grant`. Intuit answers 200 for a token it does not know.
     ///

@@ -225,6 +225,10 @@ impl TokenProvider {
                 tracing::debug!(realm, "using the refresh token from the token store");
                 st.current = Some(stored);
                 st.persisted = true;
+            } else if self.s.configured_refresh_token.expose_secret().is_empty() {
+                return Err(QboError::Auth(AuthError::NoRefreshToken {
+                    realm_id: realm.to_owned(),
+                }));
             } else {
                 st.current = Some(self.s.configured_refresh_token.clone());
                 st.persisted = false;
@@ -280,7 +284,7 @@ impl TokenProvider {
             return Ok(Some(stored));
         }
         let configured = self.s.configured_refresh_token.clone();
-        if untried(&configured) {
+        if untried(&configured) && !configured.expose_secret().is_empty() {
             tracing::warn!(
                 realm,
                 "the stored refresh token was rejected; trying the configured one (QBO_REFRESH_TOKEN) once"

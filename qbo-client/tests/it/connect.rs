@@ -83,6 +83,15 @@ async fn connect_then_query_then_revoke() {
         .await
         .unwrap();
     assert_eq!(tokens.refresh_expires_in, Some(8_726_400));
+    let name = app
+        .company_name(
+            &Url::parse(&sim.base_url()).unwrap(),
+            &cb.realm_id,
+            &tokens.access_token,
+        )
+        .await
+        .unwrap();
+    assert!(name.is_some_and(|n| !n.is_empty()));
     assert_eq!(tokens.hard_expires_in, Some(5 * 365 * 86_400));
     let dbg = format!("{tokens:?}");
     assert!(!dbg.contains(tokens.refresh_token.expose_secret()), "{dbg}");
@@ -179,5 +188,34 @@ async fn denial_wrong_redirect_and_bad_credentials() {
     );
     assert!(!chain(&e).contains("not-the-secret-XYZ"));
     assert!(!format!("{bad:?}").contains("not-the-secret-XYZ"));
+    sim.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn no_token_anywhere_is_said_without_calling_intuit() {
+    let sim = sim_builder().spawn().await.unwrap();
+    let cfg = QboConfig::new(
+        Environment::Sandbox,
+        sim.realm_id(),
+        Credentials::new(sim.client_id(), sim.client_secret(), ""),
+    )
+    .with_base_url(&sim.base_url())
+    .unwrap()
+    .with_token_url(&sim.token_url())
+    .unwrap();
+    let client = QboClient::builder(cfg)
+        .token_store(Arc::new(MemoryTokenStore::new()))
+        .build()
+        .unwrap();
+    let err = client
+        .count(&Query::select("Customer").build().unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, QboError::Auth(AuthError::NoRefreshToken { .. })),
+        "{err:?}"
+    );
+    assert!(chain(&err).contains("auth connect"));
+    assert_eq!(sim.stats().endpoint_total("token"), 0);
     sim.shutdown().await.unwrap();
 }
