@@ -424,15 +424,25 @@ pub fn expiry_warnings(m: &TokenMetadata, now: OffsetDateTime, warn_days: i64) -
     out
 }
 
-/// Logs a warning when one of `realm_id`'s expiries is under [`EXPIRY_WARNING_DAYS`] away
-/// (every run calls it; a store that cannot say is not an error).
-pub async fn warn_expiring(store: &dyn TokenStore, realm_id: &str) -> Vec<String> {
+/// Logs a warning when one of `realm_id`'s expiries is under [`EXPIRY_WARNING_DAYS`] away,
+/// or when the company was connected with another app than `client_id` (its token then
+/// refreshes only with that app's credentials). Every run calls it; a store that cannot say
+/// is not an error.
+pub async fn warn_expiring(store: &dyn TokenStore, realm_id: &str, client_id: &str) -> Vec<String> {
     let now = OffsetDateTime::now_utc();
     let Ok(facts) = store.metadata(Some(realm_id)).await else {
         return Vec::new();
     };
     let mut all = Vec::new();
     for m in &facts {
+        if let Some(connected_with) = m.client_id.as_deref().filter(|c| *c != client_id) {
+            let w = format!(
+                "company {realm_id} was connected with app {connected_with}, not QBO_CLIENT_ID \
+                 {client_id}: set that app's QBO_CLIENT_ID and QBO_CLIENT_SECRET[_FILE] for it"
+            );
+            tracing::warn!(realm = realm_id, warning = %w, "token_app_mismatch");
+            all.push(w);
+        }
         for w in expiry_warnings(m, now, EXPIRY_WARNING_DAYS) {
             tracing::warn!(realm = realm_id, warning = %w, "token_expiry_near");
             all.push(w);

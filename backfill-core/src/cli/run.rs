@@ -271,7 +271,7 @@ pub(super) async fn pipeline<E: Entity>(
         }
     };
     // Expiries within 30 days are warned about in every run's log.
-    super::auth::warn_expiring(store.as_ref(), &qbo.realm_id).await;
+    super::auth::warn_expiring(store.as_ref(), &qbo.realm_id, &qbo.credentials.client_id).await;
     let realm_budget = RateLimit {
         per_minute: args.requests_per_min,
         max_concurrency: args.max_in_flight,
