@@ -26,6 +26,7 @@ use crate::{Entity, Error, ExitStatus, Progress};
 
 mod auth;
 mod help;
+mod realms;
 mod reliability;
 mod report;
 mod run;
@@ -37,6 +38,7 @@ pub use auth::{
     expiry_warnings, warn_expiring,
 };
 use help::{any_help, examples};
+pub use realms::RealmsArgs;
 pub use reliability::ReliabilityArgs;
 pub use report::ReportArgs;
 pub use run::{RunArgs, TokenStoreSpec, ValidatedRun, default_trigger_name};

@@ -73,6 +73,9 @@ pub struct RunArgs {
     /// Cooperative workers, leases and database loss.
     #[command(flatten)]
     pub reliability: ReliabilityArgs,
+    /// Many companies in one invocation.
+    #[command(flatten)]
+    pub realms: super::realms::RealmsArgs,
 }
 
 /// Where the refresh token is persisted.
@@ -227,8 +230,22 @@ pub(super) async fn pipeline<E: Entity>(
         print_plan::<E>(args, &valid);
         return Ok(ExitStatus::Success);
     }
+    if args.realms.is_many() {
+        return super::realms::pipeline_realms::<E>(args, &valid).await;
+    }
     // All configuration is checked before anything is called or written.
     let qbo = QboConfig::from_env().map_err(Error::QboConfig)?;
+    pipeline_for::<E>(args, &valid, qbo, args.max_requests, progress).await
+}
+
+/// [`pipeline`] for one company, `qbo`, with at most `max_requests` API calls.
+pub(crate) async fn pipeline_for<E: Entity>(
+    args: &RunArgs,
+    valid: &ValidatedRun,
+    qbo: QboConfig,
+    max_requests: Option<u64>,
+    progress: Progress,
+) -> Result<ExitStatus, Error> {
     let pg = PgConfig::from_env().map_err(Error::PgConfig)?;
     let token_key = crate::token_key_from_env()?;
     if let Some(requested) = valid.plan.clipped_from {
@@ -257,7 +274,7 @@ pub(super) async fn pipeline<E: Entity>(
     // The trigger is checked before anything is written (migrations, worker rows): a name used
     // for another range, or a trigger already completed or disabled, ends with nothing behind.
     let range_end = valid.plan.clipped_from.unwrap_or(valid.plan.end);
-    precheck_trigger::<E>(&sink, &qbo.realm_id, &valid, range_end, args.force).await?;
+    precheck_trigger::<E>(&sink, &qbo.realm_id, valid, range_end, args.force).await?;
     sink.migrate().await.map_err(Error::Migrations)?;
     let store: std::sync::Arc<dyn TokenStore> = match file_store {
         Some(store) => store,
@@ -311,7 +328,7 @@ pub(super) async fn pipeline<E: Entity>(
     cfg.verify = !args.no_verify;
     cfg.force = args.force;
     cfg.page_size = args.page_size;
-    cfg.max_api_calls = args.max_requests;
+    cfg.max_api_calls = max_requests;
     cfg.progress = progress;
     reliability::configure(&mut cfg, &args.reliability, &worker, &shutdown);
     let started = std::time::Instant::now();

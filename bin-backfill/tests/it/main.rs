@@ -5,5 +5,6 @@
 mod auth;
 mod common;
 mod generic;
+mod realms;
 mod report;
 mod serve;

@@ -153,3 +153,28 @@ impl Ledger {
         Ok(n > 0)
     }
 }
+
+/// The calendar month (UTC) of `now()`, as the ledger counts an app's metered calls.
+const MONTH_CALLS_SQL: &str = "SELECT COALESCE(sum(r.api_calls), 0)::bigint AS calls \
+     FROM backfill.runs r \
+     LEFT JOIN backfill.oauth_tokens t ON t.realm_id = r.realm_id \
+     WHERE r.started_at >= (date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') \
+       AND (t.client_id IS NULL OR t.client_id = $1)";
+
+impl Ledger {
+    /// QBO API calls recorded this calendar month (UTC) by the runs of every process on this
+    /// ledger for the companies of app `client_id` (companies with no recorded app count for
+    /// every app). A run's calls count once it has recorded them (at its end).
+    ///
+    /// # Errors
+    /// [`SinkError::Pool`] / [`SinkError::Query`].
+    pub async fn app_calls_this_month(&self, client_id: &str) -> Result<u64, SinkError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(MONTH_CALLS_SQL, &[&client_id])
+            .await
+            .map_err(|e| SinkError::query("counting this month's API calls", e))?;
+        let n: i64 = col(&row, "calls")?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
