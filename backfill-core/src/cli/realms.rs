@@ -24,7 +24,7 @@ pub struct RealmsArgs {
     /// Run for this company (repeatable; default QBO_REALM_ID alone).
     #[arg(long = "realm", value_name = "ID")]
     pub realms: Vec<String>,
-    /// Run for every company with a stored token (connected with `auth connect`).
+    /// Run for every company with a stored token connected with this app (QBO_CLIENT_ID).
     #[arg(long, conflicts_with = "realms")]
     pub all_realms: bool,
     /// Companies run at once, each with its own token and per-realm limits.
@@ -69,14 +69,24 @@ async fn realms_of(args: &RunArgs) -> Result<Vec<String>, Error> {
                 std::sync::Arc::new(PgTokenStore::new(&sink))
             }
         };
-        store
+        // Companies connected with another app are that app's to run (with its credentials).
+        let app = config_for("0")?.credentials.client_id;
+        let (mine, others): (Vec<_>, Vec<_>) = store
             .metadata(None)
             .await
             .map_err(Error::TokenStore)?
             .into_iter()
             .filter(|m| m.has_token)
-            .map(|m| m.realm_id)
-            .collect()
+            .partition(|m| m.client_id.as_deref().is_none_or(|c| c == app));
+        if !others.is_empty() {
+            let names: Vec<&str> = others.iter().map(|m| m.realm_id.as_str()).collect();
+            tracing::info!(
+                client_id = app.as_str(),
+                realms = %names.join(","),
+                "realms_of_other_apps_skipped: run them with their own app's QBO_CLIENT_ID and QBO_CLIENT_SECRET[_FILE]"
+            );
+        }
+        mine.into_iter().map(|m| m.realm_id).collect()
     } else if r.realms.is_empty() {
         vec![config_for_env_realm()?]
     } else {

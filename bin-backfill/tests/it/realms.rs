@@ -99,6 +99,27 @@ async fn three_companies_in_one_invocation_each_exact_and_within_its_limits() {
         .filter_map(|q| q.realm)
         .collect();
     assert_eq!(realms_queried.len(), 3);
+    // A company connected with another app is left to that app's runs.
+    db.sink()
+        .await
+        .pool()
+        .get()
+        .await
+        .unwrap()
+        .execute(
+            "UPDATE backfill.oauth_tokens SET client_id = 'ABanotherApp' WHERE realm_id = $1",
+            &[&REALMS[2]],
+        )
+        .await
+        .unwrap();
+    let mut again = many(&sim, &url, &args);
+    again.arg("--force");
+    let o = run_expect(again, 0).await;
+    let (_, err) = text(&o);
+    assert!(
+        err.contains("realms_of_other_apps_skipped") && err.contains(REALMS[2]),
+        "{err}"
+    );
     // --realm names companies one by one (here one of them, again: nothing left to load).
     let o = run_expect(
         many(
