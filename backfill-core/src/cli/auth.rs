@@ -202,6 +202,9 @@ async fn connect(args: &ConnectArgs) -> Result<ExitStatus, Error> {
             ))
         })?)
     };
+    // The store is checked before the consent: a code is single use, and a token that cannot
+    // be saved would be lost with it.
+    let opened = open_store(&args.token_store, "0").await?;
     let auth = app.authorization(&args.redirect_uri);
     println!(
         "Open this URL in a browser, sign in as an admin of the company and approve \
@@ -234,7 +237,6 @@ async fn connect(args: &ConnectArgs) -> Result<ExitStatus, Error> {
         .await
         .map_err(connect_error)?;
     let realm = callback.realm_id.as_str();
-    let opened = open_store(&args.token_store, realm).await?;
     // The token first: it is the only copy of the grant.
     opened
         .store

@@ -287,8 +287,9 @@ pub(crate) async fn pipeline_for<E: Entity>(
             .await?
         }
     };
-    // Expiries within 30 days are warned about in every run's log.
-    super::auth::warn_expiring(store.as_ref(), &qbo.realm_id, &qbo.credentials.client_id).await;
+    // Expiries within 30 days are warned about in every run's log and its summary.
+    let token_warnings =
+        super::auth::warn_expiring(store.as_ref(), &qbo.realm_id, &qbo.credentials.client_id).await;
     let realm_budget = RateLimit {
         per_minute: args.requests_per_min,
         max_concurrency: args.max_in_flight,
@@ -342,6 +343,9 @@ pub(crate) async fn pipeline_for<E: Entity>(
     let report = result?;
     if std::io::stdout().is_terminal() {
         print_summary::<E>(&client, &cfg, &report);
+        for w in &token_warnings {
+            println!("warning: {w}");
+        }
     }
     Ok(report.exit_status())
 }
