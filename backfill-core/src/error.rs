@@ -7,8 +7,8 @@ use qbo_client::{QboError, Remedy, TokenStoreError};
 use crate::WindowField;
 
 /// The runbook line shown with exit code 3.
-pub const AUTH_RUNBOOK: &str = "runbook: get a new refresh token (Intuit OAuth Playground or the app's connect flow), \
-set QBO_REFRESH_TOKEN (or QBO_REFRESH_TOKEN_FILE) and run again; a token from the environment that differs \
+pub const AUTH_RUNBOOK: &str = "runbook: reconnect the company with `qb-backfill auth connect` (same --token-store), \
+or get a new refresh token (Intuit OAuth Playground), set QBO_REFRESH_TOKEN (or QBO_REFRESH_TOKEN_FILE) and run again; a token from the environment that differs \
 from the stored one is tried once and then stored";
 
 /// How a pipeline process ends (SPEC §8). Converts into [`std::process::ExitCode`].
@@ -201,6 +201,9 @@ pub enum Error {
         /// Trigger name.
         name: String,
     },
+    /// Connecting (or revoking) a company failed; the source says why and what to do.
+    #[error("QuickBooks connection")]
+    Connect(#[source] qbo_client::QboError),
     /// A stop was requested (SIGINT/SIGTERM) before the run could start its windows.
     #[error("interrupted by {0} before the run started")]
     Interrupted(crate::StopReason),
@@ -256,7 +259,8 @@ impl Error {
     /// the exit status is 3 (a new refresh token fixes it), never for other refusals.
     #[must_use]
     pub fn runbook(&self) -> Option<&'static str> {
-        (self.exit_status() == ExitStatus::Auth).then_some(AUTH_RUNBOOK)
+        (self.exit_status() == ExitStatus::Auth && !matches!(self, Error::Connect(_)))
+            .then_some(AUTH_RUNBOOK)
     }
 
     /// The process exit status this error ends a pipeline with.
@@ -267,6 +271,11 @@ impl Error {
                 ExitStatus::TriggerCompleted
             }
             Error::Auth(e) => qbo_exit(e, ExitStatus::Auth),
+            Error::Connect(QboError::Auth(qbo_client::AuthError::InvalidClient { .. })) => {
+                ExitStatus::Usage
+            }
+            Error::Connect(e) if e.is_retryable() => ExitStatus::WindowsFailed,
+            Error::Connect(_) => ExitStatus::Auth,
             Error::Database(_) | Error::Migrations(_) => ExitStatus::Database,
             Error::Qbo(e) if rescued_from_the_database(e) => ExitStatus::Database,
             Error::Qbo(e) => qbo_exit(e, ExitStatus::WindowsFailed),

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use qbo_client::{
-    ExposeSecret, FileTokenStore, RefreshGuard, TokenCipher, TokenStore, TokenStoreError,
-    is_encrypted, stored_form, token_from_stored,
+    ExposeSecret, FileTokenStore, RefreshGuard, TokenCipher, TokenMetadata, TokenNote, TokenStore,
+    TokenStoreError, is_encrypted, stored_form, token_from_stored,
 };
-use raw_sink::{AdvisoryLock, Ledger, Sink};
+use raw_sink::{AdvisoryLock, Ledger, Sink, TokenGrantNote, TokenMetaRow};
 use secrecy::SecretString;
 
 use crate::Error;
@@ -155,6 +155,78 @@ impl TokenStore for PgTokenStore {
     fn cipher(&self) -> Option<TokenCipher> {
         self.cipher.clone()
     }
+
+    async fn note(&self, realm_id: &str, note: &TokenNote) -> Result<(), TokenStoreError> {
+        let secs = |s: &Option<u64>| s.and_then(|s| i64::try_from(s).ok());
+        let result = match note {
+            TokenNote::Refreshed {
+                refresh_expires_in,
+                hard_expires_in,
+                client_id,
+                ..
+            } => {
+                // rotated_at is set by the save itself when the token changed.
+                let n = TokenGrantNote {
+                    refresh_expires_in: secs(refresh_expires_in),
+                    hard_expires_in: secs(hard_expires_in),
+                    client_id: Some(client_id.clone()),
+                    ..TokenGrantNote::default()
+                };
+                self.ledger.token_note_grant(realm_id, &n).await
+            }
+            TokenNote::Connected {
+                company_name,
+                client_id,
+                refresh_expires_in,
+                hard_expires_in,
+            } => {
+                let n = TokenGrantNote {
+                    refresh_expires_in: secs(refresh_expires_in),
+                    hard_expires_in: secs(hard_expires_in),
+                    client_id: Some(client_id.clone()),
+                    company_name: company_name.clone(),
+                    connected: true,
+                };
+                self.ledger.token_note_grant(realm_id, &n).await
+            }
+            TokenNote::Succeeded => self.ledger.token_note_success(realm_id).await,
+            _ => Ok(()),
+        };
+        result.map_err(|e| TokenStoreError::backend(e.is_retryable(), e))
+    }
+
+    async fn metadata(
+        &self,
+        realm_id: Option<&str>,
+    ) -> Result<Vec<TokenMetadata>, TokenStoreError> {
+        let rows = self
+            .ledger
+            .token_meta(realm_id)
+            .await
+            .map_err(|e| TokenStoreError::backend(e.is_retryable(), e))?;
+        Ok(rows.into_iter().map(metadata_of).collect())
+    }
+
+    async fn remove(&self, realm_id: &str) -> Result<bool, TokenStoreError> {
+        self.ledger
+            .token_delete(realm_id)
+            .await
+            .map_err(|e| TokenStoreError::backend(e.is_retryable(), e))
+    }
+}
+
+/// A ledger row as the client's metadata type.
+fn metadata_of(r: TokenMetaRow) -> TokenMetadata {
+    let mut m = TokenMetadata::new(r.realm_id);
+    m.has_token = r.has_token;
+    m.company_name = r.company_name;
+    m.client_id = r.client_id;
+    m.connected_at = r.connected_at;
+    m.rotated_at = r.rotated_at;
+    m.refresh_expires_at = r.refresh_expires_at;
+    m.hard_expires_at = r.hard_expires_at;
+    m.last_success_at = r.last_success_at;
+    m
 }
 
 /// The advisory lock of one realm's refresh.

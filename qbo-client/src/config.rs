@@ -182,7 +182,8 @@ impl QboConfig {
     /// Reads the configuration through `lookup` (a variable name → value function), so callers
     /// and tests need not touch the process environment.
     ///
-    /// Variables: `QBO_CLIENT_ID`, `QBO_CLIENT_SECRET`, `QBO_REFRESH_TOKEN`, `QBO_REALM_ID`,
+    /// Variables: `QBO_CLIENT_ID`, `QBO_CLIENT_SECRET`, `QBO_REALM_ID`, optional
+    /// `QBO_REFRESH_TOKEN` (unset: the token store must hold one, e.g. after `auth connect`),
     /// `QBO_ENV` (`sandbox` | `production`), optional `QBO_BASE_URL`, `QBO_TOKEN_URL` and
     /// `QBO_ALLOW_INSECURE_HTTP` (`true` allows plain http overrides to non-loopback hosts). The
     /// client id, secret and refresh token may instead be given as `X_FILE`, the path of a file
@@ -198,7 +199,12 @@ impl QboConfig {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let client_id = secret_var(&get, "QBO_CLIENT_ID")?;
         let client_secret = secret_var(&get, "QBO_CLIENT_SECRET")?;
-        let refresh_token = secret_var(&get, "QBO_REFRESH_TOKEN")?;
+        // Optional: a company connected with `auth connect` has its token in the token store.
+        let refresh_token = match secret_var(&get, "QBO_REFRESH_TOKEN") {
+            Ok(t) => t,
+            Err(ConfigError::Missing { .. }) => String::new(),
+            Err(e) => return Err(e),
+        };
         let realm_id = get("QBO_REALM_ID")
             .map(|v| v.trim().to_owned())
             .ok_or_else(|| ConfigError::Missing {
@@ -297,7 +303,7 @@ pub(crate) fn read_secret_env(var: &str) -> Result<Option<SecretString>, ConfigE
 }
 
 /// Reads `var` or `var_FILE` (never both).
-fn secret_var<G>(get: &G, var: &str) -> Result<String, ConfigError>
+pub(crate) fn secret_var<G>(get: &G, var: &str) -> Result<String, ConfigError>
 where
     G: Fn(&str) -> Option<String>,
 {
@@ -344,7 +350,11 @@ pub(crate) fn validate_realm(realm: &str) -> Result<(), ConfigError> {
     }
 }
 
-fn parse_url(what: &str, text: &str, allow_insecure_http: bool) -> Result<Url, ConfigError> {
+pub(crate) fn parse_url(
+    what: &str,
+    text: &str,
+    allow_insecure_http: bool,
+) -> Result<Url, ConfigError> {
     let url = Url::parse(text).map_err(|e| ConfigError::InvalidUrl {
         what: what.to_owned(),
         source: Box::new(e),
@@ -586,10 +596,14 @@ mod tests {
 
     #[test]
     fn missing_and_empty_variables_are_named() {
-        for var in ["QBO_CLIENT_ID", "QBO_CLIENT_SECRET", "QBO_REFRESH_TOKEN"] {
+        for var in ["QBO_CLIENT_ID", "QBO_CLIENT_SECRET"] {
             let err = QboConfig::from_lookup(lookup(&with(&[], &[var]))).unwrap_err();
             assert_eq!(err.to_string(), format!("{var} (or {var}_FILE) is not set"));
         }
+        // The refresh token may be left to the token store (a company connected with `auth
+        // connect`): unset, it is empty, and the provider never sends an empty one.
+        let cfg = QboConfig::from_lookup(lookup(&with(&[], &["QBO_REFRESH_TOKEN"]))).unwrap();
+        assert!(cfg.credentials.refresh_token.expose_secret().is_empty());
         let err =
             QboConfig::from_lookup(lookup(&with(&[("QBO_REALM_ID", "  ")], &["QBO_REALM_ID"])))
                 .unwrap_err();

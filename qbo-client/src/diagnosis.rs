@@ -306,7 +306,9 @@ pub(crate) fn of_error(e: &QboError) -> Diagnosis {
     match e {
         QboError::Config(_) | QboError::HttpClient(_) => CONFIG,
         QboError::Query(_) => BAD_QUERY,
-        QboError::Auth(AuthError::InvalidGrant { .. }) => INVALID_GRANT,
+        QboError::Auth(AuthError::InvalidGrant { .. } | AuthError::NoRefreshToken { .. }) => {
+            INVALID_GRANT
+        }
         QboError::Auth(AuthError::InvalidClient { .. }) => INVALID_CLIENT,
         QboError::Auth(_) => OAUTH_REFUSED,
         QboError::Fault { status, fault, .. } => of_fault(fault, Some(*status)),

@@ -67,7 +67,7 @@ pub enum AuthError {
     #[error(
         "the refresh token was rejected (invalid_grant{}): it is expired, revoked or was superseded by a rotation \
          that was not saved. Rotate it per the runbook: get a new refresh token from Intuit's OAuth 2.0 \
-         Playground or your app's connect flow, then set QBO_REFRESH_TOKEN (or QBO_REFRESH_TOKEN_FILE) or \
+         Playground or `qb-backfill auth connect`, then set QBO_REFRESH_TOKEN (or QBO_REFRESH_TOKEN_FILE) or \
          update the token store{}",
         Desc(description),
         Tid(intuit_tid)
@@ -92,6 +92,61 @@ pub enum AuthError {
         status: u16,
         /// The response's `intuit_tid`.
         intuit_tid: Option<String>,
+    },
+    /// No refresh token anywhere: none stored for the realm and none configured.
+    #[error(
+        "no refresh token for company {realm_id}: none is in the token store and QBO_REFRESH_TOKEN is \
+         not set; connect the company with `qb-backfill auth connect` (or set QBO_REFRESH_TOKEN), \
+         using the same --token-store"
+    )]
+    NoRefreshToken {
+        /// The realm.
+        realm_id: String,
+    },
+    /// `invalid_grant` for an authorization code: it expired, was used already, or the
+    /// redirect URI differs from the consent page's.
+    #[error(
+        "the authorization code was rejected (invalid_grant{}): it expired (codes live minutes), was used \
+         already, or the redirect URI differs from the one the consent page was opened with; connect \
+         again, with the same redirect URI throughout{}",
+        Desc(description),
+        Tid(intuit_tid)
+    )]
+    CodeRejected {
+        /// `error_description`, if any.
+        description: Option<String>,
+        /// The response's `intuit_tid`.
+        intuit_tid: Option<String>,
+    },
+    /// The consent page redirected with an `error` (`access_denied`: the person clicked
+    /// Cancel).
+    #[error(
+        "the company was not connected: the consent page answered {error}{}; run the connect \
+         command again and approve (as an admin of the company)",
+        Desc(description)
+    )]
+    ConsentDenied {
+        /// The OAuth `error` code of the redirect.
+        error: String,
+        /// `error_description`, if any.
+        description: Option<String>,
+    },
+    /// The redirect's `state` is not the one sent: it does not answer this request (an old
+    /// tab, another connect run, or a forged link).
+    #[error(
+        "the redirect's state does not match the one this connect run sent: it answers another \
+         request (an older browser tab or another connect run) or was forged; nothing was stored, \
+         run the connect command again and use the URL it prints"
+    )]
+    StateMismatch,
+    /// The redirect lacks `code` or `realmId`.
+    #[error(
+        "the redirect carries no {missing}: paste the whole URL the browser was sent to (it \
+         contains code=, state= and realmId=)"
+    )]
+    CallbackIncomplete {
+        /// What is missing.
+        missing: &'static str,
     },
     /// Another OAuth error (`unauthorized_client`, `invalid_request`, …).
     #[error(
@@ -128,8 +183,13 @@ impl AuthError {
     pub fn intuit_tid(&self) -> Option<&str> {
         match self {
             Self::InvalidGrant { intuit_tid, .. }
+            | Self::CodeRejected { intuit_tid, .. }
             | Self::InvalidClient { intuit_tid, .. }
             | Self::Refused { intuit_tid, .. } => intuit_tid.as_deref(),
+            Self::ConsentDenied { .. }
+            | Self::NoRefreshToken { .. }
+            | Self::StateMismatch
+            | Self::CallbackIncomplete { .. } => None,
         }
     }
 }

@@ -97,6 +97,8 @@ pub use retry::{
 };
 pub use secrecy::{ExposeSecret, SecretString};
 pub use token::{
-    FileTokenStore, MemoryTokenStore, RefreshGuard, TOKEN_KEY_ENV, TokenCipher, TokenStore,
-    TokenStoreError, is_encrypted, stored_form, token_from_stored,
+    ACCOUNTING_SCOPE, AUTHORIZE_URL, Authorization, Callback, ConnectedTokens, FileTokenStore,
+    MemoryTokenStore, OAuthApp, REVOKE_URL, RefreshGuard, TOKEN_KEY_ENV, TokenCipher,
+    TokenMetadata, TokenNote, TokenStore, TokenStoreError, is_encrypted, stored_form,
+    token_from_stored,
 };

@@ -47,6 +47,9 @@ pub struct Quirks {
     pub include_total_count: bool,
     /// HTTP status for a realm the simulator does not know: 401 (code 3100, default) or 404.
     pub unknown_realm_status: u16,
+    /// Name the refresh token's hard expiry `x_refresh_token_lifetime_expires_in` (as some of
+    /// Intuit's clients read it) instead of `x_refresh_token_hard_expires_in`. Default false.
+    pub hard_expiry_lifetime_spelling: bool,
 }
 
 impl Default for Quirks {
@@ -59,6 +62,7 @@ impl Default for Quirks {
             clamp_max_results: false,
             include_total_count: false,
             unknown_realm_status: 401,
+            hard_expiry_lifetime_spelling: false,
         }
     }
 }
@@ -427,4 +431,18 @@ mod tests {
         assert_eq!(p.slow_delay, Duration::from_millis(250));
         assert_eq!(p.throttle, 0.0);
     }
+}
+
+/// What the consent page of the authorization-code flow (`GET /connect/oauth2`) does, in
+/// place of a person at a browser.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Consent {
+    /// The user approves and picks the primary company (the default).
+    #[default]
+    Approve,
+    /// The user approves and picks this company (a realm the simulator serves).
+    ApproveRealm(String),
+    /// The user clicks "Cancel": the redirect carries `error=access_denied`.
+    Deny,
 }

@@ -81,7 +81,7 @@ mod stats;
 mod tokens;
 mod tz;
 
-pub use config::{FaultPlan, Quirks, Rotation, ScriptedFault, ThrottleBody};
+pub use config::{Consent, FaultPlan, Quirks, Rotation, ScriptedFault, ThrottleBody};
 pub use error::SimError;
 pub use realm::TruthRecord;
 pub use sim::{

@@ -9,7 +9,7 @@ use time::macros::datetime;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::config::{FaultPlan, Quirks, Rotation, ScriptedFault};
+use crate::config::{Consent, FaultPlan, Quirks, Rotation, ScriptedFault};
 use crate::data::GenConfig;
 use crate::error::SimError;
 use crate::realm::{Realm, TruthRecord};
@@ -80,6 +80,8 @@ pub struct SimBuilder {
     quirks: Quirks,
     port: u16,
     host: std::net::IpAddr,
+    consent: Consent,
+    redirect_uris: Vec<String>,
 }
 
 impl Default for SimBuilder {
@@ -119,6 +121,8 @@ impl Default for SimBuilder {
             quirks: Quirks::default(),
             port: 0,
             host: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            consent: Consent::Approve,
+            redirect_uris: Vec::new(),
         }
     }
 }
@@ -338,6 +342,20 @@ impl SimBuilder {
         self
     }
 
+    /// What the consent page of `GET /connect/oauth2` answers (default: approve, primary
+    /// company).
+    pub fn consent(mut self, consent: Consent) -> Self {
+        self.consent = consent;
+        self
+    }
+
+    /// Registers a redirect URI for the app. With none registered (the default) any plain-http
+    /// loopback URI is accepted; with some, only those, exactly, as at Intuit.
+    pub fn redirect_uri(mut self, uri: impl Into<String>) -> Self {
+        self.redirect_uris.push(uri.into());
+        self
+    }
+
     fn gen_config(&self, seed: u64) -> GenConfig {
         GenConfig {
             seed,
@@ -440,6 +458,8 @@ impl SimBuilder {
                 rotation: self.rotation,
                 grace: self.grace,
             },
+            consent: self.consent.clone(),
+            redirect_uris: self.redirect_uris.clone(),
         };
         let shared = Arc::new(Shared::new(
             realms,
@@ -616,6 +636,22 @@ impl SimHandle {
     /// API root, e.g. `http://127.0.0.1:43121` (clients append `/v3/company/{realm}/query`).
     pub fn base_url(&self) -> String {
         format!("http://{}", self.inner.addr)
+    }
+
+    /// The consent page's URL (Intuit's `https://appcenter.intuit.com/connect/oauth2`).
+    pub fn authorize_url(&self) -> String {
+        format!("http://{}/connect/oauth2", self.inner.addr)
+    }
+
+    /// The revoke endpoint's URL (Intuit's
+    /// `https://developer.api.intuit.com/v2/oauth2/tokens/revoke`).
+    pub fn revoke_url(&self) -> String {
+        format!("http://{}/v2/oauth2/tokens/revoke", self.inner.addr)
+    }
+
+    /// Changes what the consent page answers from now on.
+    pub fn set_consent(&self, consent: Consent) {
+        lock(&self.shared().settings).consent = consent;
     }
 
     /// Full token endpoint URL, e.g. `http://127.0.0.1:43121/oauth2/v1/tokens/bearer`.

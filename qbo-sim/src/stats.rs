@@ -36,6 +36,18 @@ pub struct SimStats {
     pub token_rotations: u64,
     /// Refused token refreshes (`invalid_grant`, `invalid_client`, …).
     pub token_failures: u64,
+    /// Authorization codes exchanged for tokens (`grant_type=authorization_code`).
+    #[serde(default)]
+    pub code_exchanges: u64,
+    /// Consents given on the authorization page (codes issued).
+    #[serde(default)]
+    pub authorizations: u64,
+    /// Consents refused on the authorization page (`error=access_denied`).
+    #[serde(default)]
+    pub denials: u64,
+    /// Grants revoked (`POST /v2/oauth2/tokens/revoke`).
+    #[serde(default)]
+    pub revocations: u64,
     /// `SELECT *` queries executed (including batch items).
     pub queries: u64,
     /// `SELECT COUNT(*)` queries executed (including batch items).

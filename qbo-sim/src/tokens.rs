@@ -23,6 +23,29 @@ struct RefreshToken {
     revoked: bool,
 }
 
+/// An authorization code handed out by the consent page: single use, 10 minutes.
+#[derive(Debug, Clone)]
+struct AuthCode {
+    realm: String,
+    redirect_uri: String,
+    client_id: String,
+    expires: Instant,
+    used: bool,
+}
+
+/// How long an authorization code may be exchanged (Intuit: a few minutes).
+const CODE_TTL: Duration = Duration::from_secs(600);
+
+/// Why an authorization code was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CodeRefusal {
+    Unknown,
+    Used,
+    Expired,
+    RedirectMismatch,
+    OtherClient,
+}
+
 #[derive(Debug, Clone)]
 struct AccessToken {
     realm: String,
@@ -73,6 +96,7 @@ pub(crate) struct Tokens {
     /// Newest refresh token per realm.
     current: HashMap<String, String>,
     chain_start: HashMap<String, Instant>,
+    codes: HashMap<String, AuthCode>,
 }
 
 fn random_token(prefix: &str, bytes: usize) -> String {
@@ -183,27 +207,116 @@ impl Tokens {
         if let Some(t) = self.refresh.get_mut(presented) {
             t.last_used = now;
         }
+        Ok(self.grant(&realm, returned, rotate, policy, now))
+    }
+
+    /// A new access token for `realm` and the grant that hands it out with `refresh_token`.
+    fn grant(
+        &mut self,
+        realm: &str,
+        refresh_token: String,
+        rotated: bool,
+        policy: TokenPolicy,
+        now: Instant,
+    ) -> Grant {
         let access = new_access_value();
         self.access.retain(|_, a| a.expires > now);
         self.access.insert(
             access.clone(),
             AccessToken {
-                realm: realm.clone(),
+                realm: realm.to_string(),
                 expires: now + policy.access_ttl,
             },
         );
         let chain_age = self
             .chain_start
-            .get(&realm)
+            .get(realm)
             .map_or(0, |s| now.saturating_duration_since(*s).as_secs());
-        Ok(Grant {
+        Grant {
             access_token: access,
-            refresh_token: returned,
+            refresh_token,
             expires_in: policy.access_ttl.as_secs(),
             refresh_expires_in: REFRESH_TTL_SECS,
             hard_expires_in: REFRESH_HARD_TTL_SECS.saturating_sub(chain_age),
-            rotated: rotate,
-        })
+            rotated,
+        }
+    }
+
+    /// Hands out an authorization code for `realm` (the consent page's approval).
+    pub(crate) fn issue_code(
+        &mut self,
+        realm: &str,
+        redirect_uri: &str,
+        client_id: &str,
+        now: Instant,
+    ) -> String {
+        self.codes.retain(|_, c| c.expires > now && !c.used);
+        let code = random_token("AB11", 24);
+        self.codes.insert(
+            code.clone(),
+            AuthCode {
+                realm: realm.to_string(),
+                redirect_uri: redirect_uri.to_string(),
+                client_id: client_id.to_string(),
+                expires: now + CODE_TTL,
+                used: false,
+            },
+        );
+        code
+    }
+
+    /// Exchanges an authorization code (`grant_type=authorization_code`): the redirect URI must
+    /// be the one the code was issued for; the code works once. The realm gets a new refresh
+    /// chain (a new 5-year hard expiry); its earlier tokens are superseded at once.
+    pub(crate) fn redeem_code(
+        &mut self,
+        code: &str,
+        redirect_uri: &str,
+        client_id: &str,
+        policy: TokenPolicy,
+        now: Instant,
+    ) -> Result<Grant, CodeRefusal> {
+        let c = self.codes.get_mut(code).ok_or(CodeRefusal::Unknown)?;
+        if c.used {
+            return Err(CodeRefusal::Used);
+        }
+        if now >= c.expires {
+            return Err(CodeRefusal::Expired);
+        }
+        if c.client_id != client_id {
+            return Err(CodeRefusal::OtherClient);
+        }
+        if c.redirect_uri != redirect_uri {
+            return Err(CodeRefusal::RedirectMismatch);
+        }
+        c.used = true;
+        let realm = c.realm.clone();
+        for t in self.refresh.values_mut() {
+            if t.realm == realm && t.dies_at.is_none() {
+                t.dies_at = Some(now);
+            }
+        }
+        let fresh = new_refresh_value();
+        self.seed_realm(&realm, &fresh, now);
+        Ok(self.grant(&realm, fresh, true, policy, now))
+    }
+
+    /// Revokes the grant a token (refresh or access) belongs to: every refresh token of its
+    /// realm then gives `invalid_grant` and its access tokens stop working. Returns the realm,
+    /// `None` for a token the simulator never issued.
+    pub(crate) fn revoke(&mut self, token: &str) -> Option<String> {
+        let realm = self
+            .refresh
+            .get(token)
+            .map(|t| t.realm.clone())
+            .or_else(|| self.access.get(token).map(|a| a.realm.clone()))?;
+        for t in self.refresh.values_mut() {
+            if t.realm == realm {
+                t.revoked = true;
+            }
+        }
+        self.access.retain(|_, a| a.realm != realm);
+        Some(realm)
     }
 
     /// The realm an access token is good for.
@@ -350,6 +463,77 @@ mod tests {
                 .refresh_token,
             g.refresh_token
         );
+    }
+
+    #[test]
+    fn codes_work_once_for_their_redirect_and_start_a_new_chain() {
+        let mut t = Tokens::default();
+        let now = Instant::now();
+        let p = policy(Rotation::Never, None);
+        t.seed_realm("r", "RT0", now);
+        let code = t.issue_code("r", "http://localhost:1/cb", "app", now);
+        assert_eq!(
+            t.redeem_code(&code, "http://localhost:2/cb", "app", p, now)
+                .unwrap_err(),
+            CodeRefusal::RedirectMismatch
+        );
+        assert_eq!(
+            t.redeem_code(&code, "http://localhost:1/cb", "other", p, now)
+                .unwrap_err(),
+            CodeRefusal::OtherClient
+        );
+        let g = t
+            .redeem_code(&code, "http://localhost:1/cb", "app", p, now)
+            .unwrap();
+        assert_eq!(t.current("r").unwrap(), g.refresh_token);
+        assert_eq!(g.hard_expires_in, REFRESH_HARD_TTL_SECS);
+        assert_eq!(t.check_access(&g.access_token, now).unwrap(), "r");
+        assert_eq!(
+            t.redeem_code(&code, "http://localhost:1/cb", "app", p, now)
+                .unwrap_err(),
+            CodeRefusal::Used
+        );
+        assert_eq!(
+            t.refresh("RT0", p, now).unwrap_err(),
+            RefreshRefusal::Superseded
+        );
+        let late = t.issue_code("r", "u", "app", now);
+        assert_eq!(
+            t.redeem_code(&late, "u", "app", p, now + CODE_TTL)
+                .unwrap_err(),
+            CodeRefusal::Expired
+        );
+        assert_eq!(
+            t.redeem_code("nope", "u", "app", p, now).unwrap_err(),
+            CodeRefusal::Unknown
+        );
+    }
+
+    #[test]
+    fn revoking_a_token_ends_its_realms_grant_only() {
+        let mut t = Tokens::default();
+        let now = Instant::now();
+        let p = policy(Rotation::Never, None);
+        t.seed_realm("a", "RTA", now);
+        t.seed_realm("b", "RTB", now);
+        let ga = t.refresh("RTA", p, now).unwrap();
+        assert_eq!(t.revoke("RTA").as_deref(), Some("a"));
+        assert_eq!(
+            t.refresh("RTA", p, now).unwrap_err(),
+            RefreshRefusal::Revoked
+        );
+        assert_eq!(
+            t.check_access(&ga.access_token, now),
+            Err(AccessRefusal::Unknown)
+        );
+        assert!(t.refresh("RTB", p, now).is_ok());
+        let gb = t.refresh("RTB", p, now).unwrap();
+        assert_eq!(t.revoke(&gb.access_token).as_deref(), Some("b"));
+        assert_eq!(
+            t.refresh("RTB", p, now).unwrap_err(),
+            RefreshRefusal::Revoked
+        );
+        assert_eq!(t.revoke("never-issued"), None);
     }
 
     #[test]

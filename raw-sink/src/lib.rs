@@ -49,8 +49,9 @@ pub use config::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE, PgConfig, SslMode};
 pub use error::SinkError;
 pub use ledger::{
     AdvisoryLock, BudgetShare, ClaimStatus, LeaseRenewal, Ledger, NewRun, NewWorker, Reload, Run,
-    RunId, RunStatus, RunSummary, ShareGrant, TokenLock, Trigger, TriggerKey, TriggerStatus,
-    Window, WindowClaim, WindowId, WindowOutcome, WindowScope, WindowSpan, WindowStatus, WorkerRow,
+    RunId, RunStatus, RunSummary, ShareGrant, TokenGrantNote, TokenLock, TokenMetaRow, Trigger,
+    TriggerKey, TriggerStatus, Window, WindowClaim, WindowId, WindowOutcome, WindowScope,
+    WindowSpan, WindowStatus, WorkerRow,
 };
 pub use quarantine::RejectRecord;
 pub use sink::{Sink, embedded_migrations};

@@ -6,7 +6,7 @@
 //!
 //! Here live the entry points ([`main`], [`main_any`]), the logging set-up and the mapping of
 //! every outcome to an exit code; each subcommand has its own module with its argument types:
-//! `run` (the backfill itself, no subcommand), `triggers`, `report` and `serve`. `reliability` holds
+//! `run` (the backfill itself, no subcommand), `triggers`, `report`, `serve` and `auth`. `reliability` holds
 //! the run's options for cooperative workers, leases and database loss; `help` the texts of
 //! `--help`.
 
@@ -24,14 +24,21 @@ use crate::logging::{self, LogFormat};
 use crate::run::error_chain;
 use crate::{Entity, Error, ExitStatus, Progress};
 
+mod auth;
 mod help;
+mod realms;
 mod reliability;
 mod report;
 mod run;
 mod serve;
 mod triggers;
 
+pub use auth::{
+    AuthAction, ConnectArgs, DEFAULT_REDIRECT_URI, EXPIRY_WARNING_DAYS, RealmArgs, StatusArgs,
+    expiry_warnings, warn_expiring,
+};
 use help::{any_help, examples};
+pub use realms::RealmsArgs;
 pub use reliability::ReliabilityArgs;
 pub use report::ReportArgs;
 pub use run::{RunArgs, TokenStoreSpec, ValidatedRun, default_trigger_name};
@@ -70,6 +77,12 @@ pub enum Command {
     /// re-run comparison; prints a summary and writes report.md, report.json and
     /// rows_per_day.svg with --out.
     Report(ReportArgs),
+    /// Connect companies and watch their connection: connect, status, revoke, disconnect.
+    Auth {
+        /// What to do.
+        #[command(subcommand)]
+        action: AuthAction,
+    },
     /// Read-only status page (runs, triggers, windows, verification, volumetry) and /metrics
     /// (OpenMetrics) on 127.0.0.1:8080 unless --listen says otherwise.
     Serve(ServeArgs),
@@ -153,9 +166,10 @@ async fn execute_any(bin: &str, any: AnyCli) -> ExitStatus {
     }
     let cli = any.cli;
     let _progress = init_logging(&cli);
-    let outcome = match &cli.command {
-        Some(Command::Report(args)) => report::report_cmd(args, ENTITIES.to_vec()).await,
-        Some(Command::Serve(args)) => serve::serve_cmd(args, ENTITIES.to_vec()).await,
+    let outcome = match cli.command {
+        Some(Command::Auth { action }) => auth::auth(action).await,
+        Some(Command::Report(ref args)) => report::report_cmd(args, ENTITIES.to_vec()).await,
+        Some(Command::Serve(ref args)) => serve::serve_cmd(args, ENTITIES.to_vec()).await,
         _ => Err(Error::Usage(format!(
             "--entity NAME (or QB_ENTITY) is required; one of: {}",
             ENTITIES
@@ -238,6 +252,7 @@ async fn execute<E: Entity>(bin: &str, cli: Cli) -> ExitStatus {
             report::report_cmd(&args, report::entities::<E>(&args)).await
         }
         Some(Command::Serve(args)) => serve::serve_cmd(&args, serve::entities::<E>()).await,
+        Some(Command::Auth { action }) => auth::auth(action).await,
         None => run::pipeline::<E>(&cli.run, OffsetDateTime::now_utc(), progress).await,
     };
     finish(bin, outcome)

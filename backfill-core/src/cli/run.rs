@@ -77,6 +77,9 @@ pub struct RunArgs {
     /// Cooperative workers, leases and database loss.
     #[command(flatten)]
     pub reliability: ReliabilityArgs,
+    /// Many companies in one invocation.
+    #[command(flatten)]
+    pub realms: super::realms::RealmsArgs,
 }
 
 /// `--metrics-push`: an http(s) URL (its path, if any, prefixes the Pushgateway's).
@@ -240,8 +243,22 @@ pub(super) async fn pipeline<E: Entity>(
         print_plan::<E>(args, &valid);
         return Ok(ExitStatus::Success);
     }
+    if args.realms.is_many() {
+        return super::realms::pipeline_realms::<E>(args, &valid).await;
+    }
     // All configuration is checked before anything is called or written.
     let qbo = QboConfig::from_env().map_err(Error::QboConfig)?;
+    pipeline_for::<E>(args, &valid, qbo, args.max_requests, progress).await
+}
+
+/// [`pipeline`] for one company, `qbo`, with at most `max_requests` API calls.
+pub(crate) async fn pipeline_for<E: Entity>(
+    args: &RunArgs,
+    valid: &ValidatedRun,
+    qbo: QboConfig,
+    max_requests: Option<u64>,
+    progress: Progress,
+) -> Result<ExitStatus, Error> {
     let pg = PgConfig::from_env().map_err(Error::PgConfig)?;
     let token_key = crate::token_key_from_env()?;
     if let Some(requested) = valid.plan.clipped_from {
@@ -270,7 +287,7 @@ pub(super) async fn pipeline<E: Entity>(
     // The trigger is checked before anything is written (migrations, worker rows): a name used
     // for another range, or a trigger already completed or disabled, ends with nothing behind.
     let range_end = valid.plan.clipped_from.unwrap_or(valid.plan.end);
-    precheck_trigger::<E>(&sink, &qbo.realm_id, &valid, range_end, args.force).await?;
+    precheck_trigger::<E>(&sink, &qbo.realm_id, valid, range_end, args.force).await?;
     sink.migrate().await.map_err(Error::Migrations)?;
     let store: std::sync::Arc<dyn TokenStore> = match file_store {
         Some(store) => store,
@@ -283,6 +300,9 @@ pub(super) async fn pipeline<E: Entity>(
             .await?
         }
     };
+    // Expiries within 30 days are warned about in every run's log and its summary.
+    let token_warnings =
+        super::auth::warn_expiring(store.as_ref(), &qbo.realm_id, &qbo.credentials.client_id).await;
     let realm_budget = RateLimit {
         per_minute: args.requests_per_min,
         max_concurrency: args.max_in_flight,
@@ -322,7 +342,7 @@ pub(super) async fn pipeline<E: Entity>(
     cfg.verify = !args.no_verify;
     cfg.force = args.force;
     cfg.page_size = args.page_size;
-    cfg.max_api_calls = args.max_requests;
+    cfg.max_api_calls = max_requests;
     cfg.progress = progress;
     reliability::configure(&mut cfg, &args.reliability, &worker, &shutdown);
     let started = std::time::Instant::now();
@@ -342,6 +362,9 @@ pub(super) async fn pipeline<E: Entity>(
     let report = result?;
     if std::io::stdout().is_terminal() {
         print_summary::<E>(&client, &cfg, &report);
+        for w in &token_warnings {
+            println!("warning: {w}");
+        }
     }
     Ok(report.exit_status())
 }

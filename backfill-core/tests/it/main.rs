@@ -14,4 +14,5 @@ mod report;
 mod rerun;
 mod sparse;
 mod status;
+mod token_meta;
 mod vendor;

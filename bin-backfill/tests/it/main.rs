@@ -2,7 +2,9 @@
 //! help and usage errors, `serve`'s access rule and the metrics textfile.
 #![allow(clippy::unwrap_used, missing_docs, unreachable_pub)]
 
+mod auth;
 mod common;
 mod generic;
+mod realms;
 mod report;
 mod serve;

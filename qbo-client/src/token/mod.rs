@@ -4,8 +4,10 @@
 //! The provider's state machine lives here; the token endpoint's exchange in `endpoint.rs`,
 //! saving a rotated token (retry, then rescue) in `persist.rs`.
 
+mod authorize;
 mod cipher;
 mod endpoint;
+mod meta;
 mod persist;
 mod rescue;
 mod store;
@@ -17,7 +19,11 @@ use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::time::Instant;
 
+pub use authorize::{
+    ACCOUNTING_SCOPE, AUTHORIZE_URL, Authorization, Callback, ConnectedTokens, OAuthApp, REVOKE_URL,
+};
 pub use cipher::{TOKEN_KEY_ENV, TokenCipher, is_encrypted, stored_form, token_from_stored};
+pub use meta::{TokenMetadata, TokenNote};
 pub use store::{FileTokenStore, MemoryTokenStore, RefreshGuard, TokenStore, TokenStoreError};
 
 use crate::error::{AuthError, QboError};
@@ -219,6 +225,10 @@ impl TokenProvider {
                 tracing::debug!(realm, "using the refresh token from the token store");
                 st.current = Some(stored);
                 st.persisted = true;
+            } else if self.s.configured_refresh_token.expose_secret().is_empty() {
+                return Err(QboError::Auth(AuthError::NoRefreshToken {
+                    realm_id: realm.to_owned(),
+                }));
             } else {
                 st.current = Some(self.s.configured_refresh_token.clone());
                 st.persisted = false;
@@ -274,7 +284,7 @@ impl TokenProvider {
             return Ok(Some(stored));
         }
         let configured = self.s.configured_refresh_token.clone();
-        if untried(&configured) {
+        if untried(&configured) && !configured.expose_secret().is_empty() {
             tracing::warn!(
                 realm,
                 "the stored refresh token was rejected; trying the configured one (QBO_REFRESH_TOKEN) once"
@@ -315,6 +325,16 @@ impl TokenProvider {
         };
         let token = cached.token();
         *self.cache() = Some(cached);
+        let note = TokenNote::Refreshed {
+            refresh_expires_in: granted.refresh_expires_in,
+            hard_expires_in: granted.refresh_hard_expires_in,
+            client_id: self.s.client_id.clone(),
+            rotated,
+        };
+        if let Err(e) = self.s.store.note(realm, &note).await {
+            // The facts are for `auth status`; the token itself is saved.
+            tracing::warn!(realm, error = %crate::error::chain(&e), "token_note_failed");
+        }
         tracing::info!(
             realm,
             expires_in = granted.expires_in,

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::cipher::{self, TokenCipher};
+use super::meta::{self, TokenMetadata, TokenNote};
 
 /// Durable storage of the newest refresh token per realm. `save` must be durable when it
 /// returns: the client uses a new access token only after the rotated refresh token is saved.
@@ -70,6 +71,42 @@ pub trait TokenStore: Send + Sync {
     /// The default: none (the rescue file holds the token in plain text, mode 0600).
     fn cipher(&self) -> Option<TokenCipher> {
         None
+    }
+
+    /// Records what was learnt about `realm_id`'s grant (expiries, app, company, success)
+    /// beside its token. The client calls it after each refresh and treats a failure as a
+    /// warning. The default keeps nothing.
+    ///
+    /// # Errors
+    /// The store cannot be written.
+    async fn note(&self, realm_id: &str, note: &TokenNote) -> Result<(), TokenStoreError> {
+        let _ = (realm_id, note);
+        Ok(())
+    }
+
+    /// The non-secret facts of one realm, or of every stored realm with `None` (ordered by
+    /// realm id); never a token. The default knows none.
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    async fn metadata(
+        &self,
+        realm_id: Option<&str>,
+    ) -> Result<Vec<TokenMetadata>, TokenStoreError> {
+        let _ = realm_id;
+        Ok(Vec::new())
+    }
+
+    /// Removes `realm_id`'s token and facts; whether there was a token. The default cannot.
+    ///
+    /// # Errors
+    /// The store cannot be written, or cannot remove tokens.
+    async fn remove(&self, realm_id: &str) -> Result<bool, TokenStoreError> {
+        let _ = realm_id;
+        Err(TokenStoreError::backend(
+            false,
+            "this token store cannot remove tokens",
+        ))
     }
 }
 
@@ -218,6 +255,7 @@ impl TokenStoreError {
 #[derive(Default)]
 pub struct MemoryTokenStore {
     tokens: Mutex<HashMap<String, SecretString>>,
+    meta: Mutex<HashMap<String, TokenMetadata>>,
 }
 
 impl MemoryTokenStore {
@@ -266,6 +304,44 @@ impl TokenStore for MemoryTokenStore {
         self.lock()
             .insert(realm_id.to_owned(), refresh_token.clone());
         Ok(())
+    }
+
+    async fn note(&self, realm_id: &str, note: &TokenNote) -> Result<(), TokenStoreError> {
+        let mut meta = self
+            .meta
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        meta.entry(realm_id.to_owned())
+            .or_insert_with(|| TokenMetadata::new(realm_id))
+            .apply(note, time::OffsetDateTime::now_utc());
+        Ok(())
+    }
+
+    async fn metadata(
+        &self,
+        realm_id: Option<&str>,
+    ) -> Result<Vec<TokenMetadata>, TokenStoreError> {
+        let tokens: HashMap<String, String> = self
+            .lock()
+            .keys()
+            .map(|k| (k.clone(), String::new()))
+            .collect();
+        let meta: std::collections::BTreeMap<String, TokenMetadata> = self
+            .meta
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Ok(meta::listed(&tokens, &meta, realm_id))
+    }
+
+    async fn remove(&self, realm_id: &str) -> Result<bool, TokenStoreError> {
+        self.meta
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(realm_id);
+        Ok(self.lock().remove(realm_id).is_some())
     }
 }
 
@@ -585,6 +661,63 @@ impl TokenStore for FileTokenStore {
         Some(self.rescue_dir.clone().unwrap_or_else(|| self.dir()))
     }
 
+    async fn note(&self, realm_id: &str, note: &TokenNote) -> Result<(), TokenStoreError> {
+        let _guard = self.write_lock.lock().await;
+        let path = self.path.clone();
+        let realm = realm_id.to_owned();
+        let note = note.clone();
+        let wait = self.lock_wait;
+        tokio::task::spawn_blocking(move || {
+            let dir = dir_of(&path);
+            let dir_handle = std::fs::File::open(&dir).map_err(io_err(&dir))?;
+            lock_waiting(&dir_handle, &dir, wait)?;
+            let mut map = meta::read_meta(&path)?;
+            map.entry(realm.clone())
+                .or_insert_with(|| TokenMetadata::new(&realm))
+                .apply(&note, time::OffsetDateTime::now_utc());
+            meta::write_meta(&path, &map)
+        })
+        .await
+        .map_err(|e| TokenStoreError::backend(false, e))?
+    }
+
+    async fn metadata(
+        &self,
+        realm_id: Option<&str>,
+    ) -> Result<Vec<TokenMetadata>, TokenStoreError> {
+        let path = self.path.clone();
+        let (tokens, meta) = tokio::task::spawn_blocking(move || {
+            Ok::<_, TokenStoreError>((read_map(&path)?, meta::read_meta(&path)?))
+        })
+        .await
+        .map_err(|e| TokenStoreError::backend(false, e))??;
+        Ok(meta::listed(&tokens, &meta, realm_id))
+    }
+
+    async fn remove(&self, realm_id: &str) -> Result<bool, TokenStoreError> {
+        let _guard = self.write_lock.lock().await;
+        let path = self.path.clone();
+        let realm = realm_id.to_owned();
+        let wait = self.lock_wait;
+        tokio::task::spawn_blocking(move || {
+            let dir = dir_of(&path);
+            let dir_handle = std::fs::File::open(&dir).map_err(io_err(&dir))?;
+            lock_waiting(&dir_handle, &dir, wait)?;
+            let mut map = read_map(&path)?;
+            let had = map.remove(&realm).is_some();
+            if had {
+                write_map(&path, &map)?;
+            }
+            let mut m = meta::read_meta(&path)?;
+            if m.remove(&realm).is_some() {
+                meta::write_meta(&path, &m)?;
+            }
+            Ok(had)
+        })
+        .await
+        .map_err(|e| TokenStoreError::backend(false, e))?
+    }
+
     fn cipher(&self) -> Option<TokenCipher> {
         self.cipher.clone()
     }
@@ -593,6 +726,42 @@ impl TokenStore for FileTokenStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn file_store_keeps_facts_in_a_private_sidecar_and_removes_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.json");
+        let s = FileTokenStore::new(&path);
+        s.save("r1", &SecretString::from("tok-r1-secret".to_owned()))
+            .await
+            .unwrap();
+        s.note(
+            "r1",
+            &TokenNote::Connected {
+                company_name: Some("Acme".into()),
+                client_id: "app1".into(),
+                refresh_expires_in: Some(60),
+                hard_expires_in: None,
+            },
+        )
+        .await
+        .unwrap();
+        let side = meta::sidecar(&path);
+        let text = std::fs::read_to_string(&side).unwrap();
+        assert!(!text.contains("tok-r1-secret"));
+        assert_eq!(
+            std::fs::metadata(&side).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let m = s.metadata(None).await.unwrap();
+        assert_eq!(m.len(), 1);
+        assert!(m[0].has_token);
+        assert_eq!(m[0].company_name.as_deref(), Some("Acme"));
+        assert!(s.remove("r1").await.unwrap());
+        assert!(s.load("r1").await.unwrap().is_none());
+        assert!(s.metadata(None).await.unwrap().is_empty());
+        assert!(!s.remove("r1").await.unwrap());
+    }
 
     #[tokio::test]
     async fn memory_store_round_trip() {

@@ -4,6 +4,7 @@
 
 mod auth;
 mod common;
+mod connect;
 mod diagnosis;
 mod faults;
 mod limits;

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use super::{Shared, lock};
-use crate::config::{FaultPlan, Quirks, ScriptedFault};
+use crate::config::{Consent, FaultPlan, Quirks, ScriptedFault};
 use crate::error::SimError;
 use crate::realm::{Realm, TruthRecord};
 use crate::stats::{RequestRecord, SimStats};
@@ -269,6 +269,11 @@ async fn put_quirks(State(s): State<Arc<Shared>>, Json(q): Json<Quirks>) -> Resp
     StatusCode::NO_CONTENT.into_response()
 }
 
+async fn put_consent(State(s): State<Arc<Shared>>, Json(c): Json<Consent>) -> Response {
+    lock(&s.settings).consent = c;
+    StatusCode::NO_CONTENT.into_response()
+}
+
 async fn script(State(s): State<Arc<Shared>>, Json(v): Json<Vec<ScriptedFault>>) -> Response {
     s.set_script(v);
     StatusCode::NO_CONTENT.into_response()
@@ -333,6 +338,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/records/{entity}/{id}/active", post(active))
         .route("/faults", get(get_faults).put(put_faults))
         .route("/quirks", get(get_quirks).put(put_quirks))
+        .route("/consent", axum::routing::put(put_consent))
         .route("/script", post(script))
         .route("/script/token", post(token_script))
         .route("/tokens/expire-access", post(expire_access))

@@ -2,6 +2,7 @@
 //! request recording.
 
 pub(crate) mod api;
+pub(crate) mod connect;
 pub(crate) mod control;
 pub(crate) mod oauth;
 pub(crate) mod respond;
@@ -21,7 +22,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use time::OffsetDateTime;
 
-use crate::config::{FaultPlan, Quirks, ScriptedFault};
+use crate::config::{Consent, FaultPlan, Quirks, ScriptedFault};
 use crate::limits::{Gauge, SlidingWindow, Slot};
 use crate::realm::Realm;
 use crate::stats::{RequestRecord, StatsState};
@@ -44,6 +45,10 @@ pub(crate) struct Settings {
     /// Most items in one batch request (0 = no limit).
     pub(crate) batch_max_items: u32,
     pub(crate) token: TokenPolicy,
+    /// What the consent page answers.
+    pub(crate) consent: Consent,
+    /// Redirect URIs registered for the app (empty: any plain-http loopback URI).
+    pub(crate) redirect_uris: Vec<String>,
 }
 
 /// State shared by every handler and the handles.
@@ -428,6 +433,8 @@ async fn not_found(headers: HeaderMap) -> Response {
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/oauth2/v1/tokens/bearer", post(oauth::token))
+        .route("/connect/oauth2", get(connect::authorize))
+        .route("/v2/oauth2/tokens/revoke", post(connect::revoke))
         .route(
             "/v3/company/{realm}/query",
             get(api::query_get).post(api::query_post),

@@ -1,5 +1,5 @@
-//! `POST /oauth2/v1/tokens/bearer`: the refresh-token grant, client credentials by Basic
-//! header or in the form body.
+//! `POST /oauth2/v1/tokens/bearer`: the refresh-token and authorization-code grants, client
+//! credentials by Basic header or in the form body.
 
 use std::sync::Arc;
 
@@ -13,8 +13,9 @@ use super::respond::{self, JSON};
 use super::{Shared, Tag, lock, tagged};
 use crate::config::{Quirks, ScriptedFault};
 use crate::data::{js, push_u64};
+use crate::tokens::CodeRefusal;
 
-fn oauth_error(status: StatusCode, error: &str, description: Option<&str>) -> Response {
+pub(super) fn oauth_error(status: StatusCode, error: &str, description: Option<&str>) -> Response {
     let mut s = String::from("{\"error\":");
     js(&mut s, error);
     if let Some(d) = description {
@@ -25,7 +26,7 @@ fn oauth_error(status: StatusCode, error: &str, description: Option<&str>) -> Re
     no_store(respond::full(status, JSON, s))
 }
 
-fn no_store(mut r: Response) -> Response {
+pub(super) fn no_store(mut r: Response) -> Response {
     r.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("no-cache, no-store"),
@@ -46,7 +47,7 @@ fn invalid_grant(q: &Quirks, status: StatusCode) -> Response {
 /// HTTP Basic (`client_secret_basic`) or `client_id` and `client_secret` form fields
 /// (`client_secret_post`, how Airbyte's and Singer's connectors refresh). A Basic header, when
 /// present, decides alone.
-fn client_ok(shared: &Shared, headers: &HeaderMap, form: &[(String, String)]) -> bool {
+pub(super) fn client_ok(shared: &Shared, headers: &HeaderMap, form: &[(String, String)]) -> bool {
     let Some(basic) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -75,8 +76,32 @@ fn client_ok(shared: &Shared, headers: &HeaderMap, form: &[(String, String)]) ->
     }
 }
 
+/// The client id a request authenticated with (Basic header first, else the form field).
+pub(super) fn presented_client_id(
+    headers: &HeaderMap,
+    form: &[(String, String)],
+) -> Option<String> {
+    if let Some(basic) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Basic ")
+                .or_else(|| v.strip_prefix("basic "))
+        })
+    {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(basic.trim())
+            .ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        return text.split_once(':').map(|(id, _)| id.to_string());
+    }
+    form.iter()
+        .find(|(k, _)| k == "client_id")
+        .map(|(_, v)| v.clone())
+}
+
 /// Parses `application/x-www-form-urlencoded` pairs.
-fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
+pub(super) fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
     fn hexval(b: u8) -> Option<u8> {
         match b {
             b'0'..=b'9' => Some(b - b'0'),
@@ -175,8 +200,69 @@ pub(crate) async fn token(
             .find(|(key, _)| key == k)
             .map(|(_, v)| v.as_str())
     };
-    match get("grant_type") {
-        Some("refresh_token") => {}
+    let now = tokio::time::Instant::now().into_std();
+    let grant = match get("grant_type") {
+        Some("refresh_token") => {
+            let Some(presented) = get("refresh_token").filter(|t| !t.is_empty()) else {
+                failed(&shared);
+                return tagged(
+                    oauth_error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request",
+                        Some("refresh_token is required"),
+                    ),
+                    tag,
+                );
+            };
+            let result = lock(&shared.tokens).refresh(presented, s.token, now);
+            match result {
+                Ok(g) => g,
+                Err(why) => {
+                    failed(&shared);
+                    tracing::debug!(reason = ?why, "refresh refused");
+                    return tagged(invalid_grant(&s.quirks, StatusCode::BAD_REQUEST), tag);
+                }
+            }
+        }
+        Some("authorization_code") => {
+            let (Some(code), Some(redirect_uri)) = (
+                get("code").filter(|c| !c.is_empty()),
+                get("redirect_uri").filter(|r| !r.is_empty()),
+            ) else {
+                failed(&shared);
+                return tagged(
+                    oauth_error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request",
+                        Some("code and redirect_uri are required"),
+                    ),
+                    tag,
+                );
+            };
+            let client_id = presented_client_id(&headers, &pairs).unwrap_or_default();
+            let result =
+                lock(&shared.tokens).redeem_code(code, redirect_uri, &client_id, s.token, now);
+            match result {
+                Ok(g) => {
+                    lock(&shared.stats).stats.code_exchanges += 1;
+                    g
+                }
+                Err(why) => {
+                    failed(&shared);
+                    tracing::debug!(reason = ?why, "authorization code refused");
+                    let desc = match why {
+                        CodeRefusal::RedirectMismatch => {
+                            "redirect_uri does not match the one the code was issued for"
+                        }
+                        _ => "Invalid or expired authorization code",
+                    };
+                    return tagged(
+                        oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", Some(desc)),
+                        tag,
+                    );
+                }
+            }
+        }
         Some(_) => {
             failed(&shared);
             return tagged(
@@ -195,33 +281,14 @@ pub(crate) async fn token(
                 tag,
             );
         }
-    }
-    let Some(presented) = get("refresh_token").filter(|t| !t.is_empty()) else {
-        failed(&shared);
-        return tagged(
-            oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                Some("refresh_token is required"),
-            ),
-            tag,
-        );
-    };
-    let now = tokio::time::Instant::now().into_std();
-    let result = lock(&shared.tokens).refresh(presented, s.token, now);
-    let grant = match result {
-        Ok(g) => g,
-        Err(why) => {
-            failed(&shared);
-            tracing::debug!(reason = ?why, "refresh refused");
-            return tagged(invalid_grant(&s.quirks, StatusCode::BAD_REQUEST), tag);
-        }
     };
     {
         let mut st = lock(&shared.stats);
-        st.stats.token_refreshes += 1;
-        if grant.rotated {
-            st.stats.token_rotations += 1;
+        if get("grant_type") == Some("refresh_token") {
+            st.stats.token_refreshes += 1;
+            if grant.rotated {
+                st.stats.token_rotations += 1;
+            }
         }
     }
     let hard = headers
@@ -232,7 +299,12 @@ pub(crate) async fn token(
     b.push_str("{\"x_refresh_token_expires_in\":");
     push_u64(&mut b, grant.refresh_expires_in);
     if hard {
-        b.push_str(",\"x_refresh_token_hard_expires_in\":");
+        // Intuit's clients spell the 5-year cap two ways; the quirk picks one.
+        b.push_str(if s.quirks.hard_expiry_lifetime_spelling {
+            ",\"x_refresh_token_lifetime_expires_in\":"
+        } else {
+            ",\"x_refresh_token_hard_expires_in\":"
+        });
         push_u64(&mut b, grant.hard_expires_in);
     }
     b.push_str(",\"refresh_token\":");

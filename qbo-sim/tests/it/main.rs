@@ -4,6 +4,7 @@
 mod batch_cdc;
 mod catalog;
 mod common;
+mod connect;
 mod control;
 mod determinism;
 mod entities;

@@ -202,7 +202,7 @@ async fn wrong_grant_type_and_missing_token() {
     let r = reqwest::Client::new()
         .post(sim.token_url())
         .header("Authorization", format!("Basic {basic}"))
-        .form(&[("grant_type", "authorization_code"), ("code", "x")])
+        .form(&[("grant_type", "client_credentials"), ("scope", "x")])
         .send()
         .await
         .unwrap();

@@ -11,11 +11,13 @@ use crate::error::SinkError;
 /// How long [`Ledger::token_lock`] waits for another holder before failing (retryably).
 const TOKEN_LOCK_TIMEOUT: &str = "60s";
 
-const PUT_SQL: &str = "INSERT INTO backfill.oauth_tokens AS t (realm_id, refresh_token) \
-     VALUES ($1, $2) \
+const PUT_SQL: &str = "INSERT INTO backfill.oauth_tokens AS t (realm_id, refresh_token, rotated_at) \
+     VALUES ($1, $2, now()) \
      ON CONFLICT (realm_id) DO UPDATE SET \
          refresh_token = EXCLUDED.refresh_token, \
          updated_at = now(), \
+         rotated_at = CASE WHEN t.refresh_token IS DISTINCT FROM EXCLUDED.refresh_token \
+                           THEN now() ELSE t.rotated_at END, \
          rotated_count = t.rotated_count + \
              CASE WHEN t.refresh_token IS NOT NULL \
                    AND t.refresh_token IS DISTINCT FROM EXCLUDED.refresh_token \
