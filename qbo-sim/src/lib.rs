@@ -85,8 +85,8 @@ pub use config::{Consent, FaultPlan, Quirks, Rotation, ScriptedFault, ThrottleBo
 pub use error::SimError;
 pub use realm::TruthRecord;
 pub use sim::{
-    DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_REALM_ID, DEFAULT_REFRESH_TOKEN, RealmHandle,
-    Sim, SimBuilder, SimHandle,
+    DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_REALM_ID, DEFAULT_REFRESH_TOKEN,
+    REALISTIC_BASE_LATENCY, REALISTIC_LATENCY_PER_ROW, RealmHandle, Sim, SimBuilder, SimHandle,
 };
 pub use stats::{RequestRecord, SimStats};
 

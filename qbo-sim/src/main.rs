@@ -38,6 +38,10 @@ WHAT IT MODELS
     connections, malformed JSON, faults inside HTTP 200, expired access tokens.
   Control and evidence over HTTP under /__sim: statistics, the request log, the truth of
   every entity, mutations while a client runs, faults, quirks, limits, latency.
+  Latency: base (--latency-ms, every answer) + per row (--latency-per-row-us, queries:
+    a COUNT or an empty page is fast, a full page slow) + uniform jitter (--jitter-ms).
+    Default none; QBO-like figures (a 1,000-invoice page takes seconds, a COUNT a few
+    hundred ms): --latency-ms 150 --latency-per-row-us 1850 --jitter-ms 200.
 
 WHAT IT DOES NOT MODEL
   Writes (create/update/delete through the API; the /__sim routes mutate data instead),
@@ -159,6 +163,12 @@ struct Args {
     /// Random extra latency, uniform 0..=N ms.
     #[arg(long, default_value_t = 0)]
     jitter_ms: u64,
+    /// Latency a query's answer adds per row it holds, in µs, on top of --latency-ms: a COUNT
+    /// or an empty page answers in --latency-ms, a full page of 1,000 rows in --latency-ms +
+    /// 1,000 × N µs (+ jitter). QBO-like: --latency-ms 150 --latency-per-row-us 1850 (2 s a
+    /// full page).
+    #[arg(long, default_value_t = 0)]
+    latency_per_row_us: u64,
     /// Requests per minute per realm (0 = unlimited).
     #[arg(long, default_value_t = 500)]
     requests_per_min: u32,
@@ -376,6 +386,7 @@ async fn main() -> anyhow::Result<()> {
             Duration::from_millis(a.latency_ms),
             Duration::from_millis(a.jitter_ms),
         )
+        .latency_per_row(Duration::from_micros(a.latency_per_row_us))
         .requests_per_min(a.requests_per_min)
         .max_concurrency(a.max_concurrency)
         .requests_per_sec(a.requests_per_sec.unwrap_or(if a.requests_per_min == 500 {

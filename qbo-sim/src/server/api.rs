@@ -159,6 +159,7 @@ async fn run_query(
     match rendered {
         Ok((body, rows)) => {
             lock(&shared.stats).stats.rows_served += rows;
+            shared.row_latency(&s, rows).await;
             g.finish(if json { JSON } else { XML }, body)
         }
         Err(e) => {

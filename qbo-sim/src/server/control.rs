@@ -157,6 +157,8 @@ struct LatencyBody {
     latency_ms: u64,
     #[serde(default)]
     jitter_ms: u64,
+    #[serde(default)]
+    latency_per_row_us: u64,
 }
 
 #[derive(Deserialize)]
@@ -298,6 +300,7 @@ async fn latency(State(s): State<Arc<Shared>>, Json(b): Json<LatencyBody>) -> Re
     let mut st = lock(&s.settings);
     st.latency = Duration::from_millis(b.latency_ms);
     st.jitter = Duration::from_millis(b.jitter_ms);
+    st.latency_per_row = Duration::from_micros(b.latency_per_row_us);
     StatusCode::NO_CONTENT.into_response()
 }
 

@@ -35,6 +35,8 @@ pub(crate) struct Settings {
     pub(crate) quirks: Quirks,
     pub(crate) latency: Duration,
     pub(crate) jitter: Duration,
+    /// Added per row a query answers (see [`Shared::row_latency`]).
+    pub(crate) latency_per_row: Duration,
     pub(crate) requests_per_window: u32,
     pub(crate) rate_window: Duration,
     pub(crate) max_concurrency: u32,
@@ -150,6 +152,19 @@ impl Shared {
             Duration::from_micros(rand::rng().random_range(0..=max))
         };
         let total = s.latency + jitter;
+        if !total.is_zero() {
+            tokio::time::sleep(total).await;
+        }
+    }
+
+    /// Sleeps the per-row part of a query's latency: `rows` × the configured cost per row,
+    /// after the base latency the gate slept. A COUNT or an empty page costs nothing here;
+    /// a full page of 1,000 rows costs 1,000 × the per-row figure. The request keeps its
+    /// concurrency slot meanwhile, as on QBO, where the page is being produced.
+    pub(crate) async fn row_latency(&self, s: &Settings, rows: u64) {
+        let total = s
+            .latency_per_row
+            .saturating_mul(u32::try_from(rows).unwrap_or(u32::MAX));
         if !total.is_zero() {
             tokio::time::sleep(total).await;
         }

@@ -359,3 +359,37 @@ async fn the_binary_enforces_ten_a_second_with_the_qbo_budget_only() {
     assert_eq!(burst(&["--requests-per-min", "0"]).await, 0);
     assert_eq!(burst(&["--requests-per-sec", "0"]).await, 0);
 }
+
+/// The latency model: a COUNT and an empty page answer in the base latency, a page's answer
+/// grows with its rows (base + rows × per-row cost), and the per-row part can be changed while
+/// the simulator runs. Elapsed times are measured by the simulator itself (`elapsed_us`).
+#[tokio::test]
+async fn latency_grows_with_the_rows_of_an_answer_and_a_count_stays_fast() {
+    let api = Api::start(
+        small()
+            .latency(Duration::from_millis(30), Duration::ZERO)
+            .latency_per_row(Duration::from_millis(2)),
+    )
+    .await;
+    let ms = |q: &'static str| {
+        let api = &api;
+        async move {
+            let a = api.get(q).await;
+            assert_eq!(a.status, 200, "{}", a.body);
+            let log = api.sim.requests();
+            let rec = log.last().unwrap();
+            assert_eq!(rec.query.as_deref(), Some(q));
+            rec.elapsed_us / 1000
+        }
+    };
+    let count = ms("SELECT COUNT(*) FROM Invoice").await;
+    let empty = ms("SELECT * FROM Invoice WHERE TxnDate > '2030-01-01'").await;
+    let page = ms("SELECT * FROM Invoice MAXRESULTS 100").await;
+    assert!((30..200).contains(&count), "COUNT took {count} ms");
+    assert!((30..200).contains(&empty), "empty page took {empty} ms");
+    // 30 ms + 100 rows × 2 ms.
+    assert!(page >= 230, "a page of 100 took {page} ms");
+    api.sim.set_latency_per_row(Duration::ZERO);
+    let fast = ms("SELECT * FROM Invoice MAXRESULTS 100").await;
+    assert!(fast < 200, "without the per-row cost a page took {fast} ms");
+}

@@ -12,7 +12,7 @@
 //! share; the harness is `sim` (the simulator process), `db` (psql on the throwaway cluster),
 //! `pipeline` (the measured pipeline process), `machine` (cores, CPU, load) and `table` (the
 //! printed figures, `results.md`, `results.json`); each scenario has its own file (`ingest`,
-//! `api`, `sparse`, `rerun`, `scale`).
+//! `api`, `sparse`, `rerun`, `scale`, `latency`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -26,6 +26,7 @@ use crate::pg;
 mod api;
 mod db;
 mod ingest;
+mod latency;
 mod machine;
 mod pipeline;
 mod rerun;
@@ -37,6 +38,7 @@ mod table;
 use api::scenario_api;
 use db::find_psql;
 use ingest::{IngestFixture, scenario_ingest};
+use latency::scenario_latency;
 use machine::{clock_ticks, loadavg, machine_info};
 use rerun::scenario_rerun;
 use scale::scenario_scale;
@@ -54,9 +56,12 @@ scenarios (default: all, in this order):
   sparse   three years planned, data in two months: QBO requests used
   rerun    the ingest range again with --force: wall time, rows written, WAL written
   scale    1M invoices over five years: peak RSS (compare with ingest) and rows/s
+  latency  100k invoices over six months, QBO's limits on, a full page answered in 0.3, 1, 2
+           and 4 s (COUNTs and empty pages fast): wall vs the floor, queries vs pages, metered
+           calls, 429s, peak in flight, peak RSS
 
 options:
-  --quick          smaller datasets (ingest 50k, api 10k, scale 250k) for a fast look
+  --quick          smaller datasets (ingest 50k, api 10k, scale 250k, latency 20k) for a fast look
   --concurrency N  pass --concurrency N to every pipeline run (default: the pipeline's default)
   --keep           keep the benchmark databases (qb_bench_*) afterwards
 ";
@@ -69,15 +74,17 @@ enum Scenario {
     Sparse,
     Rerun,
     Scale,
+    Latency,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 5] = [
+    const ALL: [Scenario; 6] = [
         Scenario::Ingest,
         Scenario::Api,
         Scenario::Sparse,
         Scenario::Rerun,
         Scenario::Scale,
+        Scenario::Latency,
     ];
 
     fn name(self) -> &'static str {
@@ -87,6 +94,7 @@ impl Scenario {
             Scenario::Sparse => "sparse",
             Scenario::Rerun => "rerun",
             Scenario::Scale => "scale",
+            Scenario::Latency => "latency",
         }
     }
 
@@ -148,6 +156,7 @@ struct Sizes {
     api: u64,
     sparse: u64,
     scale: u64,
+    latency: u64,
 }
 
 impl Sizes {
@@ -158,6 +167,7 @@ impl Sizes {
                 api: 10_000,
                 sparse: 20_000,
                 scale: 250_000,
+                latency: 20_000,
             }
         } else {
             Sizes {
@@ -165,6 +175,7 @@ impl Sizes {
                 api: 50_000,
                 sparse: 20_000,
                 scale: 1_000_000,
+                latency: 100_000,
             }
         }
     }
@@ -173,7 +184,7 @@ impl Sizes {
 /// A measured value.
 #[derive(Debug, Clone)]
 struct Figure {
-    key: &'static str,
+    key: String,
     value: f64,
     unit: &'static str,
 }
@@ -195,8 +206,12 @@ struct Outcome {
 }
 
 impl Outcome {
-    fn fig(&mut self, key: &'static str, value: f64, unit: &'static str) {
-        self.figures.push(Figure { key, value, unit });
+    fn fig(&mut self, key: impl Into<String>, value: f64, unit: &'static str) {
+        self.figures.push(Figure {
+            key: key.into(),
+            value,
+            unit,
+        });
     }
 
     fn target(&mut self, what: impl Into<String>, met: bool) {
@@ -324,6 +339,7 @@ fn run_all(env: &Env) -> Result<ExitCode> {
                     .and_then(|o| o.get("peak_rss_mb"));
                 scenario_scale(env, ingest_rss)
             }
+            Scenario::Latency => scenario_latency(env),
         };
         let outcome = outcome.map(|mut o| {
             o.notes.push(format!("load average at start: {load}"));
