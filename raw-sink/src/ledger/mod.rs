@@ -7,6 +7,7 @@
 mod claims;
 mod lock;
 mod runs;
+mod syncs;
 mod tokens;
 mod triggers;
 mod windows;
@@ -24,6 +25,7 @@ use crate::sink::get_client;
 pub use claims::{ClaimStatus, Reload, WindowClaim};
 pub use lock::AdvisoryLock;
 pub use runs::{NewRun, Run, RunStatus, RunSummary};
+pub use syncs::{NewSync, SyncId, SyncKind, SyncMarks, SyncRow, SyncStatus, SyncTally};
 pub use tokens::TokenLock;
 pub use triggers::{Trigger, TriggerKey, TriggerStatus};
 pub use windows::{Window, WindowOutcome, WindowScope, WindowSpan, WindowStatus};
