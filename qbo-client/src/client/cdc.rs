@@ -227,7 +227,47 @@ pub(crate) fn decode_cdc(
     Ok((out, time))
 }
 
+/// The `time` of an answer (QBO's clock), when present and readable.
+fn answer_time(body: &[u8]) -> Option<OffsetDateTime> {
+    #[derive(Deserialize)]
+    struct Time<'a> {
+        #[serde(borrow, default)]
+        time: Option<&'a RawValue>,
+    }
+    let t: Time<'_> = serde_json::from_slice(body).ok()?;
+    let text: String = serde_json::from_str(t.time?.get()).ok()?;
+    parse_datetime(&text)
+}
+
 impl QboClient {
+    /// [`QboClient::count`], with the answer's `time`: QBO's clock when it answered (what a
+    /// sync measures CDC's 30-day horizon on, whatever the local clock says).
+    ///
+    /// # Errors
+    /// As [`QboClient::count`].
+    pub async fn count_with_time(
+        &self,
+        query: &Query,
+    ) -> Result<(u64, Option<OffsetDateTime>), QboError> {
+        let q = if query.is_count() {
+            query.clone()
+        } else {
+            query.to_count()
+        };
+        let span = tracing::debug_span!(
+            "qbo_count",
+            realm = self.inner.realm_id.as_str(),
+            entity = q.entity()
+        );
+        let answer = self
+            .run(&q.render(), |body, tid| {
+                crate::page::decode_count(body, tid).map(|n| (n, answer_time(body)))
+            })
+            .instrument(span)
+            .await?;
+        Ok(answer.value)
+    }
+
     /// The changes of `entities` since `changed_since` (one CDC call, every entity together):
     /// changed records and `Deleted` stubs. An answer that [`is_capped`](CdcResponse::is_capped)
     /// may be incomplete: ask again from a later time, or for fewer entities.
