@@ -132,6 +132,35 @@ impl Sink {
             .collect()
     }
 
+    /// The earliest and the latest `MetaData.CreateTime` among `table`'s live rows of company
+    /// `realm_id` (`None` when it has none): the span reconcile compares.
+    ///
+    /// # Errors
+    /// [`SinkError::Pool`] / [`SinkError::Query`].
+    pub async fn live_created_span(
+        &self,
+        table: RawTable,
+        realm_id: &str,
+    ) -> Result<Option<(OffsetDateTime, OffsetDateTime)>, SinkError> {
+        let sql = format!(
+            "SELECT min((payload->'MetaData'->>'CreateTime')::timestamptz), \
+                    max((payload->'MetaData'->>'CreateTime')::timestamptz) FROM {table} \
+             WHERE realm_id = $1 AND deleted_at_utc IS NULL",
+            table = table.quoted()
+        );
+        let ctx = || format!("reading the span of the live rows of {table}");
+        let client = self.client().await?;
+        let row = client
+            .query_one(&sql, &[&realm_id])
+            .await
+            .map_err(|e| SinkError::query(ctx(), e))?;
+        let first: Option<OffsetDateTime> =
+            row.try_get(0).map_err(|e| SinkError::query(ctx(), e))?;
+        let last: Option<OffsetDateTime> =
+            row.try_get(1).map_err(|e| SinkError::query(ctx(), e))?;
+        Ok(first.zip(last))
+    }
+
     /// Live rows (`deleted_at_utc IS NULL`) of company `realm_id` in `table` whose
     /// `MetaData.CreateTime` is in `[from, to)`.
     ///

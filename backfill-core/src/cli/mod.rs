@@ -6,7 +6,8 @@
 //!
 //! Here live the entry points ([`main`], [`main_any`]), the logging set-up and the mapping of
 //! every outcome to an exit code; each subcommand has its own module with its argument types:
-//! `run` (the backfill itself, no subcommand), `triggers`, `report` and `serve`. `reliability` holds
+//! `run` (the backfill itself, no subcommand), `triggers`, `report`, `serve`, `sync` and
+//! `reconcile`. `reliability` holds
 //! the run's options for cooperative workers, leases and database loss; `help` the texts of
 //! `--help`.
 
@@ -25,10 +26,12 @@ use crate::run::error_chain;
 use crate::{Entity, Error, ExitStatus, Progress};
 
 mod help;
+mod reconcile;
 mod reliability;
 mod report;
 mod run;
 mod serve;
+mod sync;
 mod triggers;
 
 use help::{any_help, examples};
@@ -36,6 +39,7 @@ pub use reliability::ReliabilityArgs;
 pub use report::ReportArgs;
 pub use run::{RunArgs, TokenStoreSpec, ValidatedRun, default_trigger_name};
 pub use serve::ServeArgs;
+pub use sync::SyncArgs;
 pub use triggers::TriggersAction;
 
 /// The command line of a pipeline binary.
@@ -73,6 +77,13 @@ pub enum Command {
     /// Read-only status page (runs, triggers, windows, verification, volumetry) and /metrics
     /// (OpenMetrics) on 127.0.0.1:8080 unless --listen says otherwise.
     Serve(ServeArgs),
+    /// Keeps the backfilled raw layer current: records changed since the last sync and
+    /// deletions CDC reports (confirmed by a read), recorded in backfill.syncs. Exit 7 when the
+    /// last sync is older than CDC's 30 days (run reconcile).
+    Sync(SyncArgs),
+    /// Finds deletions of any age: QBO's COUNT per CreateTime range against the raw layer's
+    /// live rows, re-paging only ranges that differ; tombstones them and prints the calls spent.
+    Reconcile(SyncArgs),
 }
 
 /// The entry point of a pipeline binary: parses the command line, runs, and maps the outcome
@@ -156,6 +167,7 @@ async fn execute_any(bin: &str, any: AnyCli) -> ExitStatus {
     let outcome = match &cli.command {
         Some(Command::Report(args)) => report::report_cmd(args, ENTITIES.to_vec()).await,
         Some(Command::Serve(args)) => serve::serve_cmd(args, ENTITIES.to_vec()).await,
+        Some(Command::Sync(args)) => sync::sync_all_cmd(bin, args, &cli.run).await,
         _ => Err(Error::Usage(format!(
             "--entity NAME (or QB_ENTITY) is required; one of: {}",
             ENTITIES
@@ -238,6 +250,8 @@ async fn execute<E: Entity>(bin: &str, cli: Cli) -> ExitStatus {
             report::report_cmd(&args, report::entities::<E>(&args)).await
         }
         Some(Command::Serve(args)) => serve::serve_cmd(&args, serve::entities::<E>()).await,
+        Some(Command::Sync(args)) => sync::sync_cmd::<E>(&args, &cli.run).await,
+        Some(Command::Reconcile(args)) => reconcile::reconcile_cmd::<E>(&args, &cli.run).await,
         None => run::pipeline::<E>(&cli.run, OffsetDateTime::now_utc(), progress).await,
     };
     finish(bin, outcome)

@@ -6,3 +6,4 @@ mod common;
 mod generic;
 mod report;
 mod serve;
+mod sync;

@@ -375,9 +375,9 @@ impl Ledger {
 
     /// The mark a first sync starts from, derived from the backfill's ledger: the earliest
     /// start of the attempts that loaded the pipeline's `done` windows (a record changed after
-    /// its window was read was not seen), or, when earlier, the latest end of those windows
-    /// on a `MetaData` window field (records created after the backfill's range were not
-    /// read). `None` when the pipeline has no done window in `realm_id` (never backfilled).
+    /// its window was read was not seen by the backfill; everything changed or created since
+    /// is the sync's). `None` when the pipeline has no done window in `realm_id` (never
+    /// backfilled).
     ///
     /// # Errors
     /// [`SinkError::Pool`] / [`SinkError::Query`].
@@ -389,8 +389,7 @@ impl Ledger {
         let client = self.client().await?;
         let row = client
             .query_one(
-                "SELECT least(min(coalesce(started_at, finished_at, updated_at)), \
-                              max(window_end) FILTER (WHERE window_field LIKE 'MetaData.%')) \
+                "SELECT min(coalesce(started_at, finished_at, updated_at)) \
                  FROM backfill.windows WHERE pipeline = $1 AND realm_id = $2 AND status = 'done'",
                 &[&pipeline, &realm_id],
             )
