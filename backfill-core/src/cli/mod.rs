@@ -307,6 +307,29 @@ mod tests {
     }
 
     #[test]
+    fn sync_and_reconcile_need_no_range_and_take_their_options() {
+        let cli = parse(&["--page-size", "10", "sync", "--overlap", "1h"]).unwrap();
+        let Some(Command::Sync(args)) = &cli.command else {
+            panic!("{cli:?}");
+        };
+        assert_eq!(args.overlap, std::time::Duration::from_secs(3600));
+        assert!(!args.all);
+        assert_eq!(cli.run.page_size, 10);
+        let cli = parse(&["reconcile"]).unwrap();
+        let Some(Command::Reconcile(args)) = &cli.command else {
+            panic!("{cli:?}");
+        };
+        assert_eq!(args.overlap, crate::sync::DEFAULT_OVERLAP);
+        let any = parse_any(&["sync", "--all"]).unwrap();
+        assert!(any.entity.is_none());
+        assert!(matches!(
+            any.cli.command,
+            Some(Command::Sync(SyncArgs { all: true, .. }))
+        ));
+        assert!(parse(&["sync", "--overlap", "soon"]).is_err());
+    }
+
+    #[test]
     fn generic_cli_maps_entity_names_case_insensitively() {
         let any = parse_any(&[
             "--entity",
