@@ -61,7 +61,7 @@ pub use tombstone::{Tombstone, TombstoneOutcome};
 pub use upsert::{
     PageMeta, PageOutcome, PageOwner, PageWrite, RawRow, RejectRow, Rejected, UpsertCounts,
 };
-pub use volumetry::{DayCount, RerunEntry, TableTotals, Verification, WindowVolume};
+pub use volumetry::{DayCount, RerunEntry, SyncState, TableTotals, Verification, WindowVolume};
 
 /// Re-exported so callers can name the pool type of [`Sink::pool`] / [`Sink::from_pool`].
 pub use deadpool_postgres;

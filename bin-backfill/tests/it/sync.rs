@@ -173,6 +173,35 @@ async fn sync_makes_the_raw_layer_equal_to_qbo_and_a_second_sync_writes_nothing(
     .await;
     assert_eq!(wrote, 0);
 
+    // The report: tombstones per table, the latest sync per entity with its lag and calls.
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().to_str().unwrap();
+    let o = run_expect(command(&sim, &url, &["report", "--out", out_dir]), 0).await;
+    let (summary, _) = text(&o);
+    assert!(summary.contains("syncs (latest per entity):"), "{summary}");
+    assert!(summary.contains("raw.qb_invoices 6"), "{summary}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
+            .unwrap();
+    let inv = json["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "raw.qb_invoices")
+        .unwrap();
+    assert_eq!(inv["tombstones"], 6);
+    let syncs = json["syncs"].as_array().unwrap();
+    assert_eq!(syncs.len(), 2);
+    let s = syncs
+        .iter()
+        .find(|s| s["pipeline"] == "qb_invoices_backfill")
+        .unwrap();
+    assert_eq!(s["status"], "succeeded");
+    assert!(s["lag_seconds"].as_i64().unwrap() < 600, "{s}");
+    assert!(s["total_api_calls"].as_u64().unwrap() > s["api_calls"].as_u64().unwrap());
+    let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    assert!(md.contains("## Syncs (latest per entity)"), "{md}");
+
     // A gap longer than CDC's 30 days: refused in one line, nothing written, exit 7.
     sim.advance_clock(Duration::from_secs(31 * 86_400));
     let o = run_expect(command(&sim, &url, &["--entity", "Invoice", "sync"]), 7).await;

@@ -25,6 +25,7 @@ use crate::sink::get_client;
 pub use claims::{ClaimStatus, Reload, WindowClaim};
 pub use lock::AdvisoryLock;
 pub use runs::{NewRun, Run, RunStatus, RunSummary};
+pub(crate) use syncs::from_row as sync_from_row;
 pub use syncs::{NewSync, SyncId, SyncKind, SyncMarks, SyncRow, SyncStatus, SyncTally};
 pub use tokens::TokenLock;
 pub use triggers::{Trigger, TriggerKey, TriggerStatus};

@@ -146,7 +146,8 @@ fn marks(row: &Row, changes: &str, deletes: &str) -> Result<Option<SyncMarks>, S
         .map(|(changes, deletes)| SyncMarks { changes, deletes }))
 }
 
-fn from_row(row: &Row) -> Result<SyncRow, SinkError> {
+/// A `backfill.syncs` row from a result holding its columns (also the report's query).
+pub(crate) fn from_row(row: &Row) -> Result<SyncRow, SinkError> {
     Ok(SyncRow {
         id: SyncId(col(row, "id")?),
         kind: SyncKind::parse(col(row, "kind")?)?,
