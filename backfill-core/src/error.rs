@@ -31,6 +31,9 @@ pub enum ExitStatus {
     /// token fixes: the app's credentials, the company or environment, the company's
     /// subscription, or a request QBO rejects as invalid. The message names the fix.
     Refused,
+    /// 7: `sync` refused: the last sync reached deletions longer ago than CDC's 30 days, so
+    /// deletions since may be invisible to it; run `reconcile`, then `sync` again.
+    SyncGap,
     /// 130: stopped by SIGINT (or a stop request); progress is saved, the next run resumes.
     Interrupted,
     /// 143: stopped by SIGTERM; progress is saved, the next run resumes.
@@ -49,6 +52,7 @@ impl ExitStatus {
             ExitStatus::TriggerCompleted => 4,
             ExitStatus::Database => 5,
             ExitStatus::Refused => 6,
+            ExitStatus::SyncGap => 7,
             ExitStatus::Interrupted => 130,
             ExitStatus::Terminated => 143,
         }
@@ -204,6 +208,37 @@ pub enum Error {
     /// Connecting (or revoking) a company failed; the source says why and what to do.
     #[error("QuickBooks connection")]
     Connect(#[source] qbo_client::QboError),
+    /// `sync` refused: deletions are known only up to `mark`, longer ago than CDC keeps them.
+    #[error(
+        "{pipeline} in company {realm}: deletions are synced only up to {mark}, {days} days before \
+         QuickBooks' now, beyond CDC's 30 days, so deletions since may be missed; run \
+         `reconcile` for this entity, then `sync` again"
+    )]
+    SyncGap {
+        /// Pipeline.
+        pipeline: &'static str,
+        /// QBO company.
+        realm: String,
+        /// The deletions mark (UTC, RFC 3339).
+        mark: String,
+        /// Whole days between the mark and QBO's clock.
+        days: i64,
+    },
+    /// `sync` or `reconcile` of an entity never backfilled in the company.
+    #[error(
+        "{pipeline} has no backfilled window in company {realm}: run the backfill first (sync \
+         and reconcile keep a backfilled range current)"
+    )]
+    NotBackfilled {
+        /// Pipeline.
+        pipeline: &'static str,
+        /// QBO company.
+        realm: String,
+    },
+    /// A sync could not make progress (e.g. CDC answering its 1,000-object cap within one
+    /// second of changes).
+    #[error("{0}")]
+    SyncStalled(String),
     /// A stop was requested (SIGINT/SIGTERM) before the run could start its windows.
     #[error("interrupted by {0} before the run started")]
     Interrupted(crate::StopReason),
@@ -280,6 +315,9 @@ impl Error {
             Error::Qbo(e) if rescued_from_the_database(e) => ExitStatus::Database,
             Error::Qbo(e) => qbo_exit(e, ExitStatus::WindowsFailed),
             Error::Interrupted(reason) => reason.exit_status(),
+            Error::SyncGap { .. } => ExitStatus::SyncGap,
+            Error::SyncStalled(_) => ExitStatus::WindowsFailed,
+            Error::NotBackfilled { .. } => ExitStatus::Usage,
             Error::StatusPage(status_page::StatusError::Database(_)) => ExitStatus::Database,
             Error::StatusPage(e) if e.is_config() => ExitStatus::Usage,
             Error::StatusPage(_) => ExitStatus::WindowsFailed,
@@ -316,13 +354,14 @@ mod tests {
             ExitStatus::TriggerCompleted,
             ExitStatus::Database,
             ExitStatus::Refused,
+            ExitStatus::SyncGap,
             ExitStatus::Interrupted,
             ExitStatus::Terminated,
         ]
         .iter()
         .map(|s| s.code())
         .collect();
-        assert_eq!(codes, vec![0, 1, 2, 3, 4, 5, 6, 130, 143]);
+        assert_eq!(codes, vec![0, 1, 2, 3, 4, 5, 6, 7, 130, 143]);
         assert_eq!(
             Error::Interrupted(crate::StopReason::Terminate).exit_status(),
             ExitStatus::Terminated

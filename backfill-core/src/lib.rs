@@ -38,6 +38,7 @@ mod progress;
 pub mod report;
 mod run;
 pub mod shutdown;
+pub mod sync;
 mod token_store;
 pub mod window;
 

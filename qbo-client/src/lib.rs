@@ -11,7 +11,8 @@
 //!   `Active IN (true, false)`, ORDERBY, STARTPOSITION, MAXRESULTS ≤ 1000).
 //!   [`QboClient::query_page`] returns a [`Page`] of [`Record`]s that keep QBO's JSON text
 //!   untouched; [`QboClient::pages`] is a lazy stream of pages; [`QboClient::count`] runs
-//!   `COUNT(*)`.
+//!   `COUNT(*)`; [`QboClient::cdc`] reads Change Data Capture (changed records and `Deleted`
+//!   stubs of the last 30 days) and [`QboClient::read_ids`] re-reads records by `Id`.
 //! - Limits: one limiter per realm shared by all clients of the process ([`RateLimit`],
 //!   default 500 requests/min, 10 in flight). Retries: a pure [`decide`] over
 //!   [`FailureClass`]es with exponential backoff and jitter, honouring `Retry-After`.
@@ -76,8 +77,9 @@ mod timefmt;
 mod token;
 
 pub use client::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MINOR_VERSION, DEFAULT_REQUEST_TIMEOUT,
-    DEFAULT_TOKEN_EXPIRY_BUFFER, DEFAULT_TOKEN_SAVE_RETRY_FOR, QboClient, QboClientBuilder,
+    CDC_MAX_AGE, CDC_MAX_OBJECTS, CdcDeleted, CdcEntity, CdcResponse, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MINOR_VERSION, DEFAULT_REQUEST_TIMEOUT, DEFAULT_TOKEN_EXPIRY_BUFFER,
+    DEFAULT_TOKEN_SAVE_RETRY_FOR, QboClient, QboClientBuilder,
 };
 pub use config::{
     ConfigError, Credentials, Environment, PRODUCTION_BASE_URL, QboConfig, SANDBOX_BASE_URL,

@@ -380,6 +380,39 @@ pub(crate) fn decode_page(
     Ok((records, rejects))
 }
 
+/// One item of a list (a CDC answer's) as a [`Record`], or why it is not one (naming the
+/// field, prefixed by `at`).
+pub(crate) fn decode_record(raw: &RawValue, at: &str) -> Result<Record, RecordReject> {
+    let de = &mut serde_json::Deserializer::from_str(raw.get());
+    match serde_path_to_error::deserialize::<_, RecordMeta>(de) {
+        Ok(meta) => Ok(Record {
+            id: meta.id,
+            create_time: meta.meta.create_time,
+            last_updated_time: meta.meta.last_updated_time,
+            txn_date: meta.txn_date,
+            raw: raw.to_owned(),
+        }),
+        Err(e) => {
+            let id = serde_json::from_str::<IdOnly>(raw.get())
+                .ok()
+                .and_then(|r| r.id);
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let reason = if path == "." {
+                format!("{at}: {inner}")
+            } else {
+                format!("{at}.{path}: {inner}")
+            };
+            Err(RecordReject {
+                position: 0,
+                id,
+                raw: raw.to_owned(),
+                reason,
+            })
+        }
+    }
+}
+
 /// Decodes a COUNT answer.
 pub(crate) fn decode_count(body: &[u8], intuit_tid: Option<&String>) -> Result<u64, Failure> {
     let map = envelope(body, intuit_tid)?;

@@ -68,6 +68,7 @@
 //! # Ok(()) }
 //! ```
 
+mod clock;
 mod config;
 mod data;
 mod error;

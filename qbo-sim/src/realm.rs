@@ -50,6 +50,8 @@ pub(crate) struct Realm {
     pub(crate) generator: Generator,
     /// Parallel to `schema::ENTITIES`.
     tables: Vec<RwLock<Table>>,
+    /// The simulated clock (shared by every realm of a simulator).
+    pub(crate) clock: std::sync::Arc<crate::clock::Clock>,
 }
 
 fn entity_index(def: &EntityDef) -> usize {
@@ -66,7 +68,11 @@ enum Key {
 }
 
 impl Realm {
-    pub(crate) fn new(id: String, cfg: GenConfig) -> Realm {
+    pub(crate) fn new(
+        id: String,
+        cfg: GenConfig,
+        clock: std::sync::Arc<crate::clock::Clock>,
+    ) -> Realm {
         let generator = Generator::new(cfg);
         let tables = ENTITIES
             .iter()
@@ -77,6 +83,7 @@ impl Realm {
             })
             .collect();
         Realm {
+            clock,
             id,
             generator,
             tables,
@@ -291,7 +298,7 @@ impl Realm {
         create_time: Option<OffsetDateTime>,
     ) -> Result<TruthRecord, SimError> {
         Self::mutable(def)?;
-        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let now = self.clock.unix();
         let create = create_time.map_or(now, OffsetDateTime::unix_timestamp);
         let mut t = self.write(def);
         let id = t.next_id;
@@ -323,7 +330,7 @@ impl Realm {
             .iter_mut()
             .find(|e| e.id == n && !e.deleted())
             .ok_or_else(not_found)?;
-        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let now = self.clock.unix();
         e.updated = now.max(e.updated + 1);
         e.version += 1;
         f(e);
@@ -497,6 +504,7 @@ mod tests {
                 end: datetime!(2023-03-01 00:00 UTC).unix_timestamp(),
                 ..GenConfig::default()
             },
+            std::sync::Arc::default(),
         )
     }
 

@@ -443,10 +443,12 @@ impl SimBuilder {
             .map(|(r, s)| (r.clone(), self.gen_config(*s)))
             .collect();
         let started = std::time::Instant::now();
+        let clock = Arc::new(crate::clock::Clock::default());
+        let realm_clock = Arc::clone(&clock);
         let realms = tokio::task::spawn_blocking(move || {
             configs
                 .into_iter()
-                .map(|(id, cfg)| Arc::new(Realm::new(id, cfg)))
+                .map(|(id, cfg)| Arc::new(Realm::new(id, cfg, Arc::clone(&realm_clock))))
                 .collect::<Vec<_>>()
         })
         .await
@@ -889,6 +891,24 @@ impl SimHandle {
         let mut s = lock(&self.shared().settings);
         s.token.rotation = rotation;
         s.token.grace = grace;
+    }
+
+    /// Moves the simulated company clock forward by `by` (whole seconds): records created or
+    /// changed from now on are stamped with it, responses carry it as `time`, and CDC's 30-day
+    /// horizon is measured on it. Access tokens and rate limits keep real time.
+    pub fn advance_clock(&self, by: Duration) {
+        if let Some(r) = self.shared().realms.first() {
+            r.clock.advance(by.as_secs());
+        }
+    }
+
+    /// The simulated company clock's now (the wall clock unless [`SimHandle::advance_clock`]
+    /// moved it).
+    pub fn now(&self) -> OffsetDateTime {
+        self.shared()
+            .realms
+            .first()
+            .map_or_else(OffsetDateTime::now_utc, |r| r.clock.now())
     }
 
     /// Sets the lifetime of access tokens issued from now on.

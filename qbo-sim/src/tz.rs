@@ -154,8 +154,13 @@ fn write_local(out: &mut String, local: OffsetDateTime, millis: bool) {
 
 /// `time` field of a response for now.
 pub(crate) fn now_pacific_millis() -> String {
+    pacific_millis(OffsetDateTime::now_utc())
+}
+
+/// `time` field of a response for `t` (a realm's simulated now).
+pub(crate) fn pacific_millis(t: OffsetDateTime) -> String {
     let mut s = String::with_capacity(29);
-    write_pacific_millis(&mut s, OffsetDateTime::now_utc());
+    write_pacific_millis(&mut s, t);
     s
 }
 

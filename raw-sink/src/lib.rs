@@ -38,6 +38,7 @@ mod quarantine;
 mod sink;
 mod table;
 mod tls;
+mod tombstone;
 mod upsert;
 pub mod volumetry;
 mod write;
@@ -48,18 +49,20 @@ pub mod testing;
 pub use config::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE, PgConfig, SslMode};
 pub use error::SinkError;
 pub use ledger::{
-    AdvisoryLock, BudgetShare, ClaimStatus, LeaseRenewal, Ledger, NewRun, NewWorker, Reload, Run,
-    RunId, RunStatus, RunSummary, ShareGrant, TokenGrantNote, TokenLock, TokenMetaRow, Trigger,
-    TriggerKey, TriggerStatus, Window, WindowClaim, WindowId, WindowOutcome, WindowScope,
-    WindowSpan, WindowStatus, WorkerRow,
+    AdvisoryLock, BudgetShare, ClaimStatus, LeaseRenewal, Ledger, NewRun, NewSync, NewWorker,
+    Reload, Run, RunId, RunStatus, RunSummary, ShareGrant, SyncId, SyncKind, SyncMarks, SyncRow,
+    SyncStatus, SyncTally, TokenGrantNote, TokenLock, TokenMetaRow, Trigger, TriggerKey,
+    TriggerStatus, Window, WindowClaim, WindowId, WindowOutcome, WindowScope, WindowSpan,
+    WindowStatus, WorkerRow,
 };
 pub use quarantine::RejectRecord;
 pub use sink::{Sink, embedded_migrations};
 pub use table::RawTable;
+pub use tombstone::{Tombstone, TombstoneOutcome};
 pub use upsert::{
     PageMeta, PageOutcome, PageOwner, PageWrite, RawRow, RejectRow, Rejected, UpsertCounts,
 };
-pub use volumetry::{DayCount, RerunEntry, TableTotals, Verification, WindowVolume};
+pub use volumetry::{DayCount, RerunEntry, SyncState, TableTotals, Verification, WindowVolume};
 
 /// Re-exported so callers can name the pool type of [`Sink::pool`] / [`Sink::from_pool`].
 pub use deadpool_postgres;

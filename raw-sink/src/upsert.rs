@@ -144,7 +144,9 @@ impl std::ops::AddAssign for UpsertCounts {
 /// insert-or-update the deduplicated rows in id order (a stable lock order, so concurrent
 /// overlapping pages cannot deadlock), skip rows whose payload is unchanged or older than the
 /// stored version (`backfill.qbo_is_newer`: `SyncToken`, then `MetaData.LastUpdatedTime`), and
-/// add the counts to the window.
+/// add the counts to the window. A tombstoned row (`deleted_at_utc` set, see
+/// [`Sink::tombstone`](crate::Sink::tombstone)) that comes back is rewritten with its
+/// tombstone cleared, even with the same payload, and counts as an update.
 ///
 /// Unchanged rows are filtered out *before* the `INSERT` (a primary-key lookup per row):
 /// `ON CONFLICT DO UPDATE ... WHERE` alone would lock each conflicting row before testing the
@@ -177,7 +179,7 @@ up AS (
     FROM input i
     WHERE ($9::int8 IS NULL OR EXISTS (SELECT 1 FROM win))
       AND NOT coalesce((
-        SELECT o.payload = i.payload::jsonb FROM {table} o
+        SELECT o.payload = i.payload::jsonb AND o.deleted_at_utc IS NULL FROM {table} o
         WHERE o.realm_id = $1::text AND o.id = i.id
       ), false)
     ORDER BY i.ord
@@ -188,8 +190,10 @@ up AS (
         extract_window_end_utc = EXCLUDED.extract_window_end_utc,
         page_number = EXCLUDED.page_number,
         page_size = EXCLUDED.page_size,
-        request_payload = EXCLUDED.request_payload
-    WHERE r.payload IS DISTINCT FROM EXCLUDED.payload
+        request_payload = EXCLUDED.request_payload,
+        deleted_at_utc = NULL,
+        deleted_stub = NULL
+    WHERE (r.payload IS DISTINCT FROM EXCLUDED.payload OR r.deleted_at_utc IS NOT NULL)
       AND NOT backfill.qbo_is_newer(r.payload, EXCLUDED.payload)
     RETURNING (r.xmax = 0) AS inserted
 ),

@@ -24,6 +24,7 @@ pub const TABLE_TOTALS_SQL: &str = r#"SELECT count(*)                      AS ro
        min(extract_window_start_utc) AS first_window_start,
        max(extract_window_end_utc)   AS last_window_end,
        max(ingested_at_utc)          AS last_ingested_at,
+       count(*) FILTER (WHERE deleted_at_utc IS NOT NULL) AS tombstones,
        pg_total_relation_size($2::text::regclass) AS table_bytes
 FROM {table}
 WHERE ($1::text IS NULL OR realm_id = $1)"#;
@@ -93,15 +94,57 @@ FROM (
 WHERE nth <= 2 AND runs_of_range >= 2
 ORDER BY pipeline, realm_id, window_field, range_start, range_end, nth DESC"#;
 
+/// The latest sync or reconcile of some pipelines, per pipeline and company, with the marks it
+/// left and the lag of the deletions mark (QBO's clock at that sync) behind now; plus the
+/// calls every sync and reconcile of that pipeline and company spent. `$1` = pipelines;
+/// `$2` = realm or NULL.
+pub const SYNCS_SQL: &str = r#"SELECT s.id, s.kind, s.pipeline, s.realm_id, s.entity, s.status,
+       s.changes_mark_before, s.deletes_mark_before, s.changes_mark_after, s.deletes_mark_after,
+       s.inserted, s.updated, s.unchanged, s.tombstoned, s.deletes_refuted, s.api_calls, s.error,
+       s.started_at, s.finished_at,
+       m.changes_mark, m.deletes_mark,
+       extract(epoch FROM now() - m.deletes_mark)::int8 AS lag_seconds,
+       (SELECT sum(a.api_calls) FROM backfill.syncs a
+        WHERE a.pipeline = s.pipeline AND a.realm_id = s.realm_id)::int8 AS total_api_calls
+FROM (
+    SELECT DISTINCT ON (pipeline, realm_id) *
+    FROM backfill.syncs
+    WHERE pipeline = ANY($1::text[])
+      AND ($2::text IS NULL OR realm_id = $2)
+    ORDER BY pipeline, realm_id, started_at DESC, id DESC
+) s
+LEFT JOIN backfill.sync_marks m ON m.pipeline = s.pipeline AND m.realm_id = s.realm_id
+ORDER BY s.pipeline, s.realm_id"#;
+
 /// Every volumetry query, named, in the order `docs/VOLUMETRY.md` presents them.
-pub const VOLUMETRY_QUERIES: [(&str, &str); 6] = [
+pub const VOLUMETRY_QUERIES: [(&str, &str); 7] = [
     ("table totals", TABLE_TOTALS_SQL),
     ("rows per day", ROWS_PER_DAY_SQL),
     ("windows", WINDOWS_SQL),
     ("runs", RUNS_SQL),
     ("triggers", TRIGGERS_SQL),
     ("re-runs", RERUNS_SQL),
+    ("syncs", SYNCS_SQL),
 ];
+
+/// The latest sync of a pipeline in a company ([`SYNCS_SQL`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncState {
+    /// Pipeline.
+    pub pipeline: String,
+    /// QBO company.
+    pub realm_id: String,
+    /// QBO entity.
+    pub entity: String,
+    /// The latest `backfill.syncs` row (its kind, status, counts and calls).
+    pub last: crate::SyncRow,
+    /// The entity's marks, once a sync or reconcile succeeded.
+    pub marks: Option<crate::SyncMarks>,
+    /// Seconds from the deletions mark to now (how stale the raw layer may be).
+    pub lag_seconds: Option<i64>,
+    /// QBO calls of every sync and reconcile of this pipeline and company.
+    pub total_api_calls: u64,
+}
 
 /// A volumetry query for `table`: `{table}` replaced by its quoted name.
 fn for_table(sql: &str, table: RawTable) -> String {
@@ -123,6 +166,8 @@ pub struct TableTotals {
     pub last_window_end: Option<OffsetDateTime>,
     /// Latest write.
     pub last_ingested_at: Option<OffsetDateTime>,
+    /// Rows marked deleted (`deleted_at_utc` set; current rows are the others).
+    pub tombstones: u64,
     /// Size of the table with its indexes and TOAST, every realm included.
     pub table_bytes: u64,
 }
@@ -322,8 +367,41 @@ impl Sink {
             first_window_start: col(row, "first_window_start")?,
             last_window_end: col(row, "last_window_end")?,
             last_ingested_at: col(row, "last_ingested_at")?,
+            tombstones: count(row, "tombstones")?,
             table_bytes: count(row, "table_bytes")?,
         })
+    }
+
+    /// The latest sync of each of `pipelines` per company ([`SYNCS_SQL`]), by pipeline.
+    ///
+    /// # Errors
+    /// [`SinkError::Pool`] / [`SinkError::Query`].
+    pub async fn sync_statuses(
+        &self,
+        pipelines: &[&str],
+        realm_id: Option<&str>,
+    ) -> Result<Vec<SyncState>, SinkError> {
+        let rows = self
+            .volumetry_query("syncs", SYNCS_SQL, &[&pipelines, &realm_id])
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let changes: Option<OffsetDateTime> = col(r, "changes_mark")?;
+                let deletes: Option<OffsetDateTime> = col(r, "deletes_mark")?;
+                let total: Option<i64> = col(r, "total_api_calls")?;
+                Ok(SyncState {
+                    pipeline: col(r, "pipeline")?,
+                    realm_id: col(r, "realm_id")?,
+                    entity: col(r, "entity")?,
+                    last: crate::ledger::sync_from_row(r)?,
+                    marks: changes
+                        .zip(deletes)
+                        .map(|(changes, deletes)| crate::SyncMarks { changes, deletes }),
+                    lag_seconds: col(r, "lag_seconds")?,
+                    total_api_calls: total.and_then(|t| u64::try_from(t).ok()).unwrap_or(0),
+                })
+            })
+            .collect()
     }
 
     /// Rows of `table` per UTC day of their window start ([`ROWS_PER_DAY_SQL`]), by day.

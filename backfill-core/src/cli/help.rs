@@ -30,6 +30,11 @@ Examples:
   # Any other QBO entity: the generic binary
   qb-backfill --entity JournalEntry --start 2023-01-01 --end 2024-01-01
 
+  # After the backfill, daily: changed records and deletions (CDC, confirmed by a read):
+  {bin} sync
+  # A sync gap over 30 days (exit 7): deletions of any age, by comparing counts:
+  {bin} reconcile
+
   # Four processes (any machines) sharing one backfill and the realm's QBO budget:
   {bin} --start 2020-01-01 --end 2024-01-01 --trigger initial-load --workers 4
 
@@ -43,7 +48,8 @@ or mismatched (by this run or another), or records QBO returned are quarantined 
 raw.qb_rejects, 2 usage or configuration error, 3 QBO authentication failed (rotate the
 refresh token), 4 trigger already completed, 5 database unreachable or migrations failed,
 6 QuickBooks refused for a reason no re-run fixes (app keys, company, environment,
-subscription, an invalid request: the message names the fix), 130 / 143 interrupted by SIGINT / SIGTERM (windows
+subscription, an invalid request: the message names the fix), 7 `sync` refused: the last
+sync is older than CDC's 30 days (run `reconcile`, then `sync`), 130 / 143 interrupted by SIGINT / SIGTERM (windows
 released, run recorded `interrupted`; run again to resume; a second signal exits at once).
 `report` exits 1 when a window is not done, mismatches its source COUNT or holds quarantined
 records.";
@@ -70,6 +76,10 @@ Examples:
   # Triggers and the volumetry report (without --entity: every entity):
   qb-backfill --entity Payment triggers list
   qb-backfill report --out ./evidence
+
+  # Keep every backfilled entity current (daily), or reconcile one after a long gap:
+  qb-backfill sync --all
+  qb-backfill --entity Invoice reconcile
 
 Entities (table; name lists include inactive records with Active IN (true, false), transactions
 may be windowed on TxnDate):

@@ -6,7 +6,8 @@
 //!
 //! Here live the entry points ([`main`], [`main_any`]), the logging set-up and the mapping of
 //! every outcome to an exit code; each subcommand has its own module with its argument types:
-//! `run` (the backfill itself, no subcommand), `triggers`, `report`, `serve` and `auth`. `reliability` holds
+//! `run` (the backfill itself, no subcommand), `triggers`, `report`, `serve`, `auth`, `sync`
+//! and `reconcile`. `reliability` holds
 //! the run's options for cooperative workers, leases and database loss; `help` the texts of
 //! `--help`.
 
@@ -27,10 +28,12 @@ use crate::{Entity, Error, ExitStatus, Progress};
 mod auth;
 mod help;
 mod realms;
+mod reconcile;
 mod reliability;
 mod report;
 mod run;
 mod serve;
+mod sync;
 mod triggers;
 
 pub use auth::{
@@ -43,6 +46,7 @@ pub use reliability::ReliabilityArgs;
 pub use report::ReportArgs;
 pub use run::{RunArgs, TokenStoreSpec, ValidatedRun, default_trigger_name};
 pub use serve::ServeArgs;
+pub use sync::SyncArgs;
 pub use triggers::TriggersAction;
 
 /// The command line of a pipeline binary.
@@ -86,6 +90,13 @@ pub enum Command {
     /// Read-only status page (runs, triggers, windows, verification, volumetry) and /metrics
     /// (OpenMetrics) on 127.0.0.1:8080 unless --listen says otherwise.
     Serve(ServeArgs),
+    /// Keeps the backfilled raw layer current: records changed since the last sync and
+    /// deletions CDC reports (confirmed by a read), recorded in backfill.syncs. Exit 7 when the
+    /// last sync is older than CDC's 30 days (run reconcile).
+    Sync(SyncArgs),
+    /// Finds deletions of any age: QBO's COUNT per CreateTime range against the raw layer's
+    /// live rows, re-paging only ranges that differ; tombstones them and prints the calls spent.
+    Reconcile(SyncArgs),
 }
 
 /// The entry point of a pipeline binary: parses the command line, runs, and maps the outcome
@@ -170,6 +181,7 @@ async fn execute_any(bin: &str, any: AnyCli) -> ExitStatus {
         Some(Command::Auth { action }) => auth::auth(action).await,
         Some(Command::Report(ref args)) => report::report_cmd(args, ENTITIES.to_vec()).await,
         Some(Command::Serve(ref args)) => serve::serve_cmd(args, ENTITIES.to_vec()).await,
+        Some(Command::Sync(ref args)) => sync::sync_all_cmd(bin, args, &cli.run).await,
         _ => Err(Error::Usage(format!(
             "--entity NAME (or QB_ENTITY) is required; one of: {}",
             ENTITIES
@@ -253,6 +265,8 @@ async fn execute<E: Entity>(bin: &str, cli: Cli) -> ExitStatus {
         }
         Some(Command::Serve(args)) => serve::serve_cmd(&args, serve::entities::<E>()).await,
         Some(Command::Auth { action }) => auth::auth(action).await,
+        Some(Command::Sync(args)) => sync::sync_cmd::<E>(&args, &cli.run).await,
+        Some(Command::Reconcile(args)) => reconcile::reconcile_cmd::<E>(&args, &cli.run).await,
         None => run::pipeline::<E>(&cli.run, OffsetDateTime::now_utc(), progress).await,
     };
     finish(bin, outcome)
@@ -305,6 +319,29 @@ mod tests {
 
     fn parse_any(args: &[&str]) -> Result<AnyCli, clap::Error> {
         AnyCli::try_parse_from(std::iter::once("qb-backfill").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn sync_and_reconcile_need_no_range_and_take_their_options() {
+        let cli = parse(&["--page-size", "10", "sync", "--overlap", "1h"]).unwrap();
+        let Some(Command::Sync(args)) = &cli.command else {
+            panic!("{cli:?}");
+        };
+        assert_eq!(args.overlap, std::time::Duration::from_secs(3600));
+        assert!(!args.all);
+        assert_eq!(cli.run.page_size, 10);
+        let cli = parse(&["reconcile"]).unwrap();
+        let Some(Command::Reconcile(args)) = &cli.command else {
+            panic!("{cli:?}");
+        };
+        assert_eq!(args.overlap, crate::sync::DEFAULT_OVERLAP);
+        let any = parse_any(&["sync", "--all"]).unwrap();
+        assert!(any.entity.is_none());
+        assert!(matches!(
+            any.cli.command,
+            Some(Command::Sync(SyncArgs { all: true, .. }))
+        ));
+        assert!(parse(&["sync", "--overlap", "soon"]).is_err());
     }
 
     #[test]

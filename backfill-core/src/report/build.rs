@@ -3,12 +3,14 @@
 
 use std::collections::BTreeMap;
 
-use raw_sink::{DayCount, RerunEntry, Run, Sink, TableTotals, Trigger, Verification, WindowVolume};
+use raw_sink::{
+    DayCount, RerunEntry, Run, Sink, SyncState, TableTotals, Trigger, Verification, WindowVolume,
+};
 use time::{Date, OffsetDateTime};
 
 use super::{
-    DayRows, PipelineReport, Report, ReportScope, RerunComparison, RunRow, TableReport, TriggerRow,
-    VerificationSummary, WindowRow,
+    DayRows, PipelineReport, Report, ReportScope, RerunComparison, RunRow, SyncReportRow,
+    TableReport, TriggerRow, VerificationSummary, WindowRow,
 };
 use crate::Error;
 use crate::entity::EntityInfo;
@@ -67,7 +69,32 @@ fn table_report(e: &EntityInfo, t: &TableTotals) -> TableReport {
         first_window_start: t.first_window_start.map(utc),
         last_window_end: t.last_window_end.map(utc),
         last_ingested_at: t.last_ingested_at.map(utc),
+        tombstones: t.tombstones,
         table_bytes: t.table_bytes,
+    }
+}
+
+fn sync_row(s: &SyncState) -> SyncReportRow {
+    let t = &s.last.tally;
+    SyncReportRow {
+        pipeline: s.pipeline.clone(),
+        realm_id: s.realm_id.clone(),
+        entity: s.entity.clone(),
+        id: s.last.id.get(),
+        kind: s.last.kind.to_string(),
+        status: s.last.status.to_string(),
+        started_at: utc(s.last.started_at),
+        finished_at: s.last.finished_at.map(utc),
+        inserted: t.inserted,
+        updated: t.updated,
+        tombstoned: t.tombstoned,
+        deletes_refuted: t.deletes_refuted,
+        api_calls: t.api_calls,
+        total_api_calls: s.total_api_calls,
+        changes_mark: s.marks.map(|m| utc(m.changes)),
+        deletes_mark: s.marks.map(|m| utc(m.deletes)),
+        lag_seconds: s.lag_seconds,
+        error: s.last.error.clone(),
     }
 }
 
@@ -222,6 +249,10 @@ pub async fn build(sink: &Sink, scope: &ReportScope) -> Result<Report, Error> {
         .rerun_pairs(&names, realm)
         .await
         .map_err(Error::Database)?;
+    let syncs = sink
+        .sync_statuses(&names, realm)
+        .await
+        .map_err(Error::Database)?;
     let ok = pipelines.iter().all(|p| {
         let v = &p.verification;
         v.mismatch == 0 && v.not_done == 0 && v.quarantined == 0
@@ -238,6 +269,7 @@ pub async fn build(sink: &Sink, scope: &ReportScope) -> Result<Report, Error> {
         runs: runs.iter().map(run_row).collect(),
         triggers: triggers.iter().map(trigger_row).collect(),
         rows_per_day: merge_days(&days),
+        syncs: syncs.iter().map(sync_row).collect(),
     })
 }
 

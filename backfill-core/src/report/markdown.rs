@@ -207,6 +207,36 @@ impl Report {
             );
         }
 
+        let _ = writeln!(
+            m,
+            "\n## Syncs (latest per entity)\n\nLag: from the deletions mark (QuickBooks' clock at \
+             the last successful sync) to this report; above 30 days `sync` refuses (run \
+             `reconcile`).\n"
+        );
+        let _ = writeln!(
+            m,
+            "| pipeline | company | kind | status | finished | lag | inserted | updated | tombstoned | calls | all syncs' calls |"
+        );
+        let _ = writeln!(m, "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|");
+        for y in &self.syncs {
+            let _ = writeln!(
+                m,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                y.pipeline,
+                md(&y.realm_id),
+                y.kind,
+                y.status,
+                opt(y.finished_at.as_deref()),
+                y.lag_seconds
+                    .map_or_else(|| "-".to_owned(), super::text::human_lag),
+                y.inserted,
+                y.updated,
+                y.tombstoned,
+                y.api_calls,
+                y.total_api_calls
+            );
+        }
+
         let _ = writeln!(m, "\n## One-time triggers\n");
         let _ = writeln!(
             m,

@@ -82,6 +82,49 @@ pub struct Report {
     pub triggers: Vec<TriggerRow>,
     /// Rows per UTC day (of the extraction window's start), every day from the first to the last.
     pub rows_per_day: Vec<DayRows>,
+    /// The latest `sync` / `reconcile` per pipeline and company.
+    pub syncs: Vec<SyncReportRow>,
+}
+
+/// The latest sync or reconcile of a pipeline in a company, and how current it leaves it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncReportRow {
+    /// Pipeline.
+    pub pipeline: String,
+    /// Company.
+    pub realm_id: String,
+    /// QBO entity.
+    pub entity: String,
+    /// Its `backfill.syncs` id.
+    pub id: i64,
+    /// `sync` or `reconcile`.
+    pub kind: String,
+    /// Its status.
+    pub status: String,
+    /// Start (UTC).
+    pub started_at: String,
+    /// End (UTC), once finished.
+    pub finished_at: Option<String>,
+    /// New ids.
+    pub inserted: u64,
+    /// Changed ids (restored tombstones included).
+    pub updated: u64,
+    /// Rows marked deleted.
+    pub tombstoned: u64,
+    /// CDC `Deleted` refuted by a read.
+    pub deletes_refuted: u64,
+    /// Its QBO calls.
+    pub api_calls: u64,
+    /// QBO calls of every sync and reconcile of the pipeline and company.
+    pub total_api_calls: u64,
+    /// The changes mark (UTC), once a sync succeeded.
+    pub changes_mark: Option<String>,
+    /// The deletions mark (UTC), once a sync succeeded.
+    pub deletes_mark: Option<String>,
+    /// Seconds from the deletions mark to the report.
+    pub lag_seconds: Option<i64>,
+    /// Its error, if any.
+    pub error: Option<String>,
 }
 
 /// Totals of one raw table.
@@ -101,6 +144,8 @@ pub struct TableReport {
     pub last_window_end: Option<String>,
     /// Latest write.
     pub last_ingested_at: Option<String>,
+    /// Rows of records QBO deleted (kept, marked by `deleted_at_utc`).
+    pub tombstones: u64,
     /// On-disk size of the table (every company).
     pub table_bytes: u64,
 }

@@ -120,6 +120,41 @@ impl Report {
                 }
             );
         }
+        if !self.syncs.is_empty() {
+            let _ = writeln!(s, "syncs (latest per entity):");
+        }
+        for y in &self.syncs {
+            let lag = y.lag_seconds.map_or_else(
+                || "no mark yet".to_owned(),
+                |l| format!("lag {}", human_lag(l)),
+            );
+            let _ = writeln!(
+                s,
+                "  {:<28} {} {} {} · {lag} · inserted {} · updated {} · tombstoned {} · calls {} (all syncs {})",
+                y.pipeline,
+                y.kind,
+                y.status,
+                y.finished_at.as_deref().unwrap_or(&y.started_at),
+                y.inserted,
+                y.updated,
+                y.tombstoned,
+                y.api_calls,
+                y.total_api_calls
+            );
+        }
+        let tombstones: u64 = self.tables.iter().map(|t| t.tombstones).sum();
+        if tombstones > 0 {
+            let _ = writeln!(
+                s,
+                "tombstones (records QBO deleted, kept with deleted_at_utc): {}",
+                self.tables
+                    .iter()
+                    .filter(|t| t.tombstones > 0)
+                    .map(|t| format!("{} {}", t.table, t.tombstones))
+                    .collect::<Vec<_>>()
+                    .join(" · ")
+            );
+        }
         let _ = writeln!(
             s,
             "runs: {} listed ({}) · triggers: {} ({})",
@@ -138,6 +173,21 @@ impl Report {
             }
         );
         s
+    }
+}
+
+/// A lag in seconds as `3d 4h`, `5h 12m`, `7m` or `12s`.
+pub(super) fn human_lag(secs: i64) -> String {
+    let s = secs.max(0);
+    let (d, h, m) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60);
+    if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m}m")
+    } else if m > 0 {
+        format!("{m}m")
+    } else {
+        format!("{s}s")
     }
 }
 

@@ -8,3 +8,4 @@ mod generic;
 mod realms;
 mod report;
 mod serve;
+mod sync;

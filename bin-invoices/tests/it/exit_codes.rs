@@ -440,3 +440,50 @@ async fn server_side_faults_with_auth_looking_codes_are_retried() {
     assert_eq!(sim.pending_script(), 0);
     sim.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dedicated_binary_syncs_and_reconciles_its_entity() {
+    let sim = small_sim().await;
+    let db = TestDb::new().await;
+    let url = db_url(&db);
+    let run = |args: &[&str]| {
+        let mut c = command(&sim, &url);
+        c.args(args);
+        output(c)
+    };
+    // Before any backfill: nothing to keep current (exit 2, one line).
+    let o = run(&["sync"]).await;
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    assert!(
+        text(&o).1.contains("run the backfill first"),
+        "{:?}",
+        text(&o)
+    );
+    let o = run(&["--start", "2023-01-01", "--end", "2023-01-11"]).await;
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let victim = sim.truth("Invoice")[5].id.clone();
+    sim.delete("Invoice", &victim).unwrap();
+    let o = run(&["sync"]).await;
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert!(text(&o).0.contains("tombstoned 1"), "{:?}", text(&o));
+    // --all belongs to the generic binary.
+    let o = run(&["sync", "--all"]).await;
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    // Nothing is missing: reconcile tombstones nothing more.
+    let o = run(&["reconcile"]).await;
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert!(text(&o).0.contains("tombstoned 0"), "{:?}", text(&o));
+    let sink = db.sink().await;
+    let c = sink.pool().get().await.unwrap();
+    let dead: Vec<String> = c
+        .query(
+            "SELECT id FROM raw.qb_invoices WHERE deleted_at_utc IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(dead, vec![victim]);
+}

@@ -14,6 +14,21 @@ use crate::http::{intuit_tid_of, retry_after_of, snippet};
 use crate::page::Failure;
 use crate::retry::{Decision, FailureClass, RetryState, past_horizon};
 
+/// What one request sends: a query (to the query endpoint), or a GET of another endpoint of
+/// the company with URL parameters (CDC). Both go through the same loop: limits, 401 refresh,
+/// retries, and every attempt counted in [`QboClient::api_calls`].
+pub(super) enum Call<'a> {
+    /// Query text: GET `query=` or, when long, POSTed as `application/text`.
+    Query(&'a str),
+    /// `GET url?params&minorversion=…`.
+    Get {
+        /// The endpoint.
+        url: &'a reqwest::Url,
+        /// Its parameters (`minorversion` is added).
+        params: &'a [(&'a str, String)],
+    },
+}
+
 /// A successful answer.
 pub(super) struct Answer<T> {
     pub(super) value: T,
@@ -27,12 +42,20 @@ impl QboClient {
     where
         D: Fn(&[u8], Option<&String>) -> Result<T, Failure>,
     {
+        self.call(&Call::Query(text), decode).await
+    }
+
+    /// [`QboClient::run`] for any [`Call`].
+    pub(super) async fn call<T, D>(&self, what: &Call<'_>, decode: D) -> Result<Answer<T>, QboError>
+    where
+        D: Fn(&[u8], Option<&String>) -> Result<T, Failure>,
+    {
         let inner = &self.inner;
         let mut history = RetryState::new();
         let mut refreshed_after_401 = false;
         loop {
             let token = inner.tokens.access_token().await?;
-            let outcome = self.attempt(text, &token.value, &decode).await;
+            let outcome = self.attempt(what, &token.value, &decode).await;
             let (class, err) = match outcome {
                 Ok(answer) => {
                     inner.outage.succeeded();
@@ -105,7 +128,7 @@ impl QboClient {
     /// One HTTP attempt, classified.
     async fn attempt<T, D>(
         &self,
-        text: &str,
+        what: &Call<'_>,
         access_token: &secrecy::SecretString,
         decode: &D,
     ) -> Result<Answer<T>, Failure>
@@ -116,18 +139,22 @@ impl QboClient {
         let endpoint = Endpoint::Api;
         let permit = inner.limiter.acquire().await;
         let started = Instant::now();
-        let request = if text.len() > POST_THRESHOLD {
-            inner
+        let request = match what {
+            Call::Query(text) if text.len() > POST_THRESHOLD => inner
                 .http
                 .post(inner.query_url.clone())
                 .query(&[("minorversion", inner.minor_version.as_str())])
                 .header(CONTENT_TYPE, "application/text")
-                .body(text.to_owned())
-        } else {
-            inner.http.get(inner.query_url.clone()).query(&[
-                ("query", text),
+                .body((*text).to_owned()),
+            Call::Query(text) => inner.http.get(inner.query_url.clone()).query(&[
+                ("query", *text),
                 ("minorversion", inner.minor_version.as_str()),
-            ])
+            ]),
+            Call::Get { url, params } => inner
+                .http
+                .get((*url).clone())
+                .query(params)
+                .query(&[("minorversion", inner.minor_version.as_str())]),
         };
         inner
             .calls

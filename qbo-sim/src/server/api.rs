@@ -7,7 +7,6 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
-use time::OffsetDateTime;
 
 use super::respond::{self, JSON, XML};
 use super::{Gate, Shared, Tag, gate, lock, tagged};
@@ -144,7 +143,7 @@ async fn run_query(
             body.push_str("{\"QueryResponse\":");
             let n = query_response_json(&realm, &plan, &outcome, include_total, &mut body);
             body.push_str(",\"time\":\"");
-            body.push_str(&tz::now_pacific_millis());
+            body.push_str(&tz::pacific_millis(realm.clock.now()));
             body.push_str("\"}");
             (body, n)
         } else {
@@ -328,7 +327,7 @@ pub(crate) async fn batch(
             out.push('}');
         }
         out.push_str("],\"time\":\"");
-        out.push_str(&tz::now_pacific_millis());
+        out.push_str(&tz::pacific_millis(realm.clock.now()));
         out.push_str("\"}");
         out
     })
@@ -409,7 +408,7 @@ pub(crate) async fn cdc(
     };
     let since = i64::try_from(since_nanos.div_euclid(1_000_000_000)).unwrap_or(i64::MIN)
         + i64::from(since_nanos.rem_euclid(1_000_000_000) != 0);
-    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let now = g.realm.clock.unix();
     if since < now - CDC_MAX_AGE_SECS {
         return bad(&g, "changedSince must be within the last 30 days".into());
     }
@@ -440,7 +439,7 @@ pub(crate) async fn cdc(
         body.push('}');
     }
     body.push_str("]}],\"time\":\"");
-    body.push_str(&tz::now_pacific_millis());
+    body.push_str(&tz::pacific_millis(realm.clock.now()));
     body.push_str("\"}");
     if !json {
         // CDC in XML is rarely used; convert generically.

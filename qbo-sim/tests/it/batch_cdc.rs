@@ -143,3 +143,47 @@ async fn cdc_lists_changes_and_deletions_of_the_last_30_days() {
     assert_eq!(cdc(&api, "Widget", &since_text).await.status, 400);
     assert_eq!(cdc(&api, "", &since_text).await.status, 400);
 }
+
+#[tokio::test]
+async fn the_simulated_clock_moves_changes_and_the_cdc_horizon() {
+    let api = Api::start(small()).await;
+    let rfc = |t: OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let before = api.sim.now();
+    // One entity without changes: the empty `[{}]` form.
+    let v = cdc(&api, "Invoice", &rfc(before - time::Duration::minutes(1)))
+        .await
+        .json();
+    assert_eq!(
+        v["CDCResponse"][0]["QueryResponse"],
+        serde_json::json!([{}])
+    );
+
+    api.sim
+        .advance_clock(std::time::Duration::from_secs(31 * 86_400));
+    let now = api.sim.now();
+    assert!(now - before >= time::Duration::days(31));
+    let victim = api.sim.truth("Invoice")[0].id.clone();
+    api.sim.delete("Invoice", &victim).unwrap();
+    let updated = api
+        .sim
+        .update("Invoice", &api.sim.truth("Invoice")[1].id)
+        .unwrap();
+    assert!(updated.last_updated_time >= now - time::Duration::seconds(1));
+
+    // `before` is now 31 simulated days back: beyond CDC's horizon.
+    assert_eq!(cdc(&api, "Invoice", &rfc(before)).await.status, 400);
+    let a = cdc(&api, "Invoice", &rfc(now - time::Duration::minutes(1))).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let v = a.json();
+    let invoices = v["CDCResponse"][0]["QueryResponse"][0]["Invoice"]
+        .as_array()
+        .unwrap();
+    assert_eq!(invoices.len(), 2);
+    // The answer's time is the simulated one.
+    let time = v["time"].as_str().unwrap();
+    let t = OffsetDateTime::parse(time, &time::format_description::well_known::Rfc3339).unwrap();
+    assert!((t - now).abs() < time::Duration::minutes(1), "{time}");
+}

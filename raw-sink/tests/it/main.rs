@@ -10,6 +10,7 @@ mod migrate;
 mod quarantine;
 mod tls;
 mod tokens;
+mod tombstones;
 mod upsert;
 
 use raw_sink::PageMeta;

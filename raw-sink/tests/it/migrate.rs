@@ -108,6 +108,19 @@ async fn raw_tables_match_the_spec() {
         let want: Vec<(String, String, String)> = expected
             .iter()
             .map(|(c, t)| ((*c).to_owned(), (*t).to_owned(), "NO".to_owned()))
+            // Issue 14's tombstone, NULL on a current row (V7).
+            .chain([
+                (
+                    "deleted_at_utc".to_owned(),
+                    "timestamp with time zone".to_owned(),
+                    "YES".to_owned(),
+                ),
+                (
+                    "deleted_stub".to_owned(),
+                    "jsonb".to_owned(),
+                    "YES".to_owned(),
+                ),
+            ])
             .collect();
         assert_eq!(columns, want, "{table}");
         let pk: Vec<String> = client
@@ -141,6 +154,8 @@ async fn raw_tables_match_the_spec() {
             "oauth_tokens",
             "refinery_schema_history",
             "runs",
+            "sync_marks",
+            "syncs",
             "triggers",
             "windows",
             "workers"
