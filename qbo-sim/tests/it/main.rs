@@ -12,3 +12,4 @@ mod oauth;
 mod paging;
 mod query;
 mod rate;
+mod reports;
