@@ -24,16 +24,20 @@ use crate::logging::{self, LogFormat};
 use crate::run::error_chain;
 use crate::{Entity, Error, ExitStatus, Progress};
 
+mod check_books;
 mod help;
 mod reliability;
 mod report;
+mod reports;
 mod run;
 mod serve;
 mod triggers;
 
+pub use check_books::CheckBooksArgs;
 use help::{any_help, examples};
 pub use reliability::ReliabilityArgs;
 pub use report::ReportArgs;
+pub use reports::{QboArgs, ReportsArgs};
 pub use run::{RunArgs, TokenStoreSpec, ValidatedRun, default_trigger_name};
 pub use serve::ServeArgs;
 pub use triggers::TriggersAction;
@@ -70,6 +74,10 @@ pub enum Command {
     /// re-run comparison; prints a summary and writes report.md, report.json and
     /// rows_per_day.svg with --out.
     Report(ReportArgs),
+    /// Load QBO's reports (P&L, balance sheet, …) period by period into raw.qb_reports.
+    Reports(ReportsArgs),
+    /// Compare the raw layer with QBO's TransactionList, month by month and type by type.
+    CheckBooks(CheckBooksArgs),
     /// Read-only status page (runs, triggers, windows, verification, volumetry) and /metrics
     /// (OpenMetrics) on 127.0.0.1:8080 unless --listen says otherwise.
     Serve(ServeArgs),
@@ -156,6 +164,8 @@ async fn execute_any(bin: &str, any: AnyCli) -> ExitStatus {
     let outcome = match &cli.command {
         Some(Command::Report(args)) => report::report_cmd(args, ENTITIES.to_vec()).await,
         Some(Command::Serve(args)) => serve::serve_cmd(args, ENTITIES.to_vec()).await,
+        Some(Command::Reports(args)) => reports::reports_cmd(args).await,
+        Some(Command::CheckBooks(args)) => check_books::check_books_cmd(args).await,
         _ => Err(Error::Usage(format!(
             "--entity NAME (or QB_ENTITY) is required; one of: {}",
             ENTITIES
@@ -238,6 +248,8 @@ async fn execute<E: Entity>(bin: &str, cli: Cli) -> ExitStatus {
             report::report_cmd(&args, report::entities::<E>(&args)).await
         }
         Some(Command::Serve(args)) => serve::serve_cmd(&args, serve::entities::<E>()).await,
+        Some(Command::Reports(args)) => reports::reports_cmd(&args).await,
+        Some(Command::CheckBooks(args)) => check_books::check_books_cmd(&args).await,
         None => run::pipeline::<E>(&cli.run, OffsetDateTime::now_utc(), progress).await,
     };
     finish(bin, outcome)

@@ -2,6 +2,7 @@
 //! help and usage errors, `serve`'s access rule and the metrics textfile.
 #![allow(clippy::unwrap_used, missing_docs, unreachable_pub)]
 
+mod books;
 mod common;
 mod generic;
 mod report;
