@@ -28,6 +28,7 @@
 //! ```
 
 pub mod batch_metrics;
+pub mod books;
 pub mod claim;
 pub mod cli;
 mod dbretry;

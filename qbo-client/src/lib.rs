@@ -79,7 +79,7 @@ mod token;
 pub use client::{
     CDC_MAX_AGE, CDC_MAX_OBJECTS, CdcDeleted, CdcEntity, CdcResponse, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MINOR_VERSION, DEFAULT_REQUEST_TIMEOUT, DEFAULT_TOKEN_EXPIRY_BUFFER,
-    DEFAULT_TOKEN_SAVE_RETRY_FOR, QboClient, QboClientBuilder,
+    DEFAULT_TOKEN_SAVE_RETRY_FOR, QboClient, QboClientBuilder, ReportJson,
 };
 pub use config::{
     ConfigError, Credentials, Environment, PRODUCTION_BASE_URL, QboConfig, SANDBOX_BASE_URL,

@@ -14,6 +14,10 @@
 //!   `STARTPOSITION`, `MAXRESULTS`), instants compared across offsets, the inactive-record
 //!   rule of name lists, QBO's page/empty/COUNT shapes, XML when JSON is not accepted.
 //! - `POST /v3/company/{realm}/batch` (query items) and `GET /v3/company/{realm}/cdc`.
+//! - `GET /v3/company/{realm}/reports/{name}` — TransactionList, ProfitAndLoss,
+//!   BalanceSheet, TrialBalance, GeneralLedger, AgedReceivables and AgedPayables computed
+//!   from the simulator's own records (`start_date`, `end_date`, `accounting_method`,
+//!   `date_macro`), in QBO's report shape (Header, Columns, Rows with Sections and Summary).
 //! - `GET /v3/company/{realm}/companyinfo/{realm}` — the company's `CompanyInfo` (also
 //!   `SELECT * FROM CompanyInfo`), which other connectors read first.
 //! - `/__sim/…` — statistics, request log, truth, mutations and fault control over HTTP.
@@ -75,6 +79,7 @@ mod error;
 mod limits;
 mod query;
 mod realm;
+mod reports;
 mod schema;
 mod server;
 mod sim;

@@ -260,6 +260,27 @@ impl Realm {
         entries.iter().map(|e| self.truth_record(def, e)).collect()
     }
 
+    /// The JSON of the live records of `def` whose `TxnDate` lies in `from..=to` (reports).
+    pub(crate) fn rendered_by_txn_date(
+        &self,
+        def: &'static EntityDef,
+        from: time::Date,
+        to: time::Date,
+    ) -> Vec<String> {
+        let (lo, hi) = (from.to_julian_day(), to.to_julian_day());
+        let entries: Vec<Entry> = self
+            .read(def)
+            .entries
+            .iter()
+            .filter(|e| !e.deleted() && (lo..=hi).contains(&e.txn_day))
+            .copied()
+            .collect();
+        entries
+            .iter()
+            .map(|e| self.generator.render_string(def.kind, e))
+            .collect()
+    }
+
     /// Live records (inactive included, hard-deleted excluded), without rendering them.
     pub(crate) fn live_count(&self, def: &'static EntityDef) -> usize {
         self.read(def)

@@ -35,6 +35,7 @@ mod config;
 mod error;
 mod ledger;
 mod quarantine;
+mod reports;
 mod sink;
 mod table;
 mod tls;
@@ -56,13 +57,16 @@ pub use ledger::{
     WindowStatus, WorkerRow,
 };
 pub use quarantine::RejectRecord;
+pub use reports::{ReportKey, ReportWrite, STORE_REPORT_SQL, StoredReport};
 pub use sink::{Sink, embedded_migrations};
 pub use table::RawTable;
 pub use tombstone::{Tombstone, TombstoneOutcome};
 pub use upsert::{
     PageMeta, PageOutcome, PageOwner, PageWrite, RawRow, RejectRow, Rejected, UpsertCounts,
 };
-pub use volumetry::{DayCount, RerunEntry, SyncState, TableTotals, Verification, WindowVolume};
+pub use volumetry::{
+    BookMonth, DayCount, RerunEntry, SyncState, TableTotals, Verification, WindowVolume,
+};
 
 /// Re-exported so callers can name the pool type of [`Sink::pool`] / [`Sink::from_pool`].
 pub use deadpool_postgres;

@@ -115,9 +115,21 @@ FROM (
 ) s
 LEFT JOIN backfill.sync_marks m ON m.pipeline = s.pipeline AND m.realm_id = s.realm_id
 ORDER BY s.pipeline, s.realm_id"#;
+/// `check-books`: a transaction table's live rows (`deleted_at_utc IS NULL`) of one realm
+/// per month of `TxnDate` in `[$2, $3]`, with their total in home currency
+/// (`TotalAmt × ExchangeRate`, 1 when absent) as exact numeric text.
+pub const BOOKS_BY_MONTH_SQL: &str = r#"SELECT to_char((payload->>'TxnDate')::date, 'YYYY-MM') AS month,
+       count(*)                                          AS rows,
+       COALESCE(sum((payload->>'TotalAmt')::numeric
+                    * COALESCE((payload->>'ExchangeRate')::numeric, 1)), 0)::text AS total
+FROM {table}
+WHERE realm_id = $1 AND deleted_at_utc IS NULL
+  AND (payload->>'TxnDate')::date BETWEEN $2::date AND $3::date
+GROUP BY 1
+ORDER BY 1"#;
 
 /// Every volumetry query, named, in the order `docs/VOLUMETRY.md` presents them.
-pub const VOLUMETRY_QUERIES: [(&str, &str); 7] = [
+pub const VOLUMETRY_QUERIES: [(&str, &str); 8] = [
     ("table totals", TABLE_TOTALS_SQL),
     ("rows per day", ROWS_PER_DAY_SQL),
     ("windows", WINDOWS_SQL),
@@ -125,6 +137,7 @@ pub const VOLUMETRY_QUERIES: [(&str, &str); 7] = [
     ("triggers", TRIGGERS_SQL),
     ("re-runs", RERUNS_SQL),
     ("syncs", SYNCS_SQL),
+    ("books by month", BOOKS_BY_MONTH_SQL),
 ];
 
 /// The latest sync of a pipeline in a company ([`SYNCS_SQL`]).
@@ -144,6 +157,17 @@ pub struct SyncState {
     pub lag_seconds: Option<i64>,
     /// QBO calls of every sync and reconcile of this pipeline and company.
     pub total_api_calls: u64,
+}
+
+/// One month of a transaction table, from [`BOOKS_BY_MONTH_SQL`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookMonth {
+    /// `YYYY-MM` of `TxnDate`.
+    pub month: String,
+    /// Live rows.
+    pub rows: u64,
+    /// Their total in home currency, exact numeric text (`1234.50`).
+    pub total: String,
 }
 
 /// A volumetry query for `table`: `{table}` replaced by its quoted name.
@@ -402,6 +426,37 @@ impl Sink {
                 })
             })
             .collect()
+    }
+
+    /// Live rows of `table` per month of `TxnDate` within `from..=to`, with their total in
+    /// home currency ([`BOOKS_BY_MONTH_SQL`]), by month.
+    ///
+    /// # Errors
+    /// [`SinkError::Pool`] / [`SinkError::Query`] (also for a `TxnDate` or amount that is not
+    /// a date or a number).
+    pub async fn books_by_month(
+        &self,
+        table: RawTable,
+        realm_id: &str,
+        from: time::Date,
+        to: time::Date,
+    ) -> Result<Vec<BookMonth>, SinkError> {
+        let sql = for_table(BOOKS_BY_MONTH_SQL, table);
+        self.volumetry_query(
+            &format!("books by month of {table}"),
+            &sql,
+            &[&realm_id, &from, &to],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(BookMonth {
+                month: col(r, "month")?,
+                rows: count(r, "rows")?,
+                total: col(r, "total")?,
+            })
+        })
+        .collect()
     }
 
     /// Rows of `table` per UTC day of their window start ([`ROWS_PER_DAY_SQL`]), by day.

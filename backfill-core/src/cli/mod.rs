@@ -26,11 +26,13 @@ use crate::run::error_chain;
 use crate::{Entity, Error, ExitStatus, Progress};
 
 mod auth;
+mod check_books;
 mod help;
 mod realms;
 mod reconcile;
 mod reliability;
 mod report;
+mod reports;
 mod run;
 mod serve;
 mod sync;
@@ -40,10 +42,12 @@ pub use auth::{
     AuthAction, ConnectArgs, DEFAULT_REDIRECT_URI, EXPIRY_WARNING_DAYS, RealmArgs, StatusArgs,
     expiry_warnings, warn_expiring,
 };
+pub use check_books::CheckBooksArgs;
 use help::{any_help, examples};
 pub use realms::RealmsArgs;
 pub use reliability::ReliabilityArgs;
 pub use report::ReportArgs;
+pub use reports::{QboArgs, ReportsArgs};
 pub use run::{RunArgs, TokenStoreSpec, ValidatedRun, default_trigger_name};
 pub use serve::ServeArgs;
 pub use sync::SyncArgs;
@@ -87,6 +91,10 @@ pub enum Command {
         #[command(subcommand)]
         action: AuthAction,
     },
+    /// Load QBO's reports (P&L, balance sheet, …) period by period into raw.qb_reports.
+    Reports(ReportsArgs),
+    /// Compare the raw layer with QBO's TransactionList, month by month and type by type.
+    CheckBooks(CheckBooksArgs),
     /// Read-only status page (runs, triggers, windows, verification, volumetry) and /metrics
     /// (OpenMetrics) on 127.0.0.1:8080 unless --listen says otherwise.
     Serve(ServeArgs),
@@ -182,6 +190,8 @@ async fn execute_any(bin: &str, any: AnyCli) -> ExitStatus {
         Some(Command::Report(ref args)) => report::report_cmd(args, ENTITIES.to_vec()).await,
         Some(Command::Serve(ref args)) => serve::serve_cmd(args, ENTITIES.to_vec()).await,
         Some(Command::Sync(ref args)) => sync::sync_all_cmd(bin, args, &cli.run).await,
+        Some(Command::Reports(ref args)) => reports::reports_cmd(args).await,
+        Some(Command::CheckBooks(ref args)) => check_books::check_books_cmd(args).await,
         _ => Err(Error::Usage(format!(
             "--entity NAME (or QB_ENTITY) is required; one of: {}",
             ENTITIES
@@ -267,6 +277,8 @@ async fn execute<E: Entity>(bin: &str, cli: Cli) -> ExitStatus {
         Some(Command::Auth { action }) => auth::auth(action).await,
         Some(Command::Sync(args)) => sync::sync_cmd::<E>(&args, &cli.run).await,
         Some(Command::Reconcile(args)) => reconcile::reconcile_cmd::<E>(&args, &cli.run).await,
+        Some(Command::Reports(args)) => reports::reports_cmd(&args).await,
+        Some(Command::CheckBooks(args)) => check_books::check_books_cmd(&args).await,
         None => run::pipeline::<E>(&cli.run, OffsetDateTime::now_utc(), progress).await,
     };
     finish(bin, outcome)

@@ -128,7 +128,7 @@ impl GiveUpAfter {
     }
 }
 
-fn parse_give_up_arg(s: &str) -> Result<GiveUpAfter, Error> {
+pub(super) fn parse_give_up_arg(s: &str) -> Result<GiveUpAfter, Error> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (n, unit) = t.split_at(split);

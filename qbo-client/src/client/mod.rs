@@ -1,6 +1,6 @@
 //! The client: pages and counts of a query. Building one is in `builder.rs`; the request loop
 //! every call goes through (limits, 401 refresh, retries) in `request.rs`; Change Data Capture
-//! in `cdc.rs`.
+//! in `cdc.rs`; the Reports API in `reports.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,10 +18,12 @@ use crate::token::TokenProvider;
 
 mod builder;
 mod cdc;
+mod reports;
 mod request;
 
 pub use builder::QboClientBuilder;
 pub use cdc::{CDC_MAX_AGE, CDC_MAX_OBJECTS, CdcDeleted, CdcEntity, CdcResponse};
+pub use reports::ReportJson;
 
 /// QBO times requests out at 120 s; wait only slightly longer.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(125);

@@ -5,6 +5,7 @@ pub(crate) mod api;
 pub(crate) mod connect;
 pub(crate) mod control;
 pub(crate) mod oauth;
+pub(crate) mod reports;
 pub(crate) mod respond;
 
 use std::collections::{HashMap, VecDeque};
@@ -456,6 +457,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/v3/company/{realm}/batch", post(api::batch))
         .route("/v3/company/{realm}/cdc", get(api::cdc))
+        .route("/v3/company/{realm}/reports/{name}", get(reports::report))
         .route(
             "/v3/company/{realm}/companyinfo/{id}",
             get(api::company_info),

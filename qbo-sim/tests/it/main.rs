@@ -13,3 +13,4 @@ mod oauth;
 mod paging;
 mod query;
 mod rate;
+mod reports;

@@ -153,6 +153,7 @@ async fn raw_tables_match_the_spec() {
         [
             "oauth_tokens",
             "refinery_schema_history",
+            "report_periods",
             "runs",
             "sync_marks",
             "syncs",

@@ -241,7 +241,7 @@ async fn every_raw_entity_table_has_the_tombstone_columns() {
     let missing: Vec<String> = client
         .query(
             "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = 'raw' AND c.relkind = 'r' AND c.relname <> 'qb_rejects' \
+             WHERE n.nspname = 'raw' AND c.relkind = 'r' AND c.relname NOT IN ('qb_rejects', 'qb_reports') \
              AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid \
                              AND a.attname = 'deleted_at_utc' AND NOT a.attisdropped) \
              ORDER BY 1",
@@ -255,7 +255,8 @@ async fn every_raw_entity_table_has_the_tombstone_columns() {
     assert!(missing.is_empty(), "{missing:?}");
     let tables: i64 = client
         .query_one(
-            "SELECT count(*) FROM pg_tables WHERE schemaname = 'raw' AND tablename <> 'qb_rejects'",
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'raw' \
+             AND tablename NOT IN ('qb_rejects', 'qb_reports')",
             &[],
         )
         .await
