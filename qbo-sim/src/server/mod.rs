@@ -428,6 +428,11 @@ async fn not_found(headers: HeaderMap) -> Response {
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/oauth2/v1/tokens/bearer", post(oauth::token))
+        .route("/.well-known/openid_configuration", get(oauth::discovery))
+        .route(
+            "/.well-known/openid_sandbox_configuration",
+            get(oauth::discovery),
+        )
         .route(
             "/v3/company/{realm}/query",
             get(api::query_get).post(api::query_post),
