@@ -27,6 +27,7 @@ mod api;
 mod db;
 mod ingest;
 mod machine;
+mod peers;
 mod pipeline;
 mod rerun;
 mod scale;
@@ -54,6 +55,8 @@ scenarios (default: all, in this order):
   sparse   three years planned, data in two months: QBO requests used
   rerun    the ingest range again with --force: wall time, rows written, WAL written
   scale    1M invoices over five years: peak RSS (compare with ingest) and rows/s
+  peers    alone, never in the default: the established connectors side by side with ours
+           (cargo xtask bench peers --help)
 
 options:
   --quick          smaller datasets (ingest 50k, api 10k, scale 250k) for a fast look
@@ -227,6 +230,9 @@ struct Env {
 
 /// `cargo xtask bench ...`.
 pub(crate) fn bench(root: &Path, args: &[&str]) -> Result<ExitCode> {
+    if args.first() == Some(&"peers") {
+        return peers::bench_peers(root, &args[1..]);
+    }
     if args.iter().any(|a| matches!(*a, "-h" | "--help" | "help")) {
         print!("{USAGE}");
         return Ok(ExitCode::SUCCESS);
