@@ -94,6 +94,9 @@ struct Args {
     /// Number of customers.
     #[arg(long, default_value_t = 200)]
     customers: usize,
+    /// Exactly this many of the customers inactive (default: each one with probability 0.08)
+    #[arg(long)]
+    inactive_customers: Option<usize>,
     /// Number of items.
     #[arg(long, default_value_t = 100)]
     items: usize,
@@ -352,6 +355,7 @@ async fn main() -> anyhow::Result<()> {
         .host(a.host)
         .seed(a.seed)
         .customers(a.customers)
+        .inactive_customers(a.inactive_customers)
         .items(a.items)
         .invoices(a.invoices)
         .vendors(a.vendors)

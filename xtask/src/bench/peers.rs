@@ -36,7 +36,7 @@ pub(crate) const USAGE: &str = "\
 usage: cargo xtask bench peers [--runs N] [--only NAME,...] [--limits off|on|both] [--keep]
 
 Runs ours (qb-backfill, Customer then Invoice) and the established connectors on one qbo-sim
-company (50k invoices, 20k customers of which ~8% inactive), a fresh database per run, QBO's
+company (50k invoices, 20k customers of which 1,576 inactive), a fresh database per run, QBO's
 limits off then on, the contenders alternating round by round; prints wall (median, min, max),
 peak RSS, requests, rows against the simulator's truth and the ratio to ours.
 
@@ -54,8 +54,12 @@ options:
 Not part of `cargo xtask test` or CI: it installs Python packages from PyPI on first use.
 ";
 
-/// The realm's data: `qbo-sim --customers 20000 --invoices 50000` over two years.
+/// The realm's data: `qbo-sim --customers 20000 --inactive-customers 1576 --invoices 50000`
+/// over two years.
 const CUSTOMERS: u64 = 20_000;
+/// Inactive customers, as in the company of issue 19 (QBO hides them unless a query filters
+/// `Active`).
+const INACTIVE: u64 = 1_576;
 const INVOICES: u64 = 50_000;
 const SPAN: (&str, &str) = ("2023-01-01", "2025-01-01");
 /// The peers that window on LastUpdatedTime start a month before the data.
@@ -447,6 +451,8 @@ fn sim_args(limits: bool) -> Vec<String> {
     let mut a = strings(&[
         "--customers",
         &CUSTOMERS.to_string(),
+        "--inactive-customers",
+        &INACTIVE.to_string(),
         "--invoices",
         &INVOICES.to_string(),
         "--start",
