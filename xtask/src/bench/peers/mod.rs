@@ -20,17 +20,25 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::db::{create_database, db_url, drop_database, find_psql, psql};
+use super::db::{create_database, drop_database, find_psql, psql};
 use super::machine::{clock_ticks, loadavg, machine_info};
 use super::sim::Sim;
 use super::{Env, Options, Sizes, strings};
 use crate::pg;
+
+mod commands;
+mod setup;
+mod table;
+
+use commands::prepare;
+use setup::{Proxy, Tls, ensure_tls, ensure_venv, find_python};
+use table::{api_requests, mode_table};
 
 pub(crate) const USAGE: &str = "\
 usage: cargo xtask bench peers [--runs N] [--only NAME,...] [--limits off|on|both] [--keep]
@@ -109,7 +117,7 @@ impl Contender {
             Contender::Pyqb => "python-quickbooks + COPY",
             Contender::Dlt => "dlt rest_api",
             Contender::Airbyte => "Airbyte (PyAirbyte)",
-            Contender::Singer => "Singer tap | target-postgres",
+            Contender::Singer => "Singer tap → target-postgres",
         }
     }
 
@@ -295,12 +303,6 @@ struct Ctx<'a> {
     peers_dir: PathBuf,
     python: PathBuf,
     tls: Option<Tls>,
-}
-
-struct Tls {
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
 }
 
 /// One measured run of a contender.
@@ -504,153 +506,6 @@ fn sim_var<'a>(sim: &'a Sim, key: &str) -> Result<&'a str> {
         .with_context(|| format!("qbo-sim printed no {key}"))
 }
 
-/// The contender's command as a bash script, its environment, and the files it needs.
-fn prepare(
-    ctx: &Ctx<'_>,
-    sim: &Sim,
-    proxy: Option<&Proxy>,
-    c: Contender,
-    limits: bool,
-    db: &str,
-    work: &Path,
-) -> Result<(String, Vec<(String, String)>)> {
-    let env = ctx.env;
-    let url = db_url(env, db);
-    let script_dir = env.root.join("xtask").join("peers");
-    let venv_py = |v: &str| ctx.peers_dir.join(format!("{v}-venv")).join("bin");
-    let mut vars: Vec<(String, String)> = sim.env.clone();
-    vars.push(("DATABASE_URL".into(), url.clone()));
-    let proxied = |vars: &mut Vec<(String, String)>| -> Result<()> {
-        let p = proxy.context("the TLS proxy is not running")?;
-        let tls = ctx.tls.as_ref().context("no TLS material")?;
-        let ca = tls.ca.display().to_string();
-        vars.push(("HTTPS_PROXY".into(), format!("http://127.0.0.1:{}", p.port)));
-        vars.push(("NO_PROXY".into(), "127.0.0.1,localhost".into()));
-        vars.push(("REQUESTS_CA_BUNDLE".into(), ca.clone()));
-        vars.push(("SSL_CERT_FILE".into(), ca));
-        Ok(())
-    };
-    let script = match c {
-        Contender::Ours => {
-            let bin = env.pipeline_bin.display();
-            let mut flags = format!("--start {} --end {} --log-format json", SPAN.0, SPAN.1);
-            if !limits {
-                flags.push_str(" --requests-per-min 6000000 --max-in-flight 1000");
-            }
-            format!(
-                "set -e\n{bin} --entity Customer {flags} --trigger peers-customers\n{bin} --entity Invoice {flags} --trigger peers-invoices\n"
-            )
-        }
-        Contender::Pyqb => {
-            let base = sim_var(sim, "QBO_BASE_URL")?;
-            vars.push((
-                "QBO_DISCOVERY_URL".into(),
-                format!("{base}/.well-known/openid_configuration"),
-            ));
-            // requests-oauthlib refuses plain http unless told; the simulator is loopback.
-            vars.push(("OAUTHLIB_INSECURE_TRANSPORT".into(), "1".into()));
-            format!(
-                "exec {} {}\n",
-                venv_py("pyqb").join("python").display(),
-                script_dir.join("pyqb_copy.py").display()
-            )
-        }
-        Contender::Dlt => {
-            vars.push((
-                "DLT_PIPELINES_DIR".into(),
-                work.join("dlt").display().to_string(),
-            ));
-            vars.push(("RUNTIME__DLTHUB_TELEMETRY".into(), "false".into()));
-            format!(
-                "exec {} {}\n",
-                venv_py("dlt").join("python").display(),
-                script_dir.join("dlt_rest_api.py").display()
-            )
-        }
-        Contender::Airbyte => {
-            proxied(&mut vars)?;
-            vars.push(("AIRBYTE_OFFLINE_MODE".into(), "1".into()));
-            vars.push(("DO_NOT_TRACK".into(), "1".into()));
-            vars.push(("PEERS_START_DATE".into(), PEER_START.into()));
-            vars.push((
-                "AIRBYTE_SOURCE_EXE".into(),
-                venv_py("airbyte-source")
-                    .join("source-quickbooks")
-                    .display()
-                    .to_string(),
-            ));
-            format!(
-                "cd {}\nexec {} {}\n",
-                work.display(),
-                venv_py("airbyte").join("python").display(),
-                script_dir.join("airbyte_read.py").display()
-            )
-        }
-        Contender::Singer => {
-            proxied(&mut vars)?;
-            let tap_cfg = work.join("tap-config.json");
-            let cfg = json!({
-                "client_id": sim_var(sim, "QBO_CLIENT_ID")?,
-                "client_secret": sim_var(sim, "QBO_CLIENT_SECRET")?,
-                "refresh_token": sim_var(sim, "QBO_REFRESH_TOKEN")?,
-                "realm_id": sim_var(sim, "QBO_REALM_ID")?,
-                "start_date": PEER_START,
-                "user_agent": "qb-backfill bench peers",
-                "sandbox": false,
-            });
-            fs::write(&tap_cfg, serde_json::to_string_pretty(&cfg)?)?;
-            let (user, password, host, port, dbname) = url_parts(&url)?;
-            let target_cfg = work.join("target-config.json");
-            fs::write(
-                &target_cfg,
-                serde_json::to_string_pretty(&json!({
-                    "host": host, "port": port, "user": user,
-                    // pipelinewise-target-postgres requires one; a trust cluster ignores it.
-                    "password": password.unwrap_or_else(|| "unused".into()),
-                    "dbname": dbname, "default_target_schema": "singer",
-                }))?,
-            )?;
-            let tap = venv_py("singer-tap").join("tap-quickbooks");
-            let target = venv_py("singer-target").join("target-postgres");
-            let catalog = work.join("catalog.json");
-            // Discovery (its CompanyInfo read included) is part of the measured run: a first
-            // sync does it too. Then only customers and invoices are selected.
-            format!(
-                "set -eo pipefail\ncd {w}\n{tap} --config {tc} --discover > {w}/discovered.json\n{py} {sel} {w}/discovered.json customers,invoices > {cat}\n{tap} --config {tc} --catalog {cat} | {target} --config {gc} > {w}/state.json\n",
-                w = work.display(),
-                tap = tap.display(),
-                tc = tap_cfg.display(),
-                py = ctx.python.display(),
-                sel = script_dir.join("singer_select.py").display(),
-                cat = catalog.display(),
-                target = target.display(),
-                gc = target_cfg.display(),
-            )
-        }
-    };
-    Ok((script, vars))
-}
-
-/// user, password, host, port, database of a `postgres://` URL.
-fn url_parts(url: &str) -> Result<(String, Option<String>, String, u16, String)> {
-    let rest = url
-        .strip_prefix("postgres://")
-        .or_else(|| url.strip_prefix("postgresql://"))
-        .context("not a postgres:// URL")?;
-    let (auth, rest) = rest.rsplit_once('@').unwrap_or(("postgres", rest));
-    let (user, password) = match auth.split_once(':') {
-        Some((u, p)) => (u.to_owned(), Some(p.to_owned())),
-        None => (auth.to_owned(), None),
-    };
-    let (hostport, db) = rest.split_once('/').context("no database in the URL")?;
-    let db = db.split('?').next().unwrap_or(db).to_owned();
-    let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) => (h.to_owned(), p.parse().context("port")?),
-        None => (hostport.to_owned(), 5432),
-    };
-    Ok((user, password, host, port, db))
-}
-
 fn run_one(
     ctx: &Ctx<'_>,
     sim: &Sim,
@@ -733,362 +588,10 @@ fn run_one(
     Ok((m, format!("bash {}", super::rel(env, &script_path))))
 }
 
-/// Requests to the simulator's API (query, batch, read, CDC, token), not its control routes
-/// or the discovery document.
-fn api_requests(stats: &Value) -> u64 {
-    stats["by_endpoint"].as_object().map_or(0, |m| {
-        m.iter()
-            .filter(|(k, _)| !matches!(k.as_str(), "control" | "discovery" | "other"))
-            .flat_map(|(_, v)| v.as_object().into_iter().flat_map(|s| s.values()))
-            .filter_map(Value::as_u64)
-            .sum()
-    })
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
-fn mode_table(
-    limits: bool,
-    truth: Truth,
-    runs: &BTreeMap<Contender, Vec<Result<Measured>>>,
-    rounds: usize,
-) -> String {
-    let mut t = String::new();
-    let _ = writeln!(
-        t,
-        "QBO limits {} — truth: {} customers ({} inactive), {} invoices; {rounds} round(s)",
-        if limits {
-            "on (500/min, 10/s, 10 in flight, 40 batch/min)"
-        } else {
-            "off"
-        },
-        truth.customers,
-        truth.inactive,
-        truth.invoices
-    );
-    let _ = writeln!(t);
-    let _ = writeln!(
-        t,
-        "| contender | wall median (min–max) | × ours | peak RSS | requests | 429s | customers | invoices |"
-    );
-    let _ = writeln!(t, "|---|---|---|---|---|---|---|---|");
-    let ours = runs
-        .get(&Contender::Ours)
-        .map(|rs| {
-            let mut w: Vec<f64> = rs.iter().flatten().map(|m| m.wall).collect();
-            median(&mut w)
-        })
-        .unwrap_or(f64::NAN);
-    for (c, rs) in runs {
-        let ok: Vec<&Measured> = rs.iter().flatten().collect();
-        let failed = rs.len() - ok.len();
-        if ok.is_empty() {
-            let why = rs
-                .iter()
-                .find_map(|r| r.as_ref().err())
-                .map(|e| format!("{e:#}"))
-                .unwrap_or_default();
-            let _ = writeln!(t, "| {} | FAILED: {why} | | | | | | |", c.title());
-            continue;
-        }
-        let mut walls: Vec<f64> = ok.iter().map(|m| m.wall).collect();
-        let med = median(&mut walls);
-        let (lo, hi) = (walls[0], walls[walls.len() - 1]);
-        let rss = ok.iter().map(|m| m.rss_mb).fold(f64::NAN, f64::max);
-        let mut reqs: Vec<f64> = ok.iter().map(|m| m.requests as f64).collect();
-        let throttled = ok.iter().map(|m| m.throttled).max().unwrap_or(0);
-        let rows = |get: fn(&Measured) -> Option<u64>, truth: u64| -> String {
-            let vals: Vec<Option<u64>> = ok.iter().map(|m| get(m)).collect();
-            let first = vals[0];
-            let same = vals.iter().all(|v| *v == first);
-            let shown = match first {
-                Some(n) if n == truth => format!("{n} ✓"),
-                Some(n) => format!("**{n}** ({:+})", n as i64 - truth as i64),
-                None => "no table".into(),
-            };
-            if same {
-                shown
-            } else {
-                format!("{shown} (varies)")
-            }
-        };
-        let _ = writeln!(
-            t,
-            "| {}{} | {med:.1} s ({lo:.1}–{hi:.1}) | {:.1}× | {rss:.0} MB | {:.0} | {throttled} | {} | {} |",
-            c.title(),
-            if failed > 0 {
-                format!(" ({failed} run(s) failed)")
-            } else {
-                String::new()
-            },
-            med / ours,
-            median(&mut reqs),
-            rows(|m| m.customers, truth.customers),
-            rows(|m| m.invoices, truth.invoices),
-        );
-    }
-    t
-}
-
-// ---------- Python, venvs and the TLS proxy ----------
-
-fn find_python() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("PEERS_PYTHON") {
-        return Ok(PathBuf::from(p));
-    }
-    // The pins were made with CPython 3.11 (airbyte-cdk 4 and pipelinewise need < 3.12).
-    let pyenv = PathBuf::from("/root/.pyenv/versions/3.11.7/bin/python3.11");
-    if pyenv.is_file() {
-        return Ok(pyenv);
-    }
-    for name in ["python3.11", "python3"] {
-        if let Ok(o) = Command::new(name).arg("--version").output()
-            && o.status.success()
-        {
-            return Ok(PathBuf::from(name));
-        }
-    }
-    bail!("no Python 3.11 found (set PEERS_PYTHON to one)")
-}
-
-/// Creates `target/peers/<name>-venv` from the pinned requirements unless it already holds
-/// exactly them.
-fn ensure_venv(root: &Path, peers_dir: &Path, python: &Path, name: &str) -> Result<()> {
-    let reqs = root
-        .join("xtask")
-        .join("peers")
-        .join("requirements")
-        .join(format!("{name}.txt"));
-    let pinned =
-        fs::read_to_string(&reqs).with_context(|| format!("reading {}", reqs.display()))?;
-    let venv = peers_dir.join(format!("{name}-venv"));
-    let marker = venv.join(".qb-bench-requirements");
-    if fs::read_to_string(&marker).is_ok_and(|m| m == pinned) {
-        return Ok(());
-    }
-    eprintln!(
-        "xtask bench peers: installing {name} into {} (pinned in {})",
-        venv.display(),
-        reqs.display()
-    );
-    let started = Instant::now();
-    if !venv.join("bin").join("python").is_file() {
-        let st = Command::new(python)
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .with_context(|| format!("running {} -m venv", python.display()))?;
-        if !st.success() {
-            bail!("creating the venv {} failed", venv.display());
-        }
-    }
-    let st = Command::new(venv.join("bin").join("pip"))
-        .args(["install", "--disable-pip-version-check", "-q", "-r"])
-        .arg(&reqs)
-        .status()
-        .context("running pip")?;
-    if !st.success() {
-        bail!("pip install -r {} failed", reqs.display());
-    }
-    fs::write(&marker, pinned)?;
-    eprintln!(
-        "xtask bench peers: {name} installed in {:.0} s",
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
-}
-
-/// A throwaway CA and a certificate for the Intuit hosts under `target/peers/tls/`, the CA
-/// appended to the certifi bundle of the proxied peers' venvs.
-fn ensure_tls(peers_dir: &Path, venvs: &[&str]) -> Result<Tls> {
-    let dir = peers_dir.join("tls");
-    fs::create_dir_all(&dir)?;
-    let tls = Tls {
-        ca: dir.join("ca.pem"),
-        cert: dir.join("intuit.pem"),
-        key: dir.join("intuit.key"),
-    };
-    if !(tls.ca.is_file() && tls.cert.is_file() && tls.key.is_file()) {
-        let ca_key = dir.join("ca.key");
-        let csr = dir.join("intuit.csr");
-        let ext = dir.join("intuit.ext");
-        fs::write(
-            &ext,
-            "subjectAltName=DNS:quickbooks.api.intuit.com,DNS:sandbox-quickbooks.api.intuit.com,DNS:oauth.platform.intuit.com\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-        )?;
-        let openssl = |args: &[&str]| -> Result<()> {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(&dir)
-                .output()
-                .context("running openssl (apt-get install -y openssl)")?;
-            if !out.status.success() {
-                bail!(
-                    "openssl {} failed: {}",
-                    args.first().unwrap_or(&""),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-            }
-            Ok(())
-        };
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "365",
-            "-subj",
-            "/CN=qb-backfill bench throwaway CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ])?;
-        openssl(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "intuit.key",
-            "-out",
-            "intuit.csr",
-            "-subj",
-            "/CN=quickbooks.api.intuit.com",
-        ])?;
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "intuit.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "intuit.pem",
-            "-days",
-            "365",
-            "-extfile",
-            "intuit.ext",
-        ])?;
-        let _ = fs::remove_file(csr);
-        let _ = fs::remove_file(ext);
-        let _ = ca_key;
-    }
-    let ca = fs::read_to_string(&tls.ca)?;
-    for v in venvs
-        .iter()
-        .filter(|v| matches!(**v, "airbyte-source" | "singer-tap"))
-    {
-        let py = peers_dir
-            .join(format!("{v}-venv"))
-            .join("bin")
-            .join("python");
-        let out = Command::new(&py)
-            .args(["-c", "import certifi; print(certifi.where())"])
-            .output()
-            .with_context(|| format!("asking {} for certifi's bundle", py.display()))?;
-        if !out.status.success() {
-            bail!("{v}: certifi is not importable");
-        }
-        let bundle = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        let text = fs::read_to_string(&bundle)?;
-        if !text.contains(ca.trim()) {
-            let mut t = text;
-            if !t.ends_with('\n') {
-                t.push('\n');
-            }
-            t.push_str("# qb-backfill bench peers: throwaway CA of xtask/peers/intuit_proxy.py\n");
-            t.push_str(&ca);
-            fs::write(&bundle, t).with_context(|| format!("writing {}", bundle.display()))?;
-        }
-    }
-    Ok(tls)
-}
-
-/// The TLS proxy process (killed when dropped).
-struct Proxy {
-    child: Child,
-    port: u16,
-}
-
-impl Proxy {
-    fn start(ctx: &Ctx<'_>, sim: &Sim, tls: &Tls, mode: &str) -> Result<Proxy> {
-        let base = sim_var(sim, "QBO_BASE_URL")?;
-        let addr = base.trim_start_matches("http://").trim_end_matches('/');
-        let log = fs::File::create(
-            ctx.env
-                .out_dir
-                .join("logs")
-                .join(format!("peers-proxy-{mode}.log")),
-        )?;
-        let mut child = Command::new(&ctx.python)
-            .arg(
-                ctx.env
-                    .root
-                    .join("xtask")
-                    .join("peers")
-                    .join("intuit_proxy.py"),
-            )
-            .arg(addr)
-            .arg(&tls.cert)
-            .arg(&tls.key)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .context("starting intuit_proxy.py")?;
-        let mut out = child.stdout.take().context("proxy stdout")?;
-        let mut line = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut byte = [0u8; 1];
-        while Instant::now() < deadline {
-            match std::io::Read::read(&mut out, &mut byte) {
-                Ok(1) if byte[0] == b'\n' => break,
-                Ok(1) => line.push(byte[0]),
-                _ => break,
-            }
-        }
-        let text = String::from_utf8_lossy(&line);
-        let port = text
-            .trim()
-            .strip_prefix("PORT=")
-            .and_then(|p| p.parse().ok());
-        match port {
-            Some(port) => Ok(Proxy { child, port }),
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("intuit_proxy.py printed {text:?} instead of PORT=<n>")
-            }
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::commands::url_parts;
+    use super::table::median;
     use super::*;
 
     #[test]
