@@ -17,7 +17,8 @@ WHAT IT MODELS
   OAuth 2.0 refresh (POST /oauth2/v1/tokens/bearer): client credentials in a Basic header or
     as client_id/client_secret form fields; 1 h access tokens; refresh-token rotation (every
     refresh, never, or after an age) with the old token dead at once or after a grace;
-    invalid_grant, invalid_client (400 or 401).
+    invalid_grant, invalid_client (400 or 401). Intuit's discovery document
+    (GET /.well-known/openid_configuration) names this token endpoint.
   Query (GET or POST /v3/company/<realm>/query): SELECT * | COUNT(*), WHERE .. AND .. with
     = < > <= >= IN LIKE, ORDERBY / ORDER BY, STARTPOSITION, MAXRESULTS (max 1000); instants
     compared across offsets; name lists (Customer, Item, Vendor, Account, Employee, ...)
@@ -97,6 +98,9 @@ struct Args {
     /// Number of customers.
     #[arg(long, default_value_t = 200)]
     customers: usize,
+    /// Exactly this many of the customers inactive (default: each one with probability 0.08)
+    #[arg(long)]
+    inactive_customers: Option<usize>,
     /// Number of items.
     #[arg(long, default_value_t = 100)]
     items: usize,
@@ -361,6 +365,7 @@ async fn main() -> anyhow::Result<()> {
         .host(a.host)
         .seed(a.seed)
         .customers(a.customers)
+        .inactive_customers(a.inactive_customers)
         .items(a.items)
         .invoices(a.invoices)
         .vendors(a.vendors)

@@ -87,6 +87,9 @@ pub(crate) fn secs_to_time(secs: i64) -> OffsetDateTime {
 pub(crate) struct GenConfig {
     pub(crate) seed: u64,
     pub(crate) customers: usize,
+    /// Exactly this many customers inactive, spread evenly over the ids; `None`: each
+    /// customer is inactive with probability 0.08.
+    pub(crate) inactive_customers: Option<usize>,
     pub(crate) items: usize,
     pub(crate) invoices: usize,
     pub(crate) vendors: usize,
@@ -243,6 +246,14 @@ impl Generator {
             Kind::Customer | Kind::Account => r.random_bool(0.92),
             Kind::Item | Kind::Vendor | Kind::Employee => r.random_bool(0.90),
             _ => true,
+        };
+        // The draw above is made either way, so the rest of the record does not change.
+        let active = match (kind, self.cfg.inactive_customers) {
+            (Kind::Customer, Some(n)) if self.cfg.customers > 0 => {
+                let (c, n, k) = (self.cfg.customers as u128, n as u128, k as u128);
+                (k + 1) * n / c == k * n / c
+            }
+            _ => active,
         };
         let txn_day = if kind.is_transaction() {
             let local = tz::to_pacific(secs_to_time(create)).date();

@@ -8,6 +8,7 @@ fn gen_small() -> Generator {
     Generator::new(GenConfig {
         seed: 7,
         customers: 300,
+        inactive_customers: None,
         items: 200,
         invoices: 2000,
         vendors: 50,
@@ -369,5 +370,43 @@ fn sub_records_name_their_parent() {
         } else {
             assert_eq!(g.item_parent_id(e.id), None);
         }
+    }
+}
+
+#[test]
+fn an_exact_count_of_inactive_customers_leaves_the_rest_unchanged() {
+    let random = gen_small();
+    let exact = Generator::new(GenConfig {
+        inactive_customers: Some(37),
+        ..random.config().clone()
+    });
+    let a = random.build(Kind::Customer);
+    let b = exact.build(Kind::Customer);
+    assert_eq!(b.iter().filter(|e| !e.active()).count(), 37);
+    assert_ne!(a.iter().filter(|e| !e.active()).count(), 37);
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(
+            (x.id, x.version, x.create, x.updated),
+            (y.id, y.version, y.create, y.updated)
+        );
+    }
+    // Every other kind is untouched.
+    for kind in [Kind::Vendor, Kind::Item, Kind::Account] {
+        let (x, y) = (random.build(kind), exact.build(kind));
+        assert!(x.iter().zip(&y).all(|(p, q)| p.flags == q.flags));
+    }
+    // None and all.
+    for n in [0, 300] {
+        let g = Generator::new(GenConfig {
+            inactive_customers: Some(n),
+            ..random.config().clone()
+        });
+        let inactive = g
+            .build(Kind::Customer)
+            .iter()
+            .filter(|e| !e.active())
+            .count();
+        assert_eq!(inactive, n);
     }
 }

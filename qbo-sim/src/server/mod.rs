@@ -451,6 +451,11 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/oauth2/v1/tokens/bearer", post(oauth::token))
         .route("/connect/oauth2", get(connect::authorize))
         .route("/v2/oauth2/tokens/revoke", post(connect::revoke))
+        .route("/.well-known/openid_configuration", get(oauth::discovery))
+        .route(
+            "/.well-known/openid_sandbox_configuration",
+            get(oauth::discovery),
+        )
         .route(
             "/v3/company/{realm}/query",
             get(api::query_get).post(api::query_post),

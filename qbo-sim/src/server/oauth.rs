@@ -322,6 +322,45 @@ pub(crate) async fn token(
     tagged(no_store(r), tag)
 }
 
+/// `GET /.well-known/openid_configuration` (and `openid_sandbox_configuration`): the
+/// discovery document Intuit publishes for its OAuth endpoints, with this simulator's token
+/// endpoint in it, so a client that finds its endpoints by discovery (Intuit's own
+/// `intuit-oauth` SDK takes a discovery URL as its `environment`) can be pointed here.
+/// The other endpoints it names are not served (the authorization-code flow is not modelled).
+pub(crate) async fn discovery(headers: HeaderMap) -> Response {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        })
+        .unwrap_or("127.0.0.1");
+    let base = format!("http://{host}");
+    let mut s = String::from("{\"issuer\":");
+    js(&mut s, "https://oauth.platform.intuit.com/op/v1");
+    for (key, path) in [
+        ("authorization_endpoint", "/connect/oauth2"),
+        ("token_endpoint", "/oauth2/v1/tokens/bearer"),
+        ("userinfo_endpoint", "/v1/openid_connect/userinfo"),
+        ("revocation_endpoint", "/oauth2/v1/tokens/revoke"),
+        ("jwks_uri", "/op/v1/jwks"),
+    ] {
+        s.push_str(",\"");
+        s.push_str(key);
+        s.push_str("\":");
+        js(&mut s, &format!("{base}{path}"));
+    }
+    s.push_str(
+        ",\"response_types_supported\":[\"code\"],\"grant_types_supported\":[\"authorization_code\",\"refresh_token\"],\"token_endpoint_auth_methods_supported\":[\"client_secret_post\",\"client_secret_basic\"],\"scopes_supported\":[\"openid\",\"email\",\"profile\",\"address\",\"phone\",\"com.intuit.quickbooks.accounting\",\"com.intuit.quickbooks.payment\"]}",
+    );
+    tagged(
+        respond::full(StatusCode::OK, JSON, s),
+        Tag::new("discovery"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -319,3 +319,66 @@ async fn client_credentials_in_the_form_body_are_accepted() {
     assert_eq!(mixed.status, 401);
     assert_eq!(sim.stats().token_refreshes, 1);
 }
+
+#[tokio::test]
+async fn discovery_document_names_this_token_endpoint() {
+    let sim = small().spawn().await.unwrap();
+    for path in [
+        "/.well-known/openid_configuration",
+        "/.well-known/openid_sandbox_configuration",
+    ] {
+        let a = answer(
+            reqwest::get(format!("{}{path}", sim.base_url()))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(a.status, 200, "{path}: {}", a.body);
+        let doc = a.json();
+        assert_eq!(doc["token_endpoint"], sim.token_url(), "{path}");
+        assert!(
+            doc["token_endpoint_auth_methods_supported"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|x| x == "client_secret_post")),
+            "{}",
+            a.body
+        );
+        for key in [
+            "issuer",
+            "authorization_endpoint",
+            "revocation_endpoint",
+            "userinfo_endpoint",
+            "jwks_uri",
+        ] {
+            assert!(doc[key].is_string(), "{path} lacks {key}");
+        }
+    }
+    // What the document names is what refreshes.
+    let doc = answer(
+        reqwest::get(format!(
+            "{}/.well-known/openid_configuration",
+            sim.base_url()
+        ))
+        .await
+        .unwrap(),
+    )
+    .await
+    .json();
+    let a = answer(
+        reqwest::Client::new()
+            .post(doc["token_endpoint"].as_str().unwrap())
+            .header("Accept", "application/json")
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", sim.refresh_token().as_str()),
+                ("client_id", sim.client_id().as_str()),
+                ("client_secret", sim.client_secret().as_str()),
+            ])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(a.json()["access_token"].is_string());
+}

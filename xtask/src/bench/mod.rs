@@ -28,6 +28,7 @@ mod db;
 mod ingest;
 mod latency;
 mod machine;
+mod peers;
 mod pipeline;
 mod rerun;
 mod scale;
@@ -59,6 +60,8 @@ scenarios (default: all, in this order):
   latency  100k invoices over six months, QBO's limits on, a full page answered in 0.3, 1, 2
            and 4 s (COUNTs and empty pages fast): wall vs the floor, queries vs pages, metered
            calls, 429s, peak in flight, peak RSS
+  peers    alone, never in the default: the established connectors side by side with ours
+           (cargo xtask bench peers --help)
 
 options:
   --quick          smaller datasets (ingest 50k, api 10k, scale 250k, latency 20k) for a fast look
@@ -242,6 +245,9 @@ struct Env {
 
 /// `cargo xtask bench ...`.
 pub(crate) fn bench(root: &Path, args: &[&str]) -> Result<ExitCode> {
+    if args.first() == Some(&"peers") {
+        return peers::bench_peers(root, &args[1..]);
+    }
     if args.iter().any(|a| matches!(*a, "-h" | "--help" | "help")) {
         print!("{USAGE}");
         return Ok(ExitCode::SUCCESS);
