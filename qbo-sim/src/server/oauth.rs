@@ -344,7 +344,7 @@ pub(crate) async fn discovery(headers: HeaderMap) -> Response {
         ("authorization_endpoint", "/connect/oauth2"),
         ("token_endpoint", "/oauth2/v1/tokens/bearer"),
         ("userinfo_endpoint", "/v1/openid_connect/userinfo"),
-        ("revocation_endpoint", "/oauth2/v1/tokens/revoke"),
+        ("revocation_endpoint", "/v2/oauth2/tokens/revoke"),
         ("jwks_uri", "/op/v1/jwks"),
     ] {
         s.push_str(",\"");

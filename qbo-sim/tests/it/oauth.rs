@@ -336,6 +336,9 @@ async fn discovery_document_names_this_token_endpoint() {
         assert_eq!(a.status, 200, "{path}: {}", a.body);
         let doc = a.json();
         assert_eq!(doc["token_endpoint"], sim.token_url(), "{path}");
+        // The consent page and revoke it names are the ones this simulator serves.
+        assert_eq!(doc["authorization_endpoint"], sim.authorize_url(), "{path}");
+        assert_eq!(doc["revocation_endpoint"], sim.revoke_url(), "{path}");
         assert!(
             doc["token_endpoint_auth_methods_supported"]
                 .as_array()

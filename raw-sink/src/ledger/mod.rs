@@ -7,8 +7,8 @@
 mod claims;
 mod lock;
 mod runs;
-mod token_meta;
 mod syncs;
+mod token_meta;
 mod tokens;
 mod triggers;
 mod windows;
