@@ -28,7 +28,7 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-fn utc(t: OffsetDateTime) -> String {
+pub(crate) fn utc(t: OffsetDateTime) -> String {
     let f = format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z");
     t.to_offset(time::UtcOffset::UTC)
         .format(&f)
@@ -52,6 +52,7 @@ td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 .b-succeeded,.b-completed,.b-done,.b-match{background:var(--done)}
 .b-failed,.b-mismatch{background:var(--failed)}.b-partial,.b-quarantined{background:var(--mismatch)}
 .b-running{background:var(--running)}.b-disabled,.b-interrupted{background:#616161}
+.b-ok{background:var(--done)}.b-expiring{background:var(--mismatch)}.b-expired,.b-refused,.b-no-token{background:var(--failed)}
 .cards{display:flex;flex-wrap:wrap;gap:.5rem}
 .card{flex:1 1 8rem;border:1px solid var(--line);border-radius:4px;padding:.4rem .6rem}
 .card b{display:block;font-size:1.3rem}
@@ -88,11 +89,13 @@ pub fn render_page(snap: &Snapshot) -> String {
     verification(&mut h, snap);
     volumetry(&mut h, snap);
     problems(&mut h, snap);
+    crate::upkeep::connections(&mut h, snap);
+    crate::upkeep::syncs(&mut h, snap);
     h.push_str("</main></body></html>\n");
     h
 }
 
-fn badge(h: &mut String, status: &str) {
+pub(crate) fn badge(h: &mut String, status: &str) {
     let s = escape(status);
     let class = s.replace(' ', "-");
     let _ = write!(h, "<span class=\"badge b-{class}\">{s}</span>");
@@ -397,6 +400,8 @@ mod tests {
             triggers: vec![],
             pipelines: vec![],
             tables: vec![],
+            connections: vec![],
+            syncs: vec![],
         };
         let page = render_page(&snap);
         assert!(page.starts_with("<!DOCTYPE html>"));

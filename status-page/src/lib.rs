@@ -2,8 +2,9 @@
 //!
 //! One job: show what the ledger holds. The page (`GET /`) and the OpenMetrics exposition
 //! (`GET /metrics`) are built from the public read API of [`raw_sink`] (its
-//! [`raw_sink::volumetry`] queries), so this crate never writes, never talks to QuickBooks and
-//! never reads the token store. [`batch`] encodes the final figures of a pipeline run for
+//! [`raw_sink::volumetry`] queries, and the token facts of `Ledger::token_meta`, which never
+//! selects a token), so this crate never writes, never talks to QuickBooks and never reads a
+//! token. [`batch`] encodes the final figures of a pipeline run for
 //! node_exporter's textfile collector with the same encoder.
 //!
 //! Access: the server listens on loopback by default; a non-loopback address is refused unless
@@ -31,6 +32,7 @@ mod html;
 pub mod metrics;
 mod server;
 mod snapshot;
+mod upkeep;
 
 pub use error::StatusError;
 pub use html::{escape, render_page};
@@ -38,3 +40,4 @@ pub use server::{Access, DEFAULT_LISTEN, ServeConfig, Server, bind, router};
 pub use snapshot::{
     LastRun, PipelineState, Scope, Snapshot, Source, VerificationCounts, last_runs,
 };
+pub use upkeep::{EXPIRY_WARNING, connection_state};

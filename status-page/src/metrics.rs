@@ -213,7 +213,54 @@ pub async fn exposition(sink: &Sink, scope: &Scope) -> Result<String, StatusErro
             }
         }
     }
+    upkeep(&mut m, sink, scope).await?;
     m.encode()
+}
+
+/// The token facts of every connected company and the lag of each pipeline's latest sync.
+async fn upkeep(m: &mut Metrics, sink: &Sink, scope: &Scope) -> Result<(), StatusError> {
+    let refresh = m.gauges(
+        "token_refresh_expiry_timestamp",
+        "When the company's stored refresh token expires unless used (Unix time)",
+        Some(Unit::Seconds),
+    );
+    let hard = m.gauges(
+        "token_hard_expiry_timestamp",
+        "The hard expiry of the company's grant: reconnect before it (Unix time)",
+        Some(Unit::Seconds),
+    );
+    let lag = m.gauges(
+        "sync_lag",
+        "Now minus the deletions mark of the latest successful sync",
+        Some(Unit::Seconds),
+    );
+    for c in sink
+        .ledger()
+        .token_meta(None)
+        .await
+        .map_err(StatusError::Database)?
+    {
+        let labels = vec![("realm", label_value(&c.realm_id))];
+        if let Some(t) = c.refresh_expires_at {
+            refresh.get_or_create(&labels).set(unix_seconds(t));
+        }
+        if let Some(t) = c.hard_expires_at {
+            hard.get_or_create(&labels).set(unix_seconds(t));
+        }
+    }
+    let names: Vec<&str> = scope.sources.iter().map(|s| s.pipeline.as_str()).collect();
+    for s in sink
+        .sync_statuses(&names, None)
+        .await
+        .map_err(StatusError::Database)?
+    {
+        if let Some(l) = s.lag_seconds {
+            #[allow(clippy::cast_precision_loss)]
+            lag.get_or_create(&scope_labels(&s.pipeline, &s.realm_id))
+                .set(l as f64);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

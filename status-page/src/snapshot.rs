@@ -3,7 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use raw_sink::{RawTable, Run, RunStatus, Sink, TableTotals, Trigger, Verification, WindowVolume};
+use raw_sink::{
+    RawTable, Run, RunStatus, Sink, SyncState, TableTotals, TokenMetaRow, Trigger, Verification,
+    WindowVolume,
+};
 use time::OffsetDateTime;
 
 use crate::StatusError;
@@ -114,6 +117,11 @@ pub struct Snapshot {
     pub pipelines: Vec<PipelineState>,
     /// Totals of every raw table in scope with rows, all realms.
     pub tables: Vec<(Source, TableTotals)>,
+    /// Every connected company's token facts (expiries, rotation, last success; never a
+    /// token), by realm.
+    pub connections: Vec<TokenMetaRow>,
+    /// The latest sync or reconcile of each pipeline in scope, per company.
+    pub syncs: Vec<SyncState>,
 }
 
 /// Sorts windows for the heatmap: realm, window field, start.
@@ -166,12 +174,23 @@ impl Snapshot {
             .triggers_of(&names, None)
             .await
             .map_err(StatusError::Database)?;
+        let connections = sink
+            .ledger()
+            .token_meta(None)
+            .await
+            .map_err(StatusError::Database)?;
+        let syncs = sink
+            .sync_statuses(&names, None)
+            .await
+            .map_err(StatusError::Database)?;
         Ok(Snapshot {
             taken_at,
             runs,
             triggers,
             pipelines,
             tables,
+            connections,
+            syncs,
         })
     }
 

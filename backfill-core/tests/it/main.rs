@@ -14,5 +14,6 @@ mod report;
 mod rerun;
 mod sparse;
 mod status;
+mod status_upkeep;
 mod token_meta;
 mod vendor;

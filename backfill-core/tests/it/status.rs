@@ -20,7 +20,7 @@ const EVIL: &str = "QBO 500 <script>alert('x')</script> & \"peer\"";
 /// A ledger with windows in every state a page shows: customers done and verified, items done
 /// unverified (`--no-verify`), invoices with a window failed (by a peer, with markup in its
 /// error), and a pending invoice window no run has reached.
-async fn ledger() -> (SimHandle, TestDb, Sink) {
+pub(crate) async fn ledger() -> (SimHandle, TestDb, Sink) {
     let sim = sim(Sim::builder()
         .seed(31)
         .customers(60)
@@ -93,7 +93,7 @@ async fn serve(sink: &Sink, listen: &str, access: Access) -> SocketAddr {
     addr
 }
 
-async fn serve_loopback(sink: &Sink) -> SocketAddr {
+pub(crate) async fn serve_loopback(sink: &Sink) -> SocketAddr {
     let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
     serve(
         sink,
@@ -103,7 +103,7 @@ async fn serve_loopback(sink: &Sink) -> SocketAddr {
     .await
 }
 
-async fn get(url: &str, token: Option<&str>) -> (u16, String, String) {
+pub(crate) async fn get(url: &str, token: Option<&str>) -> (u16, String, String) {
     let mut req = reqwest::Client::new().get(url);
     if let Some(t) = token {
         req = req.bearer_auth(t);
@@ -241,7 +241,7 @@ async fn page_shows_what_the_ledger_holds() {
 
 /// `name{labels} value` samples of an OpenMetrics text; panics on any other line shape and
 /// when `# EOF` is not the last line.
-fn parse_openmetrics(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
+pub(crate) fn parse_openmetrics(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.last(), Some(&"# EOF"), "no # EOF at the end");
     let mut samples = Vec::new();
@@ -286,7 +286,7 @@ fn parse_openmetrics(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)>
     samples
 }
 
-fn sample(
+pub(crate) fn sample(
     samples: &[(String, BTreeMap<String, String>, f64)],
     name: &str,
     labels: &[(&str, &str)],
