@@ -185,17 +185,7 @@ fn envelope<'a>(
     let env: Envelope<'a> =
         serde_path_to_error::deserialize(de).map_err(|e| decode_failure(e, intuit_tid, None))?;
     if let Some(f) = env.fault {
-        let mut fault = f.into_fault();
-        fault.intuit_tid = intuit_tid.cloned();
-        let class = FailureClass::from_status(200, Some(&fault), None);
-        return Err((
-            class,
-            QboError::Fault {
-                status: 200,
-                fault: Box::new(fault),
-                class,
-            },
-        ));
+        return Err(fault_in_ok_body(f, intuit_tid));
     }
     env.query_response.ok_or_else(|| {
         (
@@ -426,7 +416,8 @@ pub(crate) fn decode_count(body: &[u8], intuit_tid: Option<&String>) -> Result<u
     }
 }
 
-fn malformed(detail: String, intuit_tid: Option<&String>) -> Failure {
+/// An answer QBO sent that this client cannot use: a refusal, not worth a retry.
+pub(crate) fn malformed(detail: String, intuit_tid: Option<&String>) -> Failure {
     (
         FailureClass::Rejected,
         QboError::Malformed {
@@ -434,6 +425,22 @@ fn malformed(detail: String, intuit_tid: Option<&String>) -> Failure {
             detail,
             class: FailureClass::Rejected,
             intuit_tid: intuit_tid.cloned(),
+        },
+    )
+}
+
+/// A `Fault` QBO put in an HTTP 200 answer (query, CDC and report bodies alike), classified as
+/// if its status had said so.
+pub(crate) fn fault_in_ok_body(body: FaultBody, intuit_tid: Option<&String>) -> Failure {
+    let mut fault = body.into_fault();
+    fault.intuit_tid = intuit_tid.cloned();
+    let class = FailureClass::from_status(200, Some(&fault), None);
+    (
+        class,
+        QboError::Fault {
+            status: 200,
+            fault: Box::new(fault),
+            class,
         },
     )
 }

@@ -20,7 +20,7 @@ use super::QboClient;
 use super::request::Call;
 use crate::error::{Endpoint, QboError};
 use crate::fault::FaultBody;
-use crate::page::{Failure, Record, RecordReject, decode_record};
+use crate::page::{Failure, Record, RecordReject, decode_record, fault_in_ok_body, malformed};
 use crate::query::{MAX_RESULTS_LIMIT, Op, Query, QueryError};
 use crate::retry::FailureClass;
 use crate::timefmt::{parse_datetime, render_utc};
@@ -134,18 +134,6 @@ struct StubTimes {
     last_updated_time: Option<String>,
 }
 
-fn malformed(detail: String, intuit_tid: Option<&String>) -> Failure {
-    (
-        FailureClass::Rejected,
-        QboError::Malformed {
-            endpoint: Endpoint::Api,
-            detail,
-            class: FailureClass::Rejected,
-            intuit_tid: intuit_tid.cloned(),
-        },
-    )
-}
-
 /// Decodes a CDC body: every `QueryResponse` element's entity lists (`startPosition`,
 /// `maxResults`, `totalCount` ignored), stubs with `"status":"Deleted"` apart.
 pub(crate) fn decode_cdc(
@@ -155,17 +143,7 @@ pub(crate) fn decode_cdc(
     let env: Envelope<'_> = serde_json::from_slice(body)
         .map_err(|e| malformed(format!("CDC answer: {e}"), intuit_tid))?;
     if let Some(f) = env.fault {
-        let mut fault = f.into_fault();
-        fault.intuit_tid = intuit_tid.cloned();
-        let class = FailureClass::from_status(200, Some(&fault), None);
-        return Err((
-            class,
-            QboError::Fault {
-                status: 200,
-                fault: Box::new(fault),
-                class,
-            },
-        ));
+        return Err(fault_in_ok_body(f, intuit_tid));
     }
     let Some(parts) = env.cdc else {
         return Err(malformed("no CDCResponse in the answer".into(), intuit_tid));

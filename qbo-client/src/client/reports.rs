@@ -16,7 +16,7 @@ use super::QboClient;
 use super::request::Call;
 use crate::error::{Endpoint, QboError};
 use crate::fault::FaultBody;
-use crate::page::Failure;
+use crate::page::{Failure, fault_in_ok_body, malformed};
 use crate::query::QueryError;
 use crate::retry::FailureClass;
 
@@ -41,18 +41,6 @@ struct Envelope<'a> {
     fault: Option<FaultBody>,
 }
 
-fn malformed(detail: String, intuit_tid: Option<&String>) -> Failure {
-    (
-        FailureClass::Rejected,
-        QboError::Malformed {
-            endpoint: Endpoint::Api,
-            detail,
-            class: FailureClass::Rejected,
-            intuit_tid: intuit_tid.cloned(),
-        },
-    )
-}
-
 /// Decodes a report answer: QBO's fault (even with HTTP 200), or the body kept as text.
 pub(crate) fn decode_report(
     body: &[u8],
@@ -61,17 +49,7 @@ pub(crate) fn decode_report(
     let env: Envelope<'_> = serde_json::from_slice(body)
         .map_err(|e| malformed(format!("report answer: {e}"), intuit_tid))?;
     if let Some(f) = env.fault {
-        let mut fault = f.into_fault();
-        fault.intuit_tid = intuit_tid.cloned();
-        let class = FailureClass::from_status(200, Some(&fault), None);
-        return Err((
-            class,
-            QboError::Fault {
-                status: 200,
-                fault: Box::new(fault),
-                class,
-            },
-        ));
+        return Err(fault_in_ok_body(f, intuit_tid));
     }
     if env.header.is_none() {
         return Err(malformed(
