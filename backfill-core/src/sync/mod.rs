@@ -107,6 +107,46 @@ fn overlap(d: Duration) -> time::Duration {
     time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
 }
 
+/// A sync or reconcile under way: its lock, the marks it starts from (and whether they came
+/// from the backfill), and its ledger row.
+pub(crate) struct Started {
+    pub(crate) lock: raw_sink::AdvisoryLock,
+    pub(crate) before: SyncMarks,
+    pub(crate) first: bool,
+    pub(crate) id: raw_sink::SyncId,
+}
+
+/// Takes the entity's sync lock (one sync or reconcile per entity and company), reads its
+/// marks and records the start in `backfill.syncs`.
+pub(crate) async fn begin<E: Entity>(
+    sink: &Sink,
+    realm: &str,
+    kind: SyncKind,
+) -> Result<Started, Error> {
+    let ledger = sink.ledger();
+    let lock = ledger
+        .advisory_lock(&format!("sync:{}:{realm}", E::PIPELINE))
+        .await
+        .map_err(Error::Database)?;
+    let (before, first) = start_marks::<E>(sink, realm).await?;
+    let id = ledger
+        .start_sync(&NewSync {
+            kind,
+            pipeline: E::PIPELINE.to_owned(),
+            realm_id: realm.to_owned(),
+            entity: E::NAME.to_owned(),
+            marks_before: Some(before),
+        })
+        .await
+        .map_err(Error::Database)?;
+    Ok(Started {
+        lock,
+        before,
+        first,
+        id,
+    })
+}
+
 /// Syncs entity `E`: changed records and confirmed deletions since its marks.
 ///
 /// # Errors
@@ -120,21 +160,12 @@ pub async fn sync<E: Entity>(
 ) -> Result<SyncReport, Error> {
     let realm = client.realm_id().to_owned();
     let ledger = sink.ledger();
-    let lock = ledger
-        .advisory_lock(&format!("sync:{}:{realm}", E::PIPELINE))
-        .await
-        .map_err(Error::Database)?;
-    let (before, first) = start_marks::<E>(sink, &realm).await?;
-    let id = ledger
-        .start_sync(&NewSync {
-            kind: SyncKind::Sync,
-            pipeline: E::PIPELINE.to_owned(),
-            realm_id: realm.clone(),
-            entity: E::NAME.to_owned(),
-            marks_before: Some(before),
-        })
-        .await
-        .map_err(Error::Database)?;
+    let Started {
+        lock,
+        before,
+        first,
+        id,
+    } = begin::<E>(sink, &realm, SyncKind::Sync).await?;
     tracing::info!(
         pipeline = E::PIPELINE,
         realm = realm.as_str(),

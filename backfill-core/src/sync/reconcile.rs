@@ -16,10 +16,10 @@ use std::collections::BTreeSet;
 
 use futures::TryStreamExt;
 use qbo_client::{Op, Order, QboClient, Query};
-use raw_sink::{NewSync, Sink, SyncKind, SyncMarks, SyncStatus, SyncTally, Tombstone};
+use raw_sink::{Sink, SyncKind, SyncMarks, SyncStatus, SyncTally, Tombstone};
 use time::OffsetDateTime;
 
-use super::{SyncConfig, SyncReport, qbo, start_marks};
+use super::{Started, SyncConfig, SyncReport, begin, qbo};
 use crate::{Entity, Error};
 
 /// What a reconcile did, beyond its ledger row.
@@ -70,21 +70,12 @@ pub async fn reconcile<E: Entity>(
 ) -> Result<ReconcileReport, Error> {
     let realm = client.realm_id().to_owned();
     let ledger = sink.ledger();
-    let lock = ledger
-        .advisory_lock(&format!("sync:{}:{realm}", E::PIPELINE))
-        .await
-        .map_err(Error::Database)?;
-    let (before, first) = start_marks::<E>(sink, &realm).await?;
-    let id = ledger
-        .start_sync(&NewSync {
-            kind: SyncKind::Reconcile,
-            pipeline: E::PIPELINE.to_owned(),
-            realm_id: realm.clone(),
-            entity: E::NAME.to_owned(),
-            marks_before: Some(before),
-        })
-        .await
-        .map_err(Error::Database)?;
+    let Started {
+        lock,
+        before,
+        first,
+        id,
+    } = begin::<E>(sink, &realm, SyncKind::Reconcile).await?;
     let calls_before = client.api_calls();
     let mut tally = SyncTally::default();
     let mut figures = (0u64, 0u64, 0u64);
