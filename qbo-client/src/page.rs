@@ -329,50 +329,33 @@ pub(crate) fn decode_page(
     let mut records = Vec::with_capacity(items.len());
     let mut rejects = Vec::new();
     for (i, raw) in items.into_iter().enumerate() {
-        let de = &mut serde_json::Deserializer::from_str(raw.get());
-        match serde_path_to_error::deserialize::<_, RecordMeta>(de) {
-            Ok(meta) => records.push(Record {
-                id: meta.id,
-                create_time: meta.meta.create_time,
-                last_updated_time: meta.meta.last_updated_time,
-                txn_date: meta.txn_date,
-                raw: raw.to_owned(),
-            }),
-            Err(e) => {
-                let id = serde_json::from_str::<IdOnly>(raw.get())
-                    .ok()
-                    .and_then(|r| r.id);
-                let path = e.path().to_string();
-                let inner = e.into_inner();
-                let reason = if path == "." {
-                    format!("{prefix}[{i}]: {inner}")
-                } else {
-                    format!("{prefix}[{i}].{path}: {inner}")
-                };
+        match decode_record(raw, || format!("{prefix}[{i}]")) {
+            Ok(record) => records.push(record),
+            Err(mut reject) => {
+                reject.position = i;
                 tracing::warn!(
                     entity = req.entity,
                     start_position = req.start_position,
                     position = i,
-                    id = id.as_deref().unwrap_or(""),
-                    reason = %reason,
+                    id = reject.id.as_deref().unwrap_or(""),
+                    reason = %reject.reason,
                     intuit_tid = intuit_tid.map_or("", String::as_str),
                     "record_rejected"
                 );
-                rejects.push(RecordReject {
-                    position: i,
-                    id,
-                    raw: raw.to_owned(),
-                    reason,
-                });
+                rejects.push(reject);
             }
         }
     }
     Ok((records, rejects))
 }
 
-/// One item of a list (a CDC answer's) as a [`Record`], or why it is not one (naming the
-/// field, prefixed by `at`).
-pub(crate) fn decode_record(raw: &RawValue, at: &str) -> Result<Record, RecordReject> {
+/// One item of a list (a page's or a CDC answer's) as a [`Record`], or why it is not one
+/// (naming the field, prefixed by `at()`, only built for a reject; `position` is the caller's
+/// to set).
+pub(crate) fn decode_record(
+    raw: &RawValue,
+    at: impl FnOnce() -> String,
+) -> Result<Record, RecordReject> {
     let de = &mut serde_json::Deserializer::from_str(raw.get());
     match serde_path_to_error::deserialize::<_, RecordMeta>(de) {
         Ok(meta) => Ok(Record {
@@ -388,6 +371,7 @@ pub(crate) fn decode_record(raw: &RawValue, at: &str) -> Result<Record, RecordRe
                 .and_then(|r| r.id);
             let path = e.path().to_string();
             let inner = e.into_inner();
+            let at = at();
             let reason = if path == "." {
                 format!("{at}: {inner}")
             } else {

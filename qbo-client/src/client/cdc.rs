@@ -174,7 +174,6 @@ pub(crate) fn decode_cdc(
                 };
                 let entity = &mut out[pos];
                 for (i, raw) in items.into_iter().enumerate() {
-                    let at = format!("CDCResponse.QueryResponse.{key}[{i}]");
                     let stub = serde_json::from_str::<StubMeta>(raw.get()).ok();
                     if let Some(stub) = stub.filter(|s| {
                         s.status
@@ -191,7 +190,7 @@ pub(crate) fn decode_cdc(
                         });
                         continue;
                     }
-                    match decode_record(raw, &at) {
+                    match decode_record(raw, || format!("CDCResponse.QueryResponse.{key}[{i}]")) {
                         Ok(r) => entity.records.push(r),
                         Err(mut reject) => {
                             reject.position = i;
