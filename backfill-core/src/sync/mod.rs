@@ -147,6 +147,25 @@ pub(crate) async fn begin<E: Entity>(
     })
 }
 
+/// Records how a sync or reconcile ended (the marks move only with `after`), then releases its
+/// lock; the ledger row as it now stands.
+pub(crate) async fn finish(
+    sink: &Sink,
+    lock: raw_sink::AdvisoryLock,
+    id: raw_sink::SyncId,
+    outcome: (SyncStatus, Option<SyncMarks>, Option<String>),
+    tally: &SyncTally,
+) -> Result<raw_sink::SyncRow, Error> {
+    let (status, after, error) = outcome;
+    let row = sink
+        .ledger()
+        .finish_sync(id, status, tally, after, error.as_deref())
+        .await
+        .map_err(Error::Database)?;
+    let _ = lock.release().await;
+    Ok(row)
+}
+
 /// Syncs entity `E`: changed records and confirmed deletions since its marks.
 ///
 /// # Errors
@@ -159,7 +178,6 @@ pub async fn sync<E: Entity>(
     cfg: &SyncConfig,
 ) -> Result<SyncReport, Error> {
     let realm = client.realm_id().to_owned();
-    let ledger = sink.ledger();
     let Started {
         lock,
         before,
@@ -179,16 +197,12 @@ pub async fn sync<E: Entity>(
     let mut tally = SyncTally::default();
     let result = run_sync::<E>(client, sink, cfg, before, &mut tally).await;
     tally.api_calls = client.api_calls() - calls_before;
-    let (status, after, error) = match &result {
+    let outcome = match &result {
         Ok(after) => (SyncStatus::Succeeded, Some(*after), None),
         Err(e @ Error::SyncGap { .. }) => (SyncStatus::Refused, None, Some(e.to_string())),
         Err(e) => (SyncStatus::Failed, None, Some(crate::run::error_chain(e))),
     };
-    let row = ledger
-        .finish_sync(id, status, &tally, after, error.as_deref())
-        .await
-        .map_err(Error::Database)?;
-    let _ = lock.release().await;
+    let row = finish(sink, lock, id, outcome, &tally).await?;
     result?;
     tracing::info!(
         pipeline = E::PIPELINE,

@@ -19,7 +19,7 @@ use qbo_client::{Op, Order, QboClient, Query};
 use raw_sink::{Sink, SyncKind, SyncMarks, SyncStatus, SyncTally, Tombstone};
 use time::OffsetDateTime;
 
-use super::{Started, SyncConfig, SyncReport, begin, qbo};
+use super::{Started, SyncConfig, SyncReport, begin, finish, qbo};
 use crate::{Entity, Error};
 
 /// What a reconcile did, beyond its ledger row.
@@ -69,7 +69,6 @@ pub async fn reconcile<E: Entity>(
     _cfg: &SyncConfig,
 ) -> Result<ReconcileReport, Error> {
     let realm = client.realm_id().to_owned();
-    let ledger = sink.ledger();
     let Started {
         lock,
         before,
@@ -81,7 +80,7 @@ pub async fn reconcile<E: Entity>(
     let mut figures = (0u64, 0u64, 0u64);
     let result = run::<E>(client, sink, &mut tally, &mut figures).await;
     tally.api_calls = client.api_calls() - calls_before;
-    let (status, after, error) = match &result {
+    let outcome = match &result {
         Ok(now) => (
             SyncStatus::Succeeded,
             Some(SyncMarks {
@@ -92,11 +91,7 @@ pub async fn reconcile<E: Entity>(
         ),
         Err(e) => (SyncStatus::Failed, None, Some(crate::run::error_chain(e))),
     };
-    let row = ledger
-        .finish_sync(id, status, &tally, after, error.as_deref())
-        .await
-        .map_err(Error::Database)?;
-    let _ = lock.release().await;
+    let row = finish(sink, lock, id, outcome, &tally).await?;
     result?;
     tracing::info!(
         pipeline = E::PIPELINE,
