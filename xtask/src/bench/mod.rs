@@ -115,6 +115,35 @@ struct Options {
     keep: bool,
 }
 
+/// Builds the release `qbo-sim` and the binaries of `package`; returns the target directory,
+/// its `release/` and the benches' output directory (`bench/`, with `logs/` created).
+pub(crate) fn release_build(root: &Path, package: &str) -> Result<(PathBuf, PathBuf, PathBuf)> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "qbo-sim",
+            "-p",
+            package,
+            "--bins",
+        ])
+        .current_dir(root)
+        .status()
+        .context("running cargo build --release")?;
+    if !status.success() {
+        bail!("cargo build --release failed");
+    }
+    let target_dir =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let release = target_dir.join("release");
+    let out_dir = target_dir.join("bench");
+    fs::create_dir_all(out_dir.join("logs"))
+        .with_context(|| format!("creating {}", out_dir.display()))?;
+    Ok((target_dir, release, out_dir))
+}
+
 fn parse_args(args: &[&str]) -> Result<Options> {
     let mut o = Options {
         scenarios: Vec::new(),
@@ -262,29 +291,7 @@ pub(crate) fn bench(root: &Path, args: &[&str]) -> Result<ExitCode> {
     let psql = find_psql()?;
 
     eprintln!("xtask bench: building the release binaries (qbo-sim, qb-invoices-backfill)");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "qbo-sim",
-            "-p",
-            "bin-invoices",
-            "--bins",
-        ])
-        .current_dir(root)
-        .status()
-        .context("running cargo build --release")?;
-    if !status.success() {
-        bail!("cargo build --release failed");
-    }
-    let target_dir =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let release = target_dir.join("release");
-    let out_dir = target_dir.join("bench");
-    fs::create_dir_all(out_dir.join("logs"))
-        .with_context(|| format!("creating {}", out_dir.display()))?;
+    let (_, release, out_dir) = release_build(root, "bin-invoices")?;
 
     let cluster = pg::Cluster::locate(root)?;
     let was_running = cluster.is_running()?;

@@ -225,30 +225,8 @@ pub(crate) fn bench_peers(root: &Path, args: &[&str]) -> Result<ExitCode> {
     }
     let psql_bin = find_psql()?;
     eprintln!("xtask bench peers: building the release binaries (qbo-sim, qb-backfill)");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "qbo-sim",
-            "-p",
-            "bin-backfill",
-            "--bins",
-        ])
-        .current_dir(root)
-        .status()
-        .context("running cargo build --release")?;
-    if !status.success() {
-        bail!("cargo build --release failed");
-    }
-    let target_dir =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let release = target_dir.join("release");
-    let out_dir = target_dir.join("bench");
+    let (target_dir, release, out_dir) = super::release_build(root, "bin-backfill")?;
     let peers_dir = target_dir.join("peers");
-    fs::create_dir_all(out_dir.join("logs"))
-        .with_context(|| format!("creating {}", out_dir.display()))?;
     fs::create_dir_all(&peers_dir).with_context(|| format!("creating {}", peers_dir.display()))?;
 
     let python = find_python()?;
