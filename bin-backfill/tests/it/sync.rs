@@ -646,3 +646,106 @@ async fn sigint_during_a_reconcile_stops_it_cleanly_then_a_re_run_is_exact() {
     .await;
     assert_equals_truth(&sink, &sim, "Invoice", "raw.qb_invoices", &deleted).await;
 }
+
+/// API requests (query and CDC) the simulator answered since its stats were reset.
+fn api_requests(sim: &SimHandle) -> i64 {
+    let n = sim
+        .requests()
+        .into_iter()
+        .filter(|r| matches!(r.endpoint.as_str(), "query" | "cdc"))
+        .count();
+    i64::try_from(n).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_budgets_stop_a_sync_cleanly_and_re_runs_finish_it_exactly() {
+    let sim = sim().await;
+    let db = TestDb::new().await;
+    let url = db_url(&db);
+    backfill(&sim, &url, "Invoice").await;
+    let sink = db.sink().await;
+    let truth = sim.truth("Invoice");
+    for (i, t) in truth[..360].iter().enumerate() {
+        if i % 40 == 0 {
+            sim.advance_clock(Duration::from_secs(2));
+        }
+        sim.update("Invoice", &t.id).unwrap();
+    }
+    let deleted = delete_some(&sim, "Invoice", &[400, 401]);
+    let sync = |budget: &[&str]| {
+        let mut args = vec!["--entity", "Invoice", "--page-size", "20"];
+        args.extend_from_slice(budget);
+        args.extend(["sync", "--overlap", "1s"]);
+        command(&sim, &url, &args)
+    };
+
+    // --max-requests: each run stops cleanly after its calls (exit 1), moving the marks to
+    // what it applied; re-runs with the same budget finish the sync.
+    let mut runs = 0;
+    loop {
+        runs += 1;
+        assert!(runs <= 10, "the budgeted syncs make no progress");
+        sim.reset_stats();
+        let o = output(sync(&["--max-requests", "8"])).await;
+        let (_, err) = text(&o);
+        let calls = scalar(
+            &sink,
+            "SELECT api_calls FROM backfill.syncs ORDER BY id DESC LIMIT 1",
+        )
+        .await;
+        assert_eq!(calls, api_requests(&sim), "the ledger counts every call");
+        assert!(calls <= 8, "{calls} calls over the budget");
+        match o.status.code() {
+            Some(0) => break,
+            Some(1) => {
+                assert!(err.contains("budget"), "{err}");
+                assert_eq!(calls, 8);
+                let status: String = sink
+                    .pool()
+                    .get()
+                    .await
+                    .unwrap()
+                    .query_one(
+                        "SELECT status FROM backfill.syncs ORDER BY id DESC LIMIT 1",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                assert_eq!(status, "interrupted");
+            }
+            other => panic!("exit {other:?}: {err}"),
+        }
+    }
+    assert!(runs >= 3, "the budget stopped {} runs", runs - 1);
+    assert_equals_truth(&sink, &sim, "Invoice", "raw.qb_invoices", &deleted).await;
+
+    // --monthly-requests: the app's calls this month are the backfill's and the syncs'; a
+    // sync gets only what is left.
+    for t in &truth[..100] {
+        sim.update("Invoice", &t.id).unwrap();
+    }
+    let used = scalar(
+        &sink,
+        "SELECT (SELECT sum(api_calls) FROM backfill.runs)::bigint \
+         + (SELECT sum(api_calls) FROM backfill.syncs)::bigint",
+    )
+    .await;
+    let quota = (used + 3).to_string();
+    sim.reset_stats();
+    let o = run_expect(sync(&["--monthly-requests", &quota]), 1).await;
+    assert!(text(&o).1.contains("budget"), "{}", text(&o).1);
+    assert_eq!(api_requests(&sim), 3);
+    sim.reset_stats();
+    run_expect(sync(&["--monthly-requests", &quota]), 1).await;
+    assert_eq!(api_requests(&sim), 0, "nothing left this month");
+    let now_used = scalar(
+        &sink,
+        "SELECT (SELECT sum(api_calls) FROM backfill.runs)::bigint \
+         + (SELECT sum(api_calls) FROM backfill.syncs)::bigint",
+    )
+    .await;
+    assert_eq!(now_used, used + 3);
+    run_expect(sync(&[]), 0).await;
+    assert_equals_truth(&sink, &sim, "Invoice", "raw.qb_invoices", &deleted).await;
+}
