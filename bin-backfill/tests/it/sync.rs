@@ -746,6 +746,62 @@ async fn request_budgets_stop_a_sync_cleanly_and_re_runs_finish_it_exactly() {
     )
     .await;
     assert_eq!(now_used, used + 3);
+    // The report shows the latest sync as stopped, with its lag and every sync's calls.
+    let dir = tempfile::tempdir().unwrap();
+    run_expect(
+        command(
+            &sim,
+            &url,
+            &["report", "--out", dir.path().to_str().unwrap()],
+        ),
+        0,
+    )
+    .await;
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
+            .unwrap();
+    let s = &json["syncs"][0];
+    assert_eq!(s["status"], "interrupted", "{s}");
+    assert_eq!(s["api_calls"], 0, "{s}");
+    let all_syncs = scalar(&sink, "SELECT sum(api_calls)::bigint FROM backfill.syncs").await;
+    assert_eq!(s["total_api_calls"].as_i64(), Some(all_syncs), "{s}");
+    assert!(s["lag_seconds"].as_i64().is_some(), "{s}");
     run_expect(sync(&[]), 0).await;
+    assert_equals_truth(&sink, &sim, "Invoice", "raw.qb_invoices", &deleted).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_budget_stops_a_reconcile_cleanly_and_a_re_run_finishes_it() {
+    let sim = sim().await;
+    let db = TestDb::new().await;
+    let url = db_url(&db);
+    backfill(&sim, &url, "Invoice").await;
+    let sink = db.sink().await;
+    let deleted = delete_some(&sim, "Invoice", &[20, 300]);
+    sim.reset_stats();
+    let o = run_expect(
+        command(
+            &sim,
+            &url,
+            &["--entity", "Invoice", "--max-requests", "2", "reconcile"],
+        ),
+        1,
+    )
+    .await;
+    assert!(text(&o).1.contains("budget"), "{}", text(&o).1);
+    assert_eq!(api_requests(&sim), 2);
+    assert_eq!(
+        scalar(
+            &sink,
+            "SELECT count(*) FROM backfill.syncs WHERE status = 'interrupted' AND api_calls = 2"
+        )
+        .await,
+        1
+    );
+    run_expect(
+        command(&sim, &url, &["--entity", "Invoice", "reconcile"]),
+        0,
+    )
+    .await;
     assert_equals_truth(&sink, &sim, "Invoice", "raw.qb_invoices", &deleted).await;
 }
