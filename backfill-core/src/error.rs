@@ -242,6 +242,11 @@ pub enum Error {
     /// A stop was requested (SIGINT/SIGTERM) before the run could start its windows.
     #[error("interrupted by {0} before the run started")]
     Interrupted(crate::StopReason),
+    /// A `sync` or `reconcile` stopped cleanly before its end: a signal, or the request
+    /// budget (`--max-requests`, `--monthly-requests`) spent. What it applied is kept, its
+    /// marks moved no further than that, and a re-run resumes.
+    #[error("stopped by {0} before the end; what was applied is kept; run again to resume")]
+    SyncStopped(crate::StopReason),
 }
 
 fn auth_title(e: &QboError) -> &'static str {
@@ -315,6 +320,7 @@ impl Error {
             Error::Qbo(e) if rescued_from_the_database(e) => ExitStatus::Database,
             Error::Qbo(e) => qbo_exit(e, ExitStatus::WindowsFailed),
             Error::Interrupted(reason) => reason.exit_status(),
+            Error::SyncStopped(reason) => reason.exit_status(),
             Error::SyncGap { .. } => ExitStatus::SyncGap,
             Error::SyncStalled(_) => ExitStatus::WindowsFailed,
             Error::NotBackfilled { .. } => ExitStatus::Usage,

@@ -161,6 +161,34 @@ impl Sink {
         Ok(first.zip(last))
     }
 
+    /// The `MetaData.CreateTime` of every live row (`deleted_at_utc IS NULL`) of company
+    /// `realm_id` in `table`, oldest first: what reconcile splits a differing range by (one
+    /// read, then counts and medians of any range come from memory).
+    ///
+    /// # Errors
+    /// [`SinkError::Pool`] / [`SinkError::Query`].
+    pub async fn live_created_times(
+        &self,
+        table: RawTable,
+        realm_id: &str,
+    ) -> Result<Vec<OffsetDateTime>, SinkError> {
+        let sql = format!(
+            "SELECT c FROM (SELECT (payload->'MetaData'->>'CreateTime')::timestamptz AS c \
+             FROM {table} WHERE realm_id = $1 AND deleted_at_utc IS NULL) s \
+             WHERE c IS NOT NULL ORDER BY c",
+            table = table.quoted()
+        );
+        let ctx = || format!("reading the creation times of the live rows of {table}");
+        let client = self.client().await?;
+        let rows = client
+            .query(&sql, &[&realm_id])
+            .await
+            .map_err(|e| SinkError::query(ctx(), e))?;
+        rows.iter()
+            .map(|r| r.try_get(0).map_err(|e| SinkError::query(ctx(), e)))
+            .collect()
+    }
+
     /// Live rows (`deleted_at_utc IS NULL`) of company `realm_id` in `table` whose
     /// `MetaData.CreateTime` is in `[from, to)`.
     ///

@@ -32,6 +32,8 @@ Examples:
 
   # After the backfill, daily: changed records and deletions (CDC, confirmed by a read):
   {bin} sync
+  # The same within 200 QBO calls (exit 1 once spent; run again to resume):
+  {bin} --max-requests 200 sync
   # A sync gap over 30 days (exit 7): deletions of any age, by comparing counts:
   {bin} reconcile
 

@@ -2,7 +2,7 @@
 //! the raw layer's live rows (see [`crate::sync::reconcile`]).
 
 use super::run::RunArgs;
-use super::sync::{SyncArgs, connect};
+use super::sync::{SyncArgs, budget, connect};
 use crate::{Entity, Error, ExitStatus};
 
 /// `reconcile` of entity `E`; prints what it found and the calls it spent next to a full
@@ -17,10 +17,9 @@ pub(super) async fn reconcile_cmd<E: Entity>(
         ));
     }
     let (client, sink) = connect(run).await?;
-    let cfg = crate::sync::SyncConfig {
-        overlap: args.overlap,
-        page_size: run.page_size,
-    };
+    let shutdown = super::reliability::install_signal_handlers(E::PIPELINE);
+    let max = budget(run, &sink).await?;
+    let cfg = args.config(run, max, &shutdown);
     let r = crate::sync::reconcile::reconcile::<E>(&client, &sink, &cfg).await?;
     let t = &r.sync.row.tally;
     println!(

@@ -2,8 +2,6 @@
 //! with `--all` in `qb-backfill`, every entity backfilled in the company. Also the connection
 //! set-up `reconcile` shares.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,10 +10,11 @@ use qbo_client::{QboClient, QboConfig, RateLimit, RetryPolicy, TokenStore};
 use raw_sink::{PgConfig, Sink};
 
 use super::run::{RunArgs, TokenStoreSpec};
-use crate::entity::{ENTITIES, EntityVisitor, with_entity};
+use crate::entity::ENTITIES;
+use crate::entity::EntityInfo;
 use crate::sync::{DEFAULT_OVERLAP, SyncConfig, SyncReport};
 use crate::window::format_utc;
-use crate::{Entity, Error, ExitStatus};
+use crate::{Entity, Error, ExitStatus, Shutdown};
 
 /// Options of `sync` and `reconcile`.
 #[derive(Debug, Clone, Args)]
@@ -30,12 +29,49 @@ pub struct SyncArgs {
 }
 
 impl SyncArgs {
-    fn config(&self, run: &RunArgs) -> SyncConfig {
+    /// The sync's configuration: the run options' page size, `max_requests` calls at most,
+    /// stopped by `shutdown`.
+    pub(super) fn config(
+        &self,
+        run: &RunArgs,
+        max_requests: Option<u64>,
+        shutdown: &Shutdown,
+    ) -> SyncConfig {
         SyncConfig {
             overlap: self.overlap,
             page_size: run.page_size,
+            max_requests,
+            shutdown: Some(shutdown.clone()),
         }
     }
+}
+
+/// The calls a sync or reconcile may spend: `--max-requests`, and under `--monthly-requests`
+/// no more than what the app has left this month (the ledger's count of every run, sync and
+/// reconcile of its companies); 0 when nothing is left (it then stops before its first call).
+pub(super) async fn budget(run: &RunArgs, sink: &Sink) -> Result<Option<u64>, Error> {
+    let Some(quota) = run.realms.monthly_requests else {
+        return Ok(run.max_requests);
+    };
+    let app = QboConfig::from_env()
+        .map_err(Error::QboConfig)?
+        .credentials
+        .client_id;
+    let used = sink
+        .ledger()
+        .app_calls_this_month(&app)
+        .await
+        .map_err(Error::Database)?;
+    let left = quota.saturating_sub(used);
+    if left == 0 {
+        tracing::warn!(
+            used,
+            quota,
+            "monthly_budget_reached: the app's calls this month reached --monthly-requests; \
+             run again next month (UTC) or with a larger budget"
+        );
+    }
+    Ok(Some(run.max_requests.map_or(left, |m| m.min(left))))
 }
 
 impl Default for SyncArgs {
@@ -90,7 +126,7 @@ pub(super) async fn connect(run: &RunArgs) -> Result<(QboClient, Sink), Error> {
     Ok((client, sink))
 }
 
-fn print_sync<E: Entity>(r: &SyncReport) {
+fn print_sync(name: &str, r: &SyncReport) {
     let t = &r.row.tally;
     let marks = r
         .row
@@ -106,7 +142,7 @@ fn print_sync<E: Entity>(r: &SyncReport) {
     println!(
         "{} sync {}: inserted {}, updated {}, unchanged {}, tombstoned {} (CDC deletes refuted \
          by a read: {}), QBO calls {}{marks}{}",
-        E::NAME,
+        name,
         r.row.id,
         t.inserted,
         t.updated,
@@ -133,31 +169,16 @@ pub(super) async fn sync_cmd<E: Entity>(
         ));
     }
     let (client, sink) = connect(run).await?;
-    let report = crate::sync::sync::<E>(&client, &sink, &args.config(run)).await?;
-    print_sync::<E>(&report);
+    let shutdown = super::reliability::install_signal_handlers(E::PIPELINE);
+    let max = budget(run, &sink).await?;
+    let report = crate::sync::sync::<E>(&client, &sink, &args.config(run, max, &shutdown)).await?;
+    print_sync(E::NAME, &report);
     Ok(ExitStatus::Success)
 }
 
-struct SyncOne<'a> {
-    client: &'a QboClient,
-    sink: &'a Sink,
-    cfg: SyncConfig,
-}
-
-impl<'a> EntityVisitor for SyncOne<'a> {
-    type Output = Pin<Box<dyn Future<Output = Result<(), Error>> + 'a>>;
-
-    fn visit<E: Entity>(self) -> Self::Output {
-        Box::pin(async move {
-            let report = crate::sync::sync::<E>(self.client, self.sink, &self.cfg).await?;
-            print_sync::<E>(&report);
-            Ok(())
-        })
-    }
-}
-
-/// `qb-backfill sync --all`: every entity backfilled in the company, one after the other. A
-/// failing entity does not stop the others; the exit status is the first failure's.
+/// `qb-backfill sync --all`: every entity backfilled in the company, synced together (one CDC
+/// call names them all, [`crate::sync::sync_many`]). A failing entity does not stop the
+/// others; the exit status is the first failure's.
 pub(super) async fn sync_all_cmd(
     bin: &str,
     args: &SyncArgs,
@@ -174,9 +195,10 @@ pub(super) async fn sync_all_cmd(
         .backfilled_pipelines(client.realm_id())
         .await
         .map_err(Error::Database)?;
-    let entities: Vec<_> = ENTITIES
+    let entities: Vec<EntityInfo> = ENTITIES
         .iter()
         .filter(|e| pipelines.iter().any(|p| p == e.pipeline))
+        .copied()
         .collect();
     if entities.is_empty() {
         return Err(Error::Usage(format!(
@@ -184,20 +206,18 @@ pub(super) async fn sync_all_cmd(
             client.realm_id()
         )));
     }
+    let shutdown = super::reliability::install_signal_handlers(bin);
+    let max = budget(run, &sink).await?;
+    let cfg = args.config(run, max, &shutdown);
     let mut status = ExitStatus::Success;
-    for e in entities {
-        let visit = SyncOne {
-            client: &client,
-            sink: &sink,
-            cfg: args.config(run),
-        };
-        let Some(work) = with_entity(e.name, visit) else {
-            continue;
-        };
-        if let Err(err) = work.await {
-            super::progress_safe_eprintln(bin, &err);
-            if status == ExitStatus::Success {
-                status = err.exit_status();
+    for (info, outcome) in crate::sync::sync_many(&client, &sink, &cfg, &entities).await {
+        match outcome {
+            Ok(report) => print_sync(info.name, &report),
+            Err(err) => {
+                super::progress_safe_eprintln(bin, &err);
+                if status == ExitStatus::Success {
+                    status = err.exit_status();
+                }
             }
         }
     }

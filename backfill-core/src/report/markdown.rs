@@ -210,7 +210,7 @@ impl Report {
         let _ = writeln!(
             m,
             "\n## Syncs (latest per entity)\n\nLag: from the deletions mark (QuickBooks' clock at \
-             the last successful sync) to this report; above 30 days `sync` refuses (run \
+             the last sync that applied its CDC pass) to this report; above 30 days `sync` refuses (run \
              `reconcile`).\n"
         );
         let _ = writeln!(

@@ -117,9 +117,9 @@ pub struct SyncReportRow {
     pub api_calls: u64,
     /// QBO calls of every sync and reconcile of the pipeline and company.
     pub total_api_calls: u64,
-    /// The changes mark (UTC), once a sync succeeded.
+    /// The changes mark (UTC), once a sync succeeded or applied some changes.
     pub changes_mark: Option<String>,
-    /// The deletions mark (UTC), once a sync succeeded.
+    /// The deletions mark (UTC), once a sync applied its whole CDC pass.
     pub deletes_mark: Option<String>,
     /// Seconds from the deletions mark to the report.
     pub lag_seconds: Option<i64>,

@@ -12,43 +12,47 @@
 
 use std::collections::HashMap;
 
-use qbo_client::{Op, Order, QboClient, Query, Record, RecordReject};
+use qbo_client::{Op, Order, Query, Record, RecordReject};
 use raw_sink::{PageMeta, PageWrite, RawRow, RejectRow, Sink, SyncTally};
 use time::OffsetDateTime;
 
-use super::{SyncConfig, qbo};
-use crate::{Entity, Error};
+use super::{Calls, SyncConfig, qbo};
+use crate::Error;
+use crate::entity::EntityInfo;
 
-/// Loads every record of `E` changed at or after `from`; returns the new changes mark: the
-/// newest `LastUpdatedTime` read, or `mark` when nothing newer was.
+/// Loads every record of the entity changed at or after `from`, moving `newest` (the changes
+/// mark) to the newest `LastUpdatedTime` written as each page is: on an error or a stop it
+/// holds what was applied (every change older than it is written, pages being in
+/// `LastUpdatedTime` order).
 ///
 /// # Errors
-/// QBO and database errors.
-pub async fn load<E: Entity>(
-    client: &QboClient,
+/// QBO and database errors; [`Error::SyncStopped`].
+pub(crate) async fn load(
+    calls: &Calls<'_>,
     sink: &Sink,
     cfg: &SyncConfig,
+    info: EntityInfo,
     from: OffsetDateTime,
-    mark: OffsetDateTime,
+    newest: &mut OffsetDateTime,
     tally: &mut SyncTally,
-) -> Result<OffsetDateTime, Error> {
+) -> Result<(), Error> {
+    let client = calls.client();
     let size = cfg.page_size.clamp(1, qbo_client::MAX_RESULTS_LIMIT);
     let mut cursor = from;
     let mut start = 1u32;
-    let mut newest = mark;
     let mut written: HashMap<String, OffsetDateTime> = HashMap::new();
     let mut page_number = 0i32;
     loop {
-        let mut q = Query::select(E::NAME)
+        let mut q = Query::select(info.name)
             .filter("MetaData.LastUpdatedTime", Op::Ge, cursor)
             .order_by("MetaData.LastUpdatedTime", Order::Asc)
             .start_position(start)
             .max_results(size);
-        if E::NAME_LIST {
+        if info.name_list {
             q = q.include_inactive();
         }
         let q = q.build().map_err(|e| qbo(e.into()))?;
-        let page = client.query_page(&q).await.map_err(qbo)?;
+        let page = calls.call(client.query_page(&q)).await?;
         let fresh: Vec<&Record> = page
             .records
             .iter()
@@ -63,8 +67,9 @@ pub async fn load<E: Entity>(
             break;
         }
         page_number += 1;
-        write::<E>(
+        write(
             sink,
+            info,
             client.realm_id(),
             &page.query,
             cursor,
@@ -77,7 +82,7 @@ pub async fn load<E: Entity>(
         .await?;
         for r in &fresh {
             written.insert(r.id.clone(), r.last_updated_time);
-            newest = newest.max(r.last_updated_time);
+            *newest = (*newest).max(r.last_updated_time);
         }
         for r in &rejects {
             if let Some(id) = &r.id {
@@ -105,12 +110,13 @@ pub async fn load<E: Entity>(
             start = ties.saturating_add(1);
         }
     }
-    Ok(newest)
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn write<E: Entity>(
+async fn write(
     sink: &Sink,
+    info: EntityInfo,
     realm: &str,
     query: &str,
     cursor: OffsetDateTime,
@@ -151,8 +157,8 @@ async fn write<E: Entity>(
     };
     let outcome = sink
         .write_page(&PageWrite {
-            table: E::TABLE,
-            entity: E::NAME,
+            table: info.table,
+            entity: info.name,
             meta: &meta,
             rows: &rows,
             rejects: &bad,

@@ -1,9 +1,10 @@
 //! The sync ledger (`backfill.syncs`) and each entity's high-water marks
 //! (`backfill.sync_marks`), issue 14.
 //!
-//! Invariants: marks move only when a sync or reconcile succeeds, in the transaction that
-//! records its end, so an interrupted one (crash, SIGKILL) leaves the marks where they were and
-//! its re-run reads the same span again (the raw writes are idempotent). A mark never moves
+//! Invariants: marks move only when a sync or reconcile records its end, in that transaction:
+//! to where it finished when it succeeded, to no further than what it applied when it was
+//! stopped (a signal, the request budget); one that dies (crash, SIGKILL) leaves the marks where
+//! they were and its re-run reads the same span again (the raw writes are idempotent). A mark never moves
 //! backwards. Every row says what it started from and left, what it wrote and the calls spent.
 
 use time::OffsetDateTime;
@@ -103,6 +104,16 @@ impl SyncTally {
     pub fn wrote(&self) -> bool {
         self.inserted + self.updated + self.tombstoned > 0
     }
+
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &SyncTally) {
+        self.inserted += other.inserted;
+        self.updated += other.updated;
+        self.unchanged += other.unchanged;
+        self.tombstoned += other.tombstoned;
+        self.deletes_refuted += other.deletes_refuted;
+        self.api_calls += other.api_calls;
+    }
 }
 
 /// A row of `backfill.syncs`.
@@ -122,7 +133,7 @@ pub struct SyncRow {
     pub status: SyncStatus,
     /// The marks it started from.
     pub marks_before: Option<SyncMarks>,
-    /// The marks it left (succeeded only).
+    /// The marks it left (succeeded, or interrupted after applying some).
     pub marks_after: Option<SyncMarks>,
     /// Its counts.
     pub tally: SyncTally,
@@ -209,8 +220,9 @@ impl Ledger {
         Ok(SyncId(col(&row, "id")?))
     }
 
-    /// `running → status` with the counts; when `status` is `succeeded` and `marks_after` is
-    /// given, the entity's marks move there (never backwards) in the same transaction.
+    /// `running → status` with the counts; when `status` is `succeeded` or `interrupted` and
+    /// `marks_after` is given, the entity's marks move there (never backwards) in the same
+    /// transaction (an interrupted sync passes only the marks of what it applied).
     ///
     /// # Errors
     /// [`SinkError::InvalidTransition`] when the sync is not `running` (or `status` is);
@@ -232,7 +244,8 @@ impl Ledger {
         if status == SyncStatus::Running {
             return Err(invalid(SyncStatus::Running.to_string()));
         }
-        let marks_after = marks_after.filter(|_| status == SyncStatus::Succeeded);
+        let marks_after = marks_after
+            .filter(|_| matches!(status, SyncStatus::Succeeded | SyncStatus::Interrupted));
         let mut client = self.client().await?;
         let ctx = || format!("recording the end of sync {id}");
         let tx = client
