@@ -305,7 +305,7 @@ fn of_store(e: &TokenStoreError) -> Diagnosis {
 pub(crate) fn of_error(e: &QboError) -> Diagnosis {
     match e {
         QboError::Config(_) | QboError::HttpClient(_) => CONFIG,
-        QboError::Query(_) => BAD_QUERY,
+        QboError::Query(_) | QboError::Batch(_) => BAD_QUERY,
         QboError::Auth(AuthError::InvalidGrant { .. } | AuthError::NoRefreshToken { .. }) => {
             INVALID_GRANT
         }

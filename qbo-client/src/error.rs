@@ -204,6 +204,9 @@ pub enum QboError {
     /// The query cannot be sent.
     #[error("invalid query")]
     Query(#[from] QueryError),
+    /// The batch cannot be sent (no item, more than 30, an empty or repeated `bId`).
+    #[error("invalid batch")]
+    Batch(#[from] crate::client::BatchError),
     /// The token endpoint refused the credentials (not retried; the runbook applies).
     #[error(transparent)]
     Auth(#[from] AuthError),

@@ -13,8 +13,16 @@
 //!   untouched; [`QboClient::pages`] is a lazy stream of pages; [`QboClient::count`] runs
 //!   `COUNT(*)`; [`QboClient::cdc`] reads Change Data Capture (changed records and `Deleted`
 //!   stubs of the last 30 days) and [`QboClient::read_ids`] re-reads records by `Id`.
+//! - Batch: [`QboClient::batch`] runs up to 30 query items ([`BatchItem`]: pages and COUNTs)
+//!   in one request that counts once toward the 500 a minute and once toward QBO's 40 batch
+//!   requests a minute ([`QboClientBuilder::batch_rate_limit`]); each item answers its page,
+//!   count or its own error ([`BatchItemAnswer`]); [`ExpectedRows::check`] detects a page cut
+//!   by the batch's 1,000-object cap (per item or per batch: unsettled) so the caller falls
+//!   back to single queries. [`QboClient::api_calls`] counts a batch as one request,
+//!   [`QboClient::api_batch_items`] its items (whether Intuit's monthly metering counts items
+//!   is undocumented).
 //! - Limits: one limiter per realm shared by all clients of the process ([`RateLimit`],
-//!   default 500 requests/min, 10 in flight). Retries: a pure [`decide`] over
+//!   default 500 requests/min, 10 in flight; batch requests 40/min). Retries: a pure [`decide`] over
 //!   [`FailureClass`]es with exponential backoff and jitter, honouring `Retry-After`.
 //! - Errors: [`QboError`] keeps QBO's [`Fault`] (JSON or XML, even inside HTTP 200) with its
 //!   `intuit_tid`; [`QboError::is_retryable`] and [`QboError::is_auth`] drive callers, and
@@ -77,9 +85,11 @@ mod timefmt;
 mod token;
 
 pub use client::{
-    CDC_MAX_AGE, CDC_MAX_OBJECTS, CdcDeleted, CdcEntity, CdcResponse, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_MINOR_VERSION, DEFAULT_REQUEST_TIMEOUT, DEFAULT_TOKEN_EXPIRY_BUFFER,
-    DEFAULT_TOKEN_SAVE_RETRY_FOR, QboClient, QboClientBuilder, ReportJson,
+    BATCH_MAX_ITEMS, BATCH_MAX_OBJECTS, BatchAnswer, BatchError, BatchItem, BatchItemAnswer,
+    BatchValue, CDC_MAX_AGE, CDC_MAX_OBJECTS, CdcDeleted, CdcEntity, CdcResponse,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MINOR_VERSION, DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_TOKEN_EXPIRY_BUFFER, DEFAULT_TOKEN_SAVE_RETRY_FOR, ExpectedRows, QboClient,
+    QboClientBuilder, ReportJson, Truncated,
 };
 pub use config::{
     ConfigError, Credentials, Environment, PRODUCTION_BASE_URL, QboConfig, SANDBOX_BASE_URL,
@@ -88,7 +98,7 @@ pub use config::{
 pub use diagnosis::{Diagnosis, Remedy};
 pub use error::{AuthError, Endpoint, QboError};
 pub use fault::{Fault, FaultDetail};
-pub use limit::RateLimit;
+pub use limit::{BATCH_REQUESTS_PER_MINUTE, RateLimit};
 pub use page::{Page, PageItem, Record, RecordReject};
 pub use query::{
     DEFAULT_MAX_RESULTS, MAX_RESULTS_LIMIT, Op, Order, Query, QueryBuilder, QueryError, Value,

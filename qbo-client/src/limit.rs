@@ -1,5 +1,8 @@
 //! Proactive rate limiting, per realm and shared by every client of the process: a GCRA
-//! limiter (governor) for the per-minute budget plus a semaphore for the concurrency cap.
+//! limiter (governor) for the per-minute budget plus a semaphore for the concurrency cap, and
+//! a second GCRA limiter for QBO's batch budget (40 batch requests a minute). A batch request
+//! takes one slot of each: it is a request like any other for the 500 a minute and the 10 in
+//! flight, and one of the 40.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -95,34 +98,87 @@ impl RealmLimiter {
     }
 }
 
-type Registry = Mutex<HashMap<String, Weak<RealmLimiter>>>;
+/// QBO's batch budget: batch requests a minute per realm and app.
+pub const BATCH_REQUESTS_PER_MINUTE: u32 = 40;
 
-static REGISTRY: LazyLock<Registry> = LazyLock::new(|| Mutex::new(HashMap::new()));
+/// The batch budget of one realm (batch requests per minute; `0` = unlimited).
+pub(crate) struct BatchLimiter {
+    per_minute: u32,
+    rate: Option<DefaultDirectRateLimiter>,
+}
+
+impl BatchLimiter {
+    fn new(per_minute: u32) -> Self {
+        Self {
+            per_minute,
+            rate: quota(per_minute).map(governor::RateLimiter::direct),
+        }
+    }
+
+    /// Waits for one slot of the batch budget. Taken before the realm's [`RealmLimiter`]
+    /// permit, so that a batch waiting for its budget holds no concurrency slot.
+    pub(crate) async fn acquire(&self) {
+        if let Some(rate) = &self.rate {
+            rate.until_ready().await;
+        }
+    }
+
+    pub(crate) fn per_minute(&self) -> u32 {
+        self.per_minute
+    }
+}
+
+type Registry<T> = Mutex<HashMap<String, Weak<T>>>;
+
+static REGISTRY: LazyLock<Registry<RealmLimiter>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+static BATCH_REGISTRY: LazyLock<Registry<BatchLimiter>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// The live entry of `key` in `registry`, or a new one made by `make`.
+fn share<T>(registry: &Registry<T>, key: String, make: impl FnOnce() -> T) -> Arc<T> {
+    let mut map = registry
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    map.retain(|_, w| w.strong_count() > 0);
+    if let Some(existing) = map.get(&key).and_then(Weak::upgrade) {
+        return existing;
+    }
+    let made = Arc::new(make());
+    map.insert(key, Arc::downgrade(&made));
+    made
+}
 
 /// The process-wide limiter of (`api_origin`, `realm_id`); created with `config` when absent.
 /// If it exists with another configuration, the existing one is kept (all clients of a realm
 /// must share one budget) and a warning says so.
 pub(crate) fn shared(api_origin: &str, realm_id: &str, config: RateLimit) -> Arc<RealmLimiter> {
     let key = format!("{api_origin}|{realm_id}");
-    let mut map = REGISTRY
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    map.retain(|_, w| w.strong_count() > 0);
-    if let Some(existing) = map.get(&key).and_then(Weak::upgrade) {
-        if existing.config() != config {
-            tracing::warn!(
-                realm = realm_id,
-                requested_per_minute = config.per_minute,
-                requested_max_concurrency = config.max_concurrency,
-                per_minute = existing.config().per_minute,
-                max_concurrency = existing.config().max_concurrency,
-                "another client of this realm already set the rate limit; sharing its limiter"
-            );
-        }
-        return existing;
+    let limiter = share(&REGISTRY, key, || RealmLimiter::new(config));
+    if limiter.config() != config {
+        tracing::warn!(
+            realm = realm_id,
+            requested_per_minute = config.per_minute,
+            requested_max_concurrency = config.max_concurrency,
+            per_minute = limiter.config().per_minute,
+            max_concurrency = limiter.config().max_concurrency,
+            "another client of this realm already set the rate limit; sharing its limiter"
+        );
     }
-    let limiter = Arc::new(RealmLimiter::new(config));
-    map.insert(key, Arc::downgrade(&limiter));
+    limiter
+}
+
+/// The process-wide batch limiter of (`api_origin`, `realm_id`), shared like [`shared`]'s.
+pub(crate) fn shared_batch(api_origin: &str, realm_id: &str, per_minute: u32) -> Arc<BatchLimiter> {
+    let key = format!("{api_origin}|{realm_id}");
+    let limiter = share(&BATCH_REGISTRY, key, || BatchLimiter::new(per_minute));
+    if limiter.per_minute() != per_minute {
+        tracing::warn!(
+            realm = realm_id,
+            requested_batch_per_minute = per_minute,
+            batch_per_minute = limiter.per_minute(),
+            "another client of this realm already set the batch limit; sharing its limiter"
+        );
+    }
     limiter
 }
 
@@ -199,6 +255,29 @@ mod tests {
         // Once every client is gone, a new configuration takes effect.
         let e = shared("http://127.0.0.1:1", "realm-a", RateLimit::unlimited());
         assert_eq!(e.config(), RateLimit::unlimited());
+    }
+
+    #[tokio::test]
+    async fn batch_registry_shares_per_origin_and_realm() {
+        let a = shared_batch("http://127.0.0.1:1", "realm-a", 40);
+        let b = shared_batch("http://127.0.0.1:1", "realm-a", 0);
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(b.per_minute(), 40);
+        let c = shared_batch("http://127.0.0.1:1", "realm-b", 40);
+        assert!(!Arc::ptr_eq(&a, &c));
+        // The batch budget is its own: sharing the request limiter's key changes nothing.
+        let r = shared("http://127.0.0.1:1", "realm-a", RateLimit::QBO);
+        assert_eq!(r.config(), RateLimit::QBO);
+        drop((a, b));
+        let e = shared_batch("http://127.0.0.1:1", "realm-a", 0);
+        assert_eq!(e.per_minute(), 0);
+    }
+
+    #[test]
+    fn batch_budget_arithmetic_holds_for_a_burst() {
+        // 40 a minute: never more than 40 in any 60-second window.
+        let times = simulate(BATCH_REQUESTS_PER_MINUTE, 200);
+        assert_eq!(max_in_window(&times, Duration::from_secs(60)), 40);
     }
 
     #[tokio::test]

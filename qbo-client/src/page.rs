@@ -200,7 +200,7 @@ fn envelope<'a>(
     })
 }
 
-fn decode_failure(
+pub(crate) fn decode_failure(
     e: serde_path_to_error::Error<serde_json::Error>,
     intuit_tid: Option<&String>,
     prefix: Option<&str>,

@@ -67,6 +67,112 @@ impl Default for Quirks {
     }
 }
 
+/// Intuit's batch reference says a batch response returns at most 1,000 objects without saying
+/// whether per item or per batch ("unsettled"): one switch for each reading, so a client's
+/// truncation check is tested against both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchObjectCap {
+    /// Each item answers at most 1,000 objects: its MAXRESULTS, which the query language
+    /// already bounds at 1,000 (the default, and how a single query behaves).
+    #[default]
+    #[serde(alias = "per-item")]
+    PerItem,
+    /// The batch answers at most 1,000 objects in all: items are served in order and, once the
+    /// total reaches 1,000, the rest of an item's rows are cut off (later items answer empty
+    /// pages; COUNT items are not objects and answer in full). Nothing in the answer says so.
+    #[serde(alias = "per-batch")]
+    PerBatch,
+    /// No cap of the batch's own: every item answers its MAXRESULTS. (Identical to
+    /// [`BatchObjectCap::PerItem`] while MAXRESULTS is at most 1,000; kept so a test can say
+    /// that it does not depend on the cap.)
+    Off,
+}
+
+/// Most objects one batch answers under [`BatchObjectCap::PerBatch`], and one item under
+/// [`BatchObjectCap::PerItem`].
+pub const BATCH_OBJECT_CAP: usize = 1000;
+
+/// Which fault a [`BatchItemFault`] puts in an item's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchItemFaultKind {
+    /// `SystemFault` code 10000 ("An application error has occurred"): a server-side failure
+    /// worth a retry.
+    #[default]
+    System,
+    /// `ValidationFault` code 4000: a refusal a retry does not change.
+    Validation,
+}
+
+/// A fault for batch items: the items it targets answer QBO's per-item `Fault` (inside
+/// `BatchItemResponse`, with their `bId`) while the other items of the batch answer normally.
+/// Targets an item by its position in the batch, by text its query contains, or both (then
+/// both must match); with neither it targets every item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BatchItemFault {
+    /// 0-based position of the item in its batch.
+    pub item: Option<usize>,
+    /// Text the item's query must contain (case-sensitive).
+    pub query_contains: Option<String>,
+    /// The fault the item answers.
+    pub kind: BatchItemFaultKind,
+    /// How many items it faults before it is spent (0 = every matching item until the faults
+    /// are replaced). Default 1, so a retry of the item succeeds.
+    pub times: u32,
+}
+
+impl Default for BatchItemFault {
+    fn default() -> Self {
+        BatchItemFault {
+            item: None,
+            query_contains: None,
+            kind: BatchItemFaultKind::System,
+            times: 1,
+        }
+    }
+}
+
+impl BatchItemFault {
+    /// A fault for the item at `position` (0-based) of the next batch that has one.
+    pub fn nth(position: usize) -> Self {
+        BatchItemFault {
+            item: Some(position),
+            ..BatchItemFault::default()
+        }
+    }
+
+    /// A fault for the next item whose query contains `text`.
+    pub fn query_containing(text: impl Into<String>) -> Self {
+        BatchItemFault {
+            query_contains: Some(text.into()),
+            ..BatchItemFault::default()
+        }
+    }
+
+    /// The same target with another kind of fault.
+    pub fn kind(mut self, kind: BatchItemFaultKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// The same target, faulting `n` items (0 = every matching item).
+    pub fn times(mut self, n: u32) -> Self {
+        self.times = n;
+        self
+    }
+
+    /// Whether the item at `position` with query text `query` is targeted.
+    pub(crate) fn matches(&self, position: usize, query: Option<&str>) -> bool {
+        self.item.is_none_or(|p| p == position)
+            && self
+                .query_contains
+                .as_deref()
+                .is_none_or(|t| query.is_some_and(|q| q.contains(t)))
+    }
+}
+
 /// Probabilistic faults, each in `0.0..=1.0`, applied to API requests (query, batch, CDC)
 /// that passed authentication and rate limiting. At most one fault per request; they are
 /// drawn in field order. All zero by default.

@@ -13,7 +13,9 @@
 //!   `COUNT(*)`, `WHERE … AND …` with `= < > <= >= IN LIKE`, `ORDERBY`/`ORDER BY`,
 //!   `STARTPOSITION`, `MAXRESULTS`), instants compared across offsets, the inactive-record
 //!   rule of name lists, QBO's page/empty/COUNT shapes, XML when JSON is not accepted.
-//! - `POST /v3/company/{realm}/batch` (query items) and `GET /v3/company/{realm}/cdc`.
+//! - `POST /v3/company/{realm}/batch` (query items, at most 30; the 1,000-object cap read per
+//!   item or per batch, [`BatchObjectCap`]; per-item faults, [`BatchItemFault`]) and
+//!   `GET /v3/company/{realm}/cdc`.
 //! - `GET /v3/company/{realm}/reports/{name}` — TransactionList, ProfitAndLoss,
 //!   BalanceSheet, TrialBalance, GeneralLedger, AgedReceivables and AgedPayables computed
 //!   from the simulator's own records (`start_date`, `end_date`, `accounting_method`,
@@ -87,7 +89,10 @@ mod stats;
 mod tokens;
 mod tz;
 
-pub use config::{Consent, FaultPlan, Quirks, Rotation, ScriptedFault, ThrottleBody};
+pub use config::{
+    BATCH_OBJECT_CAP, BatchItemFault, BatchItemFaultKind, BatchObjectCap, Consent, FaultPlan,
+    Quirks, Rotation, ScriptedFault, ThrottleBody,
+};
 pub use error::SimError;
 pub use realm::TruthRecord;
 pub use sim::{

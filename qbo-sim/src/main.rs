@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
-use qbo_sim::{FaultPlan, Quirks, Rotation, Sim, ThrottleBody};
+use qbo_sim::{BatchObjectCap, FaultPlan, Quirks, Rotation, Sim, ThrottleBody};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -24,7 +24,8 @@ WHAT IT MODELS
     compared across offsets; name lists (Customer, Item, Vendor, Account, Employee, ...)
     hide inactive rows unless the query filters Active; QBO's page, empty-page and COUNT
     shapes; XML unless JSON is accepted.
-  Batch (30 query items at most), CDC (30 days, 1000 objects, deleted transactions), and
+  Batch (30 query items at most; the 1,000-object cap per item or per batch,
+    --batch-object-cap; per-item faults by PUT /__sim/faults/batch-items), CDC (30 days, 1000 objects, deleted transactions), and
     GET /v3/company/<realm>/companyinfo/<realm>.
   Data: Customer, Vendor, Item, Invoice, Payment, Bill, JournalEntry, Estimate, SalesReceipt,
     Account, Employee, CompanyInfo with the nested shapes of real records (lines, linked
@@ -59,7 +60,7 @@ On start it prints QBO_BASE_URL, QBO_TOKEN_URL, QBO_CLIENT_ID, QBO_CLIENT_SECRET
 QBO_REFRESH_TOKEN, QBO_REALM_ID and QBO_ENV=sandbox, one per line, then serves until
 Ctrl-C or SIGTERM. Another client points its API base at QBO_BASE_URL and its token URL at
 QBO_TOKEN_URL. Control and statistics over HTTP: GET <base>/__sim/stats, /__sim/requests,
-/__sim/credentials, /__sim/truth/<Entity>; PUT /__sim/faults, /__sim/quirks, /__sim/limits,
+/__sim/credentials, /__sim/truth/<Entity>; PUT /__sim/faults, /__sim/faults/batch-items, /__sim/quirks, /__sim/limits,
 /__sim/latency; POST /__sim/script, /__sim/records/<Entity>, ...";
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -70,6 +71,17 @@ enum RotationArg {
     EveryRefresh,
     /// A new refresh token once the current one is --rotate-every-secs old.
     Every,
+}
+
+/// Readings of the batch reference's "at most 1,000 objects a response".
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum BatchCapArg {
+    /// Each item answers at most 1,000 objects (its MAXRESULTS).
+    PerItem,
+    /// The whole batch answers at most 1,000 objects; later items' rows are cut off.
+    PerBatch,
+    /// No cap of the batch's own.
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -189,6 +201,10 @@ struct Args {
     /// Most items in one batch request (0 = no limit).
     #[arg(long, default_value_t = 30)]
     batch_max_items: u32,
+    /// Which reading of the batch reference's 1,000-object cap applies: per item, or per
+    /// batch (items' rows cut off once the batch's total reaches 1,000).
+    #[arg(long, value_enum, default_value_t = BatchCapArg::PerItem)]
+    batch_object_cap: BatchCapArg,
     /// Access-token lifetime in seconds.
     #[arg(long, default_value_t = 3600)]
     token_ttl_secs: u64,
@@ -401,6 +417,11 @@ async fn main() -> anyhow::Result<()> {
         }))
         .batch_requests_per_min(a.batch_per_min)
         .batch_max_items(a.batch_max_items)
+        .batch_object_cap(match a.batch_object_cap {
+            BatchCapArg::PerItem => BatchObjectCap::PerItem,
+            BatchCapArg::PerBatch => BatchObjectCap::PerBatch,
+            BatchCapArg::Off => BatchObjectCap::Off,
+        })
         .access_token_ttl(Duration::from_secs(a.token_ttl_secs))
         .rotation(rotation)
         .old_refresh_token_grace(a.old_token_grace_secs.map(Duration::from_secs))

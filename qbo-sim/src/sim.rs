@@ -9,7 +9,9 @@ use time::macros::datetime;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::config::{Consent, FaultPlan, Quirks, Rotation, ScriptedFault};
+use crate::config::{
+    BatchItemFault, BatchObjectCap, Consent, FaultPlan, Quirks, Rotation, ScriptedFault,
+};
 use crate::data::GenConfig;
 use crate::error::SimError;
 use crate::realm::{Realm, TruthRecord};
@@ -86,6 +88,7 @@ pub struct SimBuilder {
     requests_per_sec: u32,
     batch_per_min: u32,
     batch_max_items: u32,
+    batch_object_cap: BatchObjectCap,
     latency: Duration,
     jitter: Duration,
     latency_per_row: Duration,
@@ -129,6 +132,7 @@ impl Default for SimBuilder {
             requests_per_sec: 0,
             batch_per_min: 40,
             batch_max_items: 30,
+            batch_object_cap: BatchObjectCap::PerItem,
             latency: Duration::ZERO,
             jitter: Duration::ZERO,
             latency_per_row: Duration::ZERO,
@@ -322,6 +326,13 @@ impl SimBuilder {
         self
     }
 
+    /// Which reading of the batch reference's 1,000-object cap applies (default
+    /// [`BatchObjectCap::PerItem`]).
+    pub fn batch_object_cap(mut self, cap: BatchObjectCap) -> Self {
+        self.batch_object_cap = cap;
+        self
+    }
+
     /// Every limit QBO enforces, at QBO's values: 500 requests a minute, 10 a second and 10 in
     /// flight per realm, 40 batch requests a minute of at most 30 items.
     pub fn qbo_limits(self) -> Self {
@@ -493,6 +504,7 @@ impl SimBuilder {
             requests_per_sec: self.requests_per_sec,
             batch_per_window: self.batch_per_min,
             batch_max_items: self.batch_max_items,
+            batch_object_cap: self.batch_object_cap,
             token: TokenPolicy {
                 access_ttl: self.access_token_ttl,
                 rotation: self.rotation,
@@ -900,6 +912,21 @@ impl SimHandle {
         let mut s = lock(&self.shared().settings);
         s.batch_per_window = per_min;
         s.batch_max_items = max_items;
+    }
+
+    /// Sets which reading of the batch reference's 1,000-object cap applies.
+    pub fn set_batch_object_cap(&self, cap: BatchObjectCap) {
+        lock(&self.shared().settings).batch_object_cap = cap;
+    }
+
+    /// Replaces the faults for batch items (see [`BatchItemFault`]); an empty list clears them.
+    pub fn set_batch_item_faults(&self, faults: Vec<BatchItemFault>) {
+        *lock(&self.shared().item_faults) = faults;
+    }
+
+    /// The faults for batch items not yet used up, each with the items it still faults.
+    pub fn batch_item_faults(&self) -> Vec<BatchItemFault> {
+        lock(&self.shared().item_faults).clone()
     }
 
     /// Sets the rotation mode and the grace of superseded refresh tokens.

@@ -54,6 +54,15 @@ pub struct SimStats {
     pub count_queries: u64,
     /// Rows returned by queries.
     pub rows_served: u64,
+    /// Items of batch requests answered (each batch also counts once in `by_endpoint`).
+    #[serde(default)]
+    pub batch_items: u64,
+    /// Of which answered with an injected per-item fault (`BatchItemFault`).
+    #[serde(default)]
+    pub batch_item_faults: u64,
+    /// Of which had rows cut off by the batch's 1,000-object cap (`BatchObjectCap`).
+    #[serde(default)]
+    pub batch_items_truncated: u64,
     /// Response body bytes sent (declared length for dropped connections).
     pub bytes_served: u64,
     /// Faults injected (scripted or drawn).

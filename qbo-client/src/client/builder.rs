@@ -20,6 +20,7 @@ pub struct QboClientBuilder {
     config: QboConfig,
     store: Option<Arc<dyn TokenStore>>,
     rate_limit: RateLimit,
+    batch_per_minute: u32,
     retry: RetryPolicy,
     request_timeout: Duration,
     connect_timeout: Duration,
@@ -35,6 +36,7 @@ impl std::fmt::Debug for QboClientBuilder {
             .field("config", &self.config)
             .field("token_store", &self.store.as_ref().map(|_| "custom"))
             .field("rate_limit", &self.rate_limit)
+            .field("batch_per_minute", &self.batch_per_minute)
             .field("retry", &self.retry)
             .field("request_timeout", &self.request_timeout)
             .field("connect_timeout", &self.connect_timeout)
@@ -56,6 +58,14 @@ impl QboClientBuilder {
     /// Per-realm limits (default 500/min, 10 in flight; `0` = unlimited).
     pub fn rate_limit(mut self, limit: RateLimit) -> Self {
         self.rate_limit = limit;
+        self
+    }
+
+    /// Batch requests per minute per realm ([`QboClient::batch`]; default QBO's 40, `0` =
+    /// unlimited), shared by every client of the realm in the process like [`Self::rate_limit`].
+    /// A batch also takes one slot of the request budget.
+    pub fn batch_rate_limit(mut self, per_minute: u32) -> Self {
+        self.batch_per_minute = per_minute;
         self
     }
 
@@ -155,6 +165,7 @@ impl QboClientBuilder {
         });
         let origin = base.origin().ascii_serialization();
         let limiter = limit::shared(&origin, &cfg.realm_id, self.rate_limit);
+        let batch_limiter = limit::shared_batch(&origin, &cfg.realm_id, self.batch_per_minute);
         Ok(QboClient {
             inner: Arc::new(Inner {
                 http,
@@ -163,9 +174,12 @@ impl QboClientBuilder {
                 minor_version: self.minor_version.to_string(),
                 tokens,
                 limiter,
+                batch_limiter,
                 retry: self.retry,
                 outage,
                 calls: std::sync::atomic::AtomicU64::new(0),
+                batches: std::sync::atomic::AtomicU64::new(0),
+                batch_items: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -178,6 +192,7 @@ impl QboClient {
             config,
             store: None,
             rate_limit: RateLimit::default(),
+            batch_per_minute: limit::BATCH_REQUESTS_PER_MINUTE,
             retry: RetryPolicy::default(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,

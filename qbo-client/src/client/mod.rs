@@ -1,6 +1,6 @@
 //! The client: pages and counts of a query. Building one is in `builder.rs`; the request loop
-//! every call goes through (limits, 401 refresh, retries) in `request.rs`; Change Data Capture
-//! in `cdc.rs`; the Reports API in `reports.rs`.
+//! every call goes through (limits, 401 refresh, retries) in `request.rs`; batch queries in
+//! `batch.rs`; Change Data Capture in `cdc.rs`; the Reports API in `reports.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,17 +10,22 @@ use reqwest::Url;
 use tracing::Instrument;
 
 use crate::error::QboError;
-use crate::limit::RealmLimiter;
+use crate::limit::{BatchLimiter, RealmLimiter};
 use crate::page::{Page, PageRequest, decode_count, decode_page, page_number};
 use crate::query::{DEFAULT_MAX_RESULTS, MAX_RESULTS_LIMIT, Query, QueryError};
 use crate::retry::{Outage, RetryPolicy};
 use crate::token::TokenProvider;
 
+mod batch;
 mod builder;
 mod cdc;
 mod reports;
 mod request;
 
+pub use batch::{
+    BATCH_MAX_ITEMS, BATCH_MAX_OBJECTS, BatchAnswer, BatchError, BatchItem, BatchItemAnswer,
+    BatchValue, ExpectedRows, Truncated,
+};
 pub use builder::QboClientBuilder;
 pub use cdc::{CDC_MAX_AGE, CDC_MAX_OBJECTS, CdcDeleted, CdcEntity, CdcResponse};
 pub use reports::ReportJson;
@@ -52,10 +57,17 @@ struct Inner {
     minor_version: String,
     tokens: TokenProvider,
     limiter: Arc<RealmLimiter>,
+    /// The realm's batch budget (40 a minute), taken by batch requests on top of `limiter`.
+    batch_limiter: Arc<BatchLimiter>,
     retry: RetryPolicy,
     outage: Arc<Outage>,
-    /// API requests sent (every attempt, retries included): what Intuit meters.
+    /// API requests sent (every attempt, retries included; a batch is one): what Intuit's
+    /// 500 a minute counts.
     calls: std::sync::atomic::AtomicU64,
+    /// Of which batch requests.
+    batches: std::sync::atomic::AtomicU64,
+    /// Items those batch requests carried (every attempt's).
+    batch_items: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for QboClient {
@@ -76,10 +88,32 @@ impl QboClient {
     }
 
     /// API requests this client (and its clones) sent so far: every attempt, retries included,
-    /// token refreshes not. Intuit meters these ("CorePlus" read calls).
+    /// token refreshes not; a batch request counts once, whatever its items. This is what
+    /// Intuit's 500 requests a minute counts (a batch is one request toward it). Intuit also
+    /// meters read calls monthly ("CorePlus"); whether it meters a batch as one call or as its
+    /// items is undocumented, so [`QboClient::api_batch_items`] counts the other way.
     #[must_use]
     pub fn api_calls(&self) -> u64 {
         self.inner.calls.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Of [`QboClient::api_calls`], the batch requests (every attempt).
+    #[must_use]
+    pub fn api_batches(&self) -> u64 {
+        self.inner
+            .batches
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Items the batch requests carried (every attempt's, retries included). A caller metering
+    /// the way Intuit might if it counts each item as a read call uses
+    /// `api_calls() - api_batches() + api_batch_items()`; which of the two Intuit's monthly
+    /// metering uses is unknown.
+    #[must_use]
+    pub fn api_batch_items(&self) -> u64 {
+        self.inner
+            .batch_items
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The query endpoint URL (`{base}/v3/company/{realm}/query`).

@@ -14,9 +14,10 @@ use crate::http::{intuit_tid_of, retry_after_of, snippet};
 use crate::page::Failure;
 use crate::retry::{Decision, FailureClass, RetryState, past_horizon};
 
-/// What one request sends: a query (to the query endpoint), or a GET of another endpoint of
-/// the company with URL parameters (CDC). Both go through the same loop: limits, 401 refresh,
-/// retries, and every attempt counted in [`QboClient::api_calls`].
+/// What one request sends: a query (to the query endpoint), a GET of another endpoint of the
+/// company with URL parameters (CDC, reports), or a JSON body POSTed (batch). All go through
+/// the same loop: limits, 401 refresh, retries, and every attempt counted in
+/// [`QboClient::api_calls`].
 pub(super) enum Call<'a> {
     /// Query text: GET `query=` or, when long, POSTed as `application/text`.
     Query(&'a str),
@@ -26,6 +27,17 @@ pub(super) enum Call<'a> {
         url: &'a reqwest::Url,
         /// Its parameters (`minorversion` is added).
         params: &'a [(&'a str, String)],
+    },
+    /// `POST url?minorversion=…` with a JSON body: a batch of `items` items. Each attempt also
+    /// takes a slot of the realm's batch budget and counts its items in
+    /// [`QboClient::api_batch_items`].
+    Batch {
+        /// The endpoint.
+        url: &'a reqwest::Url,
+        /// The JSON body.
+        body: &'a [u8],
+        /// Items in the body.
+        items: usize,
     },
 }
 
@@ -137,6 +149,18 @@ impl QboClient {
     {
         let inner = &self.inner;
         let endpoint = Endpoint::Api;
+        if let Call::Batch { items, .. } = what {
+            // The batch budget first, so that waiting for it holds no concurrency slot; then
+            // the request budget like any request: a batch takes one slot of each.
+            inner.batch_limiter.acquire().await;
+            inner
+                .batches
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            inner.batch_items.fetch_add(
+                u64::try_from(*items).unwrap_or(u64::MAX),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
         let permit = inner.limiter.acquire().await;
         let started = Instant::now();
         let request = match what {
@@ -155,6 +179,12 @@ impl QboClient {
                 .get((*url).clone())
                 .query(params)
                 .query(&[("minorversion", inner.minor_version.as_str())]),
+            Call::Batch { url, body, .. } => inner
+                .http
+                .post((*url).clone())
+                .query(&[("minorversion", inner.minor_version.as_str())])
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.to_vec()),
         };
         inner
             .calls

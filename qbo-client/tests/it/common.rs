@@ -40,11 +40,12 @@ pub(crate) fn config(sim: &SimHandle) -> QboConfig {
     .unwrap()
 }
 
-/// A client with no limits, fast retries and the given store.
+/// A client with no limits (the batch budget's neither), fast retries and the given store.
 pub(crate) fn builder(sim: &SimHandle, store: Arc<dyn TokenStore>) -> QboClientBuilder {
     QboClient::builder(config(sim))
         .token_store(store)
         .rate_limit(RateLimit::unlimited())
+        .batch_rate_limit(0)
         .retry_policy(fast_retry())
 }
 

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod auth;
+mod batch;
 mod cdc;
 mod common;
 mod connect;

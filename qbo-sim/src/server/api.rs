@@ -1,4 +1,5 @@
-//! The QBO data endpoints: query (GET and POST), batch, CDC and the CompanyInfo read.
+//! The QBO data endpoints: query (GET and POST), CDC and the CompanyInfo read (batch is in
+//! `batch.rs`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use axum::response::Response;
 
 use super::respond::{self, JSON, XML};
 use super::{Gate, Shared, Tag, gate, lock, tagged};
-use crate::data::{self, push_u64};
+use crate::data::push_u64;
 use crate::query::compile::{CompileOptions, Plan, QueryError, compile};
 use crate::realm::{Outcome, Realm};
 use crate::schema;
@@ -33,7 +34,7 @@ fn query_fault(e: &QueryError, json: bool) -> Response {
 }
 
 /// Inner `QueryResponse` object text (without the outer `{"QueryResponse":…}`).
-fn query_response_json(
+pub(super) fn query_response_json(
     realm: &Realm,
     plan: &Plan,
     outcome: &Outcome,
@@ -210,149 +211,6 @@ pub(crate) async fn query_post(
     }
     let text = String::from_utf8_lossy(&body).into_owned();
     run_query(shared, realm, headers, Some(text)).await
-}
-
-#[derive(serde::Deserialize)]
-struct BatchRequest {
-    #[serde(rename = "BatchItemRequest")]
-    items: Vec<BatchItem>,
-}
-
-#[derive(serde::Deserialize)]
-struct BatchItem {
-    #[serde(rename = "bId")]
-    bid: String,
-    #[serde(rename = "Query")]
-    query: Option<String>,
-    #[serde(flatten)]
-    other: HashMap<String, serde_json::Value>,
-}
-
-/// `POST /v3/company/{realm}/batch`: query items only; other operations get a per-item fault.
-pub(crate) async fn batch(
-    State(shared): State<Arc<Shared>>,
-    Path(realm_id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let mut tag = Tag::new("batch");
-    tag.query = Some(String::from_utf8_lossy(&body).into_owned());
-    let g = match gate(&shared, &realm_id, &headers, tag).await {
-        Ok(g) => g,
-        Err(r) => return r,
-    };
-    let s = shared.settings();
-    if !shared.batch_ok(&realm_id, &s) {
-        lock(&shared.stats).stats.throttled_batch += 1;
-        let mut tag = g.tag.clone();
-        tag.fault = Some("batch_rate_limit".into());
-        return tagged(respond::throttle(&s.quirks), tag);
-    }
-    let req: BatchRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            let tag = g.tag.clone();
-            let r = respond::fault(
-                StatusCode::BAD_REQUEST,
-                true,
-                "ValidationFault",
-                "2500",
-                "Invalid Request",
-                &format!("malformed batch request: {e}"),
-            );
-            return tagged(r, tag);
-        }
-    };
-    let max = usize::try_from(s.batch_max_items).unwrap_or(usize::MAX);
-    if (max > 0 && req.items.len() > max) || req.items.is_empty() {
-        let tag = g.tag.clone();
-        let most = if max > 0 {
-            max.to_string()
-        } else {
-            "any number of".to_string()
-        };
-        let r = respond::fault(
-            StatusCode::BAD_REQUEST,
-            true,
-            "ValidationFault",
-            "2500",
-            "Invalid Request",
-            &format!("a batch holds 1 to {most} items, got {}", req.items.len()),
-        );
-        return tagged(r, tag);
-    }
-    let opts = CompileOptions {
-        clamp_max_results: s.quirks.clamp_max_results,
-    };
-    let realm = Arc::clone(&g.realm);
-    let include_total = s.quirks.include_total_count;
-    let shared2 = Arc::clone(&shared);
-    let built = tokio::task::spawn_blocking(move || {
-        let mut out = String::from("{\"BatchItemResponse\":[");
-        for (i, item) in req.items.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str("{\"bId\":");
-            data::js(&mut out, &item.bid);
-            out.push(',');
-            let Some(q) = &item.query else {
-                let op = item.other.keys().next().cloned().unwrap_or_default();
-                push_item_fault(
-                    &mut out,
-                    "2500",
-                    "Unsupported operation",
-                    &format!("the simulator answers Query batch items only, not {op}"),
-                );
-                out.push('}');
-                continue;
-            };
-            match compile(q, opts) {
-                Err(e) => push_item_fault(&mut out, e.code(), e.message(), &e.detail()),
-                Ok(plan) => {
-                    {
-                        let mut st = lock(&shared2.stats);
-                        if plan.count {
-                            st.stats.count_queries += 1;
-                        } else {
-                            st.stats.queries += 1;
-                        }
-                    }
-                    let outcome = realm.execute(&plan);
-                    out.push_str("\"QueryResponse\":");
-                    let n = query_response_json(&realm, &plan, &outcome, include_total, &mut out);
-                    lock(&shared2.stats).stats.rows_served += n;
-                }
-            }
-            out.push('}');
-        }
-        out.push_str("],\"time\":\"");
-        out.push_str(&tz::pacific_millis(realm.clock.now()));
-        out.push_str("\"}");
-        out
-    })
-    .await;
-    match built {
-        Ok(body) => g.finish(JSON, body),
-        Err(e) => {
-            tracing::error!(error = %e, "batch task failed");
-            let tag = g.tag.clone();
-            tagged(
-                respond::system_fault(StatusCode::INTERNAL_SERVER_ERROR, true),
-                tag,
-            )
-        }
-    }
-}
-
-fn push_item_fault(out: &mut String, code: &str, message: &str, detail: &str) {
-    out.push_str("\"Fault\":{\"Error\":[{\"Message\":");
-    data::js(out, message);
-    out.push_str(",\"Detail\":");
-    data::js(out, detail);
-    out.push_str(",\"code\":");
-    data::js(out, code);
-    out.push_str(",\"element\":\"\"}],\"type\":\"ValidationFault\"}");
 }
 
 /// `GET /v3/company/{realm}/cdc?entities=A,B&changedSince=<timestamp>`

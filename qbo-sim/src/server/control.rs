@@ -14,7 +14,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use super::{Shared, lock};
-use crate::config::{Consent, FaultPlan, Quirks, ScriptedFault};
+use crate::config::{BatchItemFault, BatchObjectCap, Consent, FaultPlan, Quirks, ScriptedFault};
 use crate::error::SimError;
 use crate::realm::{Realm, TruthRecord};
 use crate::stats::{RequestRecord, SimStats};
@@ -169,6 +169,7 @@ struct LimitsBody {
     requests_per_sec: Option<u32>,
     batch_per_min: Option<u32>,
     batch_max_items: Option<u32>,
+    batch_object_cap: Option<BatchObjectCap>,
 }
 
 async fn stats(State(s): State<Arc<Shared>>) -> Response {
@@ -262,6 +263,18 @@ async fn put_faults(State(s): State<Arc<Shared>>, Json(plan): Json<FaultPlan>) -
     StatusCode::NO_CONTENT.into_response()
 }
 
+async fn get_item_faults(State(s): State<Arc<Shared>>) -> Response {
+    Json(lock(&s.item_faults).clone()).into_response()
+}
+
+async fn put_item_faults(
+    State(s): State<Arc<Shared>>,
+    Json(v): Json<Vec<BatchItemFault>>,
+) -> Response {
+    *lock(&s.item_faults) = v;
+    StatusCode::NO_CONTENT.into_response()
+}
+
 async fn get_quirks(State(s): State<Arc<Shared>>) -> Response {
     Json(s.settings().quirks).into_response()
 }
@@ -324,6 +337,9 @@ async fn limits(State(s): State<Arc<Shared>>, Json(b): Json<LimitsBody>) -> Resp
     if let Some(n) = b.batch_max_items {
         st.batch_max_items = n;
     }
+    if let Some(cap) = b.batch_object_cap {
+        st.batch_object_cap = cap;
+    }
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -340,6 +356,10 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/records/{entity}/{id}/delete", post(delete))
         .route("/records/{entity}/{id}/active", post(active))
         .route("/faults", get(get_faults).put(put_faults))
+        .route(
+            "/faults/batch-items",
+            get(get_item_faults).put(put_item_faults),
+        )
         .route("/quirks", get(get_quirks).put(put_quirks))
         .route("/consent", axum::routing::put(put_consent))
         .route("/script", post(script))

@@ -2,6 +2,7 @@
 //! request recording.
 
 pub(crate) mod api;
+pub(crate) mod batch;
 pub(crate) mod connect;
 pub(crate) mod control;
 pub(crate) mod oauth;
@@ -23,7 +24,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use time::OffsetDateTime;
 
-use crate::config::{Consent, FaultPlan, Quirks, ScriptedFault};
+use crate::config::{BatchItemFault, BatchObjectCap, Consent, FaultPlan, Quirks, ScriptedFault};
 use crate::limits::{Gauge, SlidingWindow, Slot};
 use crate::realm::Realm;
 use crate::stats::{RequestRecord, StatsState};
@@ -47,6 +48,8 @@ pub(crate) struct Settings {
     pub(crate) batch_per_window: u32,
     /// Most items in one batch request (0 = no limit).
     pub(crate) batch_max_items: u32,
+    /// Which reading of the batch reference's 1,000-object cap applies.
+    pub(crate) batch_object_cap: BatchObjectCap,
     pub(crate) token: TokenPolicy,
     /// What the consent page answers.
     pub(crate) consent: Consent,
@@ -69,6 +72,8 @@ pub(crate) struct Shared {
     pub(crate) batch_windows: Mutex<HashMap<String, SlidingWindow>>,
     pub(crate) script: Mutex<VecDeque<ScriptedFault>>,
     pub(crate) token_script: Mutex<VecDeque<ScriptedFault>>,
+    /// Faults for batch items, each with its remaining count (see [`BatchItemFault::times`]).
+    pub(crate) item_faults: Mutex<Vec<BatchItemFault>>,
     pub(crate) fault_rng: Mutex<ChaCha8Rng>,
 }
 
@@ -132,6 +137,7 @@ impl Shared {
             batch_windows: Mutex::new(HashMap::new()),
             script: Mutex::new(VecDeque::new()),
             token_script: Mutex::new(VecDeque::new()),
+            item_faults: Mutex::new(Vec::new()),
             fault_rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
         }
     }
@@ -460,7 +466,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             "/v3/company/{realm}/query",
             get(api::query_get).post(api::query_post),
         )
-        .route("/v3/company/{realm}/batch", post(api::batch))
+        .route("/v3/company/{realm}/batch", post(batch::batch))
         .route("/v3/company/{realm}/cdc", get(api::cdc))
         .route("/v3/company/{realm}/reports/{name}", get(reports::report))
         .route(

@@ -1,6 +1,7 @@
 //! Integration tests of qbo-sim, driven over HTTP with a plain client.
 #![allow(clippy::unwrap_used)]
 
+mod batch;
 mod batch_cdc;
 mod catalog;
 mod common;
