@@ -34,6 +34,18 @@ pub enum Period {
     Year,
 }
 
+impl Period {
+    /// Its name on the command line and in the ledger.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Month => "month",
+            Self::Quarter => "quarter",
+            Self::Year => "year",
+        }
+    }
+}
+
 /// `accounting_method`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AccountingMethod {
