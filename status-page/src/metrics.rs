@@ -214,6 +214,7 @@ pub async fn exposition(sink: &Sink, scope: &Scope) -> Result<String, StatusErro
         }
     }
     upkeep(&mut m, sink, scope).await?;
+    crate::books::metrics(&mut m, sink).await?;
     m.encode()
 }
 
