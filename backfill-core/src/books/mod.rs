@@ -7,6 +7,7 @@
 
 pub mod check;
 pub mod load;
+mod transaction_list;
 
 use time::{Date, Month};
 
