@@ -357,3 +357,126 @@ pub(super) fn markdown(m: &mut String, checks: &[BooksCheckSection]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use raw_sink::BookCheckRow;
+    use time::OffsetDateTime;
+    use time::macros::date;
+
+    use super::*;
+
+    fn row(month: time::Date, kind: BookCheckKind, label: &str, books: u64) -> BookCheckRow {
+        let loaded = matches!(kind, BookCheckKind::Agrees | BookCheckKind::Differs);
+        BookCheckRow {
+            month,
+            kind,
+            label: label.to_owned(),
+            txn_types: vec![if label == "Purchase" { "Check" } else { label }.to_owned()],
+            books_rows: books,
+            books_amount: "10.00".to_owned(),
+            raw_rows: loaded.then_some(if kind == BookCheckKind::Agrees {
+                books
+            } else {
+                books - 1
+            }),
+            raw_amount: loaded.then(|| "10.00".to_owned()),
+        }
+    }
+
+    fn stopped_check() -> BookCheck {
+        BookCheck {
+            id: 7,
+            realm_id: "r|1".to_owned(),
+            range_start: date!(2024 - 01 - 01),
+            range_end: date!(2024 - 03 - 31),
+            accounting_method: "Accrual".to_owned(),
+            status: BookCheckStatus::Stopped,
+            months_planned: 3,
+            months_compared: 2,
+            compared_through: Some(date!(2024 - 02 - 29)),
+            api_calls: 2,
+            error: None,
+            started_at: OffsetDateTime::UNIX_EPOCH,
+            finished_at: Some(OffsetDateTime::UNIX_EPOCH),
+            last_load_at: Some(OffsetDateTime::UNIX_EPOCH),
+            stale: true,
+            rows: vec![
+                row(date!(2024 - 01 - 01), BookCheckKind::Agrees, "Invoice", 4),
+                row(
+                    date!(2024 - 01 - 01),
+                    BookCheckKind::NotLoaded,
+                    "Purchase",
+                    3,
+                ),
+                row(date!(2024 - 02 - 01), BookCheckKind::Differs, "Invoice", 5),
+                row(
+                    date!(2024 - 02 - 01),
+                    BookCheckKind::NotLoaded,
+                    "Purchase",
+                    2,
+                ),
+                row(
+                    date!(2024 - 02 - 01),
+                    BookCheckKind::Unmapped,
+                    "Payroll Check",
+                    1,
+                ),
+            ],
+        }
+    }
+
+    #[test]
+    fn a_stopped_check_names_what_it_did_not_compare() {
+        let s = section(&stopped_check());
+        assert_eq!(s.not_compared.as_deref(), Some("2024-03-01..2024-03-31"));
+        assert_eq!(s.agreed, 1);
+        assert_eq!(s.differences.len(), 1);
+        assert_eq!(s.differences[0].month, "2024-02");
+        assert_eq!(
+            (s.differences[0].books_rows, s.differences[0].raw_rows),
+            (5, 4)
+        );
+        assert_eq!(s.not_loaded.len(), 1);
+        assert_eq!(s.not_loaded[0].per_year["2024"], 5);
+        assert_eq!(s.not_loaded[0].command, "qb-backfill --entity Purchase");
+        assert_eq!(s.unmapped["Payroll Check"], 1);
+
+        let mut md = String::new();
+        markdown(&mut md, std::slice::from_ref(&s));
+        assert!(md.contains("2 of 3 months compared (2024-01-01..2024-02-29); 2024-03-01..2024-03-31 not compared"), "{md}");
+        assert!(md.contains("stopped before the end of its range"), "{md}");
+        assert!(!md.contains("every month compared agrees"), "{md}");
+        assert!(md.contains("**STALE"), "{md}");
+        assert!(md.contains("### r\\|1"), "{md}");
+        assert!(md.contains("run `qb-backfill --entity Purchase`"), "{md}");
+
+        let mut t = String::new();
+        text(&mut t, &[s]);
+        assert!(
+            t.contains("2024-02 Invoice (Invoice): books 5 for 10.00, raw 4 for 10.00"),
+            "{t}"
+        );
+        assert!(
+            t.contains("1 Payroll Check transactions that no raw table carries"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn nothing_compared_is_said_so() {
+        let mut c = stopped_check();
+        c.compared_through = None;
+        c.months_compared = 0;
+        c.rows.clear();
+        let s = section(&c);
+        assert_eq!(s.not_compared.as_deref(), Some("2024-01-01..2024-03-31"));
+        let mut t = String::new();
+        text(&mut t, &[s]);
+        assert!(
+            t.contains("no month of 2024-01-01..2024-03-31 compared"),
+            "{t}"
+        );
+    }
+}
