@@ -31,6 +31,7 @@
 //! # }
 //! ```
 
+mod book_checks;
 mod config;
 mod error;
 mod ledger;
@@ -47,6 +48,10 @@ mod write;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
+pub use book_checks::{
+    BookCheck, BookCheckEnd, BookCheckKind, BookCheckRow, BookCheckStatus, NewBookCheck,
+    NewReportRun, ReportRunEnd, ReportRunStatus,
+};
 pub use config::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE, PgConfig, SslMode};
 pub use error::SinkError;
 pub use ledger::{

@@ -172,12 +172,11 @@ pub(crate) async fn get_client(pool: &Pool) -> Result<Object, SinkError> {
     pool.get().await.map_err(SinkError::Pool)
 }
 
-/// Names (`V<n>__<name>`) of the migrations embedded in this build, in order.
+/// Names (`V<n>__<name>`) of the migrations embedded in this build, in the order they apply
+/// (by version: the embedding lists them by file name, where `V11__` sorts before `V1__`).
 #[must_use]
 pub fn embedded_migrations() -> Vec<String> {
-    embedded::migrations::runner()
-        .get_migrations()
-        .iter()
-        .map(ToString::to_string)
-        .collect()
+    let mut migrations = embedded::migrations::runner().get_migrations().to_vec();
+    migrations.sort_by_key(refinery::Migration::version);
+    migrations.iter().map(ToString::to_string).collect()
 }

@@ -128,8 +128,45 @@ WHERE realm_id = $1 AND deleted_at_utc IS NULL
 GROUP BY 1
 ORDER BY 1"#;
 
+/// The latest finished `check-books` of each company (`$1` = realm or NULL): what it
+/// compared, how it ended, and the end of the company's latest run or sync that wrote raw
+/// rows; `stale` when such a load ended after the check started.
+pub const BOOK_CHECKS_SQL: &str = r#"SELECT c.id, c.realm_id, c.range_start, c.range_end, c.accounting_method, c.status,
+       c.months_planned, c.months_compared, c.compared_through, c.api_calls, c.error,
+       c.started_at, c.finished_at,
+       l.last_load_at,
+       COALESCE(l.last_load_at > c.started_at, false) AS stale
+FROM (
+    SELECT DISTINCT ON (realm_id) *
+    FROM backfill.book_checks
+    WHERE status <> 'running'
+      AND ($1::text IS NULL OR realm_id = $1)
+    ORDER BY realm_id, started_at DESC, id DESC
+) c
+LEFT JOIN LATERAL (
+    SELECT max(t) AS last_load_at FROM (
+        SELECT r.finished_at AS t FROM backfill.runs r
+        WHERE r.realm_id = c.realm_id AND r.finished_at IS NOT NULL
+          AND r.inserted + r.updated > 0
+        UNION ALL
+        SELECT s.finished_at FROM backfill.syncs s
+        WHERE s.realm_id = c.realm_id AND s.finished_at IS NOT NULL
+          AND s.inserted + s.updated + s.tombstoned > 0
+    ) loads
+) l ON true
+ORDER BY c.realm_id"#;
+
+/// What some checks found (`$1` = their ids), month by month: the books' count and total
+/// beside the raw layer's (NULL for an entity never loaded or a type no table carries).
+pub const BOOK_CHECK_ROWS_SQL: &str = r#"SELECT check_id, month, kind, label, txn_types,
+       books_rows, books_amount::text AS books_amount,
+       raw_rows, raw_amount::text AS raw_amount
+FROM backfill.book_check_rows
+WHERE check_id = ANY($1::int8[])
+ORDER BY check_id, month, kind, label"#;
+
 /// Every volumetry query, named, in the order `docs/VOLUMETRY.md` presents them.
-pub const VOLUMETRY_QUERIES: [(&str, &str); 8] = [
+pub const VOLUMETRY_QUERIES: [(&str, &str); 10] = [
     ("table totals", TABLE_TOTALS_SQL),
     ("rows per day", ROWS_PER_DAY_SQL),
     ("windows", WINDOWS_SQL),
@@ -138,6 +175,8 @@ pub const VOLUMETRY_QUERIES: [(&str, &str); 8] = [
     ("re-runs", RERUNS_SQL),
     ("syncs", SYNCS_SQL),
     ("books by month", BOOKS_BY_MONTH_SQL),
+    ("book checks", BOOK_CHECKS_SQL),
+    ("book check rows", BOOK_CHECK_ROWS_SQL),
 ];
 
 /// The latest sync of a pipeline in a company ([`SYNCS_SQL`]).
@@ -348,7 +387,7 @@ fn run_from_row(row: &Row) -> Result<Run, SinkError> {
 }
 
 impl Sink {
-    async fn volumetry_query(
+    pub(crate) async fn volumetry_query(
         &self,
         what: &str,
         sql: &str,

@@ -91,6 +91,7 @@ pub fn render_page(snap: &Snapshot) -> String {
     problems(&mut h, snap);
     crate::upkeep::connections(&mut h, snap);
     crate::upkeep::syncs(&mut h, snap);
+    crate::books::section(&mut h, snap);
     h.push_str("</main></body></html>\n");
     h
 }
@@ -402,6 +403,7 @@ mod tests {
             tables: vec![],
             connections: vec![],
             syncs: vec![],
+            book_checks: vec![],
         };
         let page = render_page(&snap);
         assert!(page.starts_with("<!DOCTYPE html>"));

@@ -27,6 +27,7 @@
 //! ```
 
 pub mod batch;
+mod books;
 mod error;
 mod html;
 pub mod metrics;
@@ -34,6 +35,7 @@ mod server;
 mod snapshot;
 mod upkeep;
 
+pub use books::differences as book_check_differences;
 pub use error::StatusError;
 pub use html::{escape, render_page};
 pub use server::{Access, DEFAULT_LISTEN, ServeConfig, Server, bind, router};

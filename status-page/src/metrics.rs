@@ -2,7 +2,8 @@
 //! `prometheus-client`; every name starts with `qb_backfill_`.
 //!
 //! Per pipeline and realm: windows by ledger state, rows of its raw table, the last run's
-//! status, duration and rows, and the time of the last successful run.
+//! status, duration and rows, and the time of the last successful run. Per realm: token
+//! expiries, and the latest `check-books` (`books_check_*`, in `books.rs`).
 
 use std::sync::atomic::AtomicU64;
 
@@ -214,6 +215,7 @@ pub async fn exposition(sink: &Sink, scope: &Scope) -> Result<String, StatusErro
         }
     }
     upkeep(&mut m, sink, scope).await?;
+    crate::books::metrics(&mut m, sink).await?;
     m.encode()
 }
 

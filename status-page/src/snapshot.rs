@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use raw_sink::{
-    RawTable, Run, RunStatus, Sink, SyncState, TableTotals, TokenMetaRow, Trigger, Verification,
-    WindowVolume,
+    BookCheck, RawTable, Run, RunStatus, Sink, SyncState, TableTotals, TokenMetaRow, Trigger,
+    Verification, WindowVolume,
 };
 use time::OffsetDateTime;
 
@@ -122,6 +122,8 @@ pub struct Snapshot {
     pub connections: Vec<TokenMetaRow>,
     /// The latest sync or reconcile of each pipeline in scope, per company.
     pub syncs: Vec<SyncState>,
+    /// The latest `check-books` of each company, with what it found.
+    pub book_checks: Vec<BookCheck>,
 }
 
 /// Sorts windows for the heatmap: realm, window field, start.
@@ -183,7 +185,12 @@ impl Snapshot {
             .sync_statuses(&names, None)
             .await
             .map_err(StatusError::Database)?;
+        let book_checks = sink
+            .latest_book_checks(None)
+            .await
+            .map_err(StatusError::Database)?;
         Ok(Snapshot {
+            book_checks,
             taken_at,
             runs,
             triggers,

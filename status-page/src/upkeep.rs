@@ -173,6 +173,7 @@ mod tests {
             tables: vec![],
             connections: vec![row(20, 1800, now)],
             syncs: vec![],
+            book_checks: vec![],
         };
         let mut h = String::new();
         connections(&mut h, &snap);

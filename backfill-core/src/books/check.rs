@@ -6,17 +6,24 @@
 //! of that month ([`raw_sink::volumetry::BOOKS_BY_MONTH_SQL`]). An entity the books hold but
 //! whose raw table holds no row of the company is reported as never loaded, with the command
 //! that loads it. Nothing here decides what QBO's numbers are: they come from QBO's report.
+//!
+//! Every check is recorded in `backfill.book_checks` with what it found per month
+//! (`backfill.book_check_rows`) and the calls it made; the request budget and a stop request
+//! are checked before each month's request, and a check stopped early compares (and records)
+//! only the months it fetched, never the rest of the range.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use qbo_client::QboClient;
-use raw_sink::{ReportKey, Sink};
-use serde_json::Value;
+use raw_sink::{
+    BookCheckEnd, BookCheckKind, BookCheckRow, BookCheckStatus, NewBookCheck, ReportKey, Sink,
+};
 use time::Date;
 
+pub use super::transaction_list::{BookTotals, Tally, add_transaction_list};
 use super::{AccountingMethod, Period, cents, money, periods};
 use crate::entity::EntityInfo;
-use crate::{Error, ExitStatus};
+use crate::{Error, ExitStatus, Shutdown, StopReason};
 
 /// The entity that holds the transactions of one TransactionList "Transaction Type".
 #[must_use]
@@ -40,70 +47,6 @@ pub fn entity_of_type(label: &str) -> Option<&'static str> {
         "Purchase Order" => "PurchaseOrder",
         _ => return None,
     })
-}
-
-/// A count and a total in cents.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Tally {
-    /// Transactions.
-    pub rows: u64,
-    /// Their total, in cents of home currency.
-    pub cents: i128,
-}
-
-/// TransactionList rows per (`YYYY-MM`, transaction type).
-pub type BookTotals = BTreeMap<(String, String), Tally>;
-
-fn col_index(report: &Value, keys: &[&str]) -> Option<usize> {
-    report["Columns"]["Column"]
-        .as_array()?
-        .iter()
-        .position(|c| {
-            c["MetaData"].as_array().is_some_and(|m| {
-                m.iter()
-                    .any(|kv| kv["Name"] == "ColKey" && keys.iter().any(|k| kv["Value"] == *k))
-            })
-        })
-}
-
-fn walk(rows: &Value, f: &mut dyn FnMut(&Value)) {
-    for r in rows["Row"].as_array().into_iter().flatten() {
-        if r.get("ColData").is_some() {
-            f(r);
-        }
-        if r.get("Rows").is_some() {
-            walk(&r["Rows"], f);
-        }
-    }
-}
-
-/// Adds a TransactionList report's Data rows (sections walked) to `out`.
-///
-/// # Errors
-/// A description when the report is not JSON, lacks the date, type or amount column, or a
-/// row's date or amount cannot be read.
-pub fn add_transaction_list(json: &str, out: &mut BookTotals) -> Result<(), String> {
-    let v: Value = serde_json::from_str(json).map_err(|e| format!("TransactionList: {e}"))?;
-    let date = col_index(&v, &["tx_date"]).ok_or("TransactionList has no tx_date column")?;
-    let ty = col_index(&v, &["txn_type"]).ok_or("TransactionList has no txn_type column")?;
-    let amount = col_index(&v, &["subt_nat_home_amount", "subt_nat_amount"])
-        .ok_or("TransactionList has no amount column")?;
-    let mut bad = None;
-    walk(&v["Rows"], &mut |r| {
-        let cell = |i: usize| r["ColData"][i]["value"].as_str().unwrap_or("");
-        let (d, t, a) = (cell(date), cell(ty), cell(amount));
-        if d.len() < 7 || t.is_empty() {
-            return;
-        }
-        let Some(c) = cents(if a.is_empty() { "0" } else { a }) else {
-            bad = Some(format!("TransactionList amount {a:?} is not a number"));
-            return;
-        };
-        let e = out.entry((d[..7].to_owned(), t.to_owned())).or_default();
-        e.rows += 1;
-        e.cents += c;
-    });
-    bad.map_or(Ok(()), Err)
 }
 
 /// One month and entity where the books and the raw layer differ.
@@ -132,11 +75,34 @@ pub struct NotLoaded {
     pub per_year: BTreeMap<String, u64>,
 }
 
+/// What `check-books` compares.
+#[derive(Debug, Clone)]
+pub struct CheckConfig {
+    /// First day.
+    pub start: Date,
+    /// Last day, inclusive.
+    pub end: Date,
+    /// Stop once this check has made this many API calls.
+    pub max_api_calls: Option<u64>,
+    /// Stop requests (signals).
+    pub shutdown: Shutdown,
+}
+
 /// The outcome of `check-books`.
 #[derive(Debug, Clone, Default)]
 pub struct BooksCheck {
-    /// Months compared.
+    /// Its `backfill.book_checks` id, once recorded.
+    pub id: Option<i64>,
+    /// Months in the range.
+    pub months_planned: usize,
+    /// Months compared (the first ones of the range).
     pub months: usize,
+    /// The last day compared, if any month was.
+    pub compared_through: Option<Date>,
+    /// Why it stopped before the end of the range, if it did.
+    pub stopped: Option<StopReason>,
+    /// What it found, month by month, as the ledger records it.
+    pub rows: Vec<BookCheckRow>,
     /// Month × entity cells that agree.
     pub agreed: usize,
     /// Every month and entity that differs (entities never loaded apart).
@@ -153,16 +119,31 @@ impl BooksCheck {
     /// Whether everything agrees.
     #[must_use]
     pub fn ok(&self) -> bool {
-        self.differences.is_empty() && self.not_loaded.is_empty() && self.unmapped.is_empty()
+        self.stopped.is_none()
+            && self.differences.is_empty()
+            && self.not_loaded.is_empty()
+            && self.unmapped.is_empty()
     }
 
-    /// 0 when everything agrees, 1 otherwise.
+    /// How the ledger records it.
+    #[must_use]
+    pub fn status(&self) -> BookCheckStatus {
+        if self.stopped.is_some() {
+            BookCheckStatus::Stopped
+        } else if self.ok() {
+            BookCheckStatus::Agreed
+        } else {
+            BookCheckStatus::Differs
+        }
+    }
+
+    /// 0 when everything agrees, 1 otherwise (130 / 143 when a signal stopped it).
     #[must_use]
     pub fn exit_status(&self) -> ExitStatus {
-        if self.ok() {
-            ExitStatus::Success
-        } else {
-            ExitStatus::WindowsFailed
+        match self.stopped {
+            Some(reason) => reason.exit_status(),
+            None if self.ok() => ExitStatus::Success,
+            None => ExitStatus::WindowsFailed,
         }
     }
 
@@ -197,6 +178,22 @@ impl BooksCheck {
                 "the books hold {count} {t} transactions that no raw table carries"
             ));
         }
+        if let Some(reason) = self.stopped {
+            out.push(format!(
+                "check-books: stopped by {reason} after {} of {} months{}: {} differences, {} \
+                 entities never loaded, {} agree; the months after it were not compared (run it \
+                 again)",
+                self.months,
+                self.months_planned,
+                self.compared_through
+                    .map(|d| format!(" (compared through {d})"))
+                    .unwrap_or_default(),
+                self.differences.len(),
+                self.not_loaded.len(),
+                self.agreed
+            ));
+            return out;
+        }
         out.push(if self.ok() {
             format!(
                 "check-books: {} months, {} month × entity totals agree with QuickBooks' TransactionList",
@@ -215,25 +212,99 @@ impl BooksCheck {
     }
 }
 
-/// Fetches TransactionList month by month over `start..=end` (stored in `raw.qb_reports`)
-/// and compares it with the raw layer.
+/// Fetches TransactionList month by month over `cfg.start..=cfg.end` (stored in
+/// `raw.qb_reports`), compares it with the raw layer and records the check in the ledger.
 ///
 /// # Errors
 /// [`Error::Database`]; [`Error::Auth`] / [`Error::Qbo`] when QBO does not answer;
-/// [`Error::Usage`] for an unreadable report.
+/// [`Error::Usage`] for an unreadable report. The check is recorded `failed` with the error.
 pub async fn check(
     client: &QboClient,
     sink: &Sink,
-    start: Date,
-    end: Date,
+    cfg: &CheckConfig,
 ) -> Result<BooksCheck, Error> {
     let realm = client.realm_id().to_owned();
     let method = AccountingMethod::Accrual;
+    let months = periods(cfg.start, cfg.end, Period::Month)?;
+    let id = sink
+        .start_book_check(&NewBookCheck {
+            realm_id: &realm,
+            range_start: cfg.start,
+            range_end: cfg.end,
+            accounting_method: method.as_str(),
+            months_planned: u32::try_from(months.len()).unwrap_or(u32::MAX),
+        })
+        .await
+        .map_err(Error::Database)?;
+    let calls_before = client.api_calls();
+    let result = check_months(client, sink, cfg, &realm, method, &months).await;
+    let api_calls = client.api_calls() - calls_before;
+    match result {
+        Ok(mut out) => {
+            out.id = Some(id);
+            out.api_calls = api_calls;
+            sink.finish_book_check(
+                id,
+                &BookCheckEnd {
+                    status: out.status(),
+                    months_compared: u32::try_from(out.months).unwrap_or(u32::MAX),
+                    compared_through: out.compared_through,
+                    api_calls,
+                    error: None,
+                    rows: &out.rows,
+                },
+            )
+            .await
+            .map_err(Error::Database)?;
+            Ok(out)
+        }
+        Err(e) => {
+            let text = crate::run::error_chain(&e);
+            let end = BookCheckEnd {
+                status: BookCheckStatus::Failed,
+                months_compared: 0,
+                compared_through: None,
+                api_calls,
+                error: Some(&text),
+                rows: &[],
+            };
+            if let Err(db) = sink.finish_book_check(id, &end).await {
+                tracing::warn!(error = %crate::run::error_chain(&db), "book_check_not_recorded");
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn check_months(
+    client: &QboClient,
+    sink: &Sink,
+    cfg: &CheckConfig,
+    realm: &str,
+    method: AccountingMethod,
+    months: &[(Date, Date)],
+) -> Result<BooksCheck, Error> {
     let params_text = method.params_text();
-    let months = periods(start, end, Period::Month)?;
     let calls_before = client.api_calls();
     let mut books = BookTotals::new();
-    for &(s, e) in &months {
+    let mut fetched: usize = 0;
+    let mut stopped = None;
+    for &(s, e) in months {
+        let spent = client.api_calls() - calls_before;
+        stopped = cfg.shutdown.reason().or_else(|| {
+            cfg.max_api_calls
+                .filter(|max| spent >= *max)
+                .map(|_| StopReason::Budget)
+        });
+        if let Some(reason) = stopped {
+            tracing::warn!(
+                reason = reason.as_str(),
+                compared = fetched,
+                months = months.len(),
+                "check_books_stopped"
+            );
+            break;
+        }
         let p = [
             ("start_date", s.to_string()),
             ("end_date", e.to_string()),
@@ -253,7 +324,7 @@ pub async fn check(
             .collect::<Vec<_>>()
             .join("&");
         let key = ReportKey {
-            realm_id: &realm,
+            realm_id: realm,
             report_name: "TransactionList",
             params: &params_text,
             period_start: s,
@@ -268,11 +339,51 @@ pub async fn check(
         .await
         .map_err(Error::Database)?;
         add_transaction_list(report.raw.get(), &mut books).map_err(Error::Usage)?;
+        fetched += 1;
     }
-    let mut out = compare(sink, &realm, start, end, &books).await?;
-    out.months = months.len();
-    out.api_calls = client.api_calls() - calls_before;
+    let through = fetched
+        .checked_sub(1)
+        .and_then(|i| months.get(i))
+        .map(|m| m.1);
+    let mut out = match through {
+        Some(last) => compare(sink, realm, cfg.start, last, &books).await?,
+        None => BooksCheck::default(),
+    };
+    out.months_planned = months.len();
+    out.months = fetched;
+    out.compared_through = through;
+    out.stopped = stopped;
     Ok(out)
+}
+
+/// The first day of `YYYY-MM`.
+fn month_start(month: &str) -> Result<Date, Error> {
+    let bad = || Error::Usage(format!("{month:?} is not a month (YYYY-MM)"));
+    let (y, m) = month.split_once('-').ok_or_else(bad)?;
+    let y: i32 = y.parse().map_err(|_| bad())?;
+    let m: u8 = m.parse().map_err(|_| bad())?;
+    let m = time::Month::try_from(m).map_err(|_| bad())?;
+    Date::from_calendar_date(y, m, 1).map_err(|_| bad())
+}
+
+fn ledger_row(
+    month: &str,
+    kind: BookCheckKind,
+    label: &str,
+    types: &[String],
+    books: Tally,
+    raw: Option<Tally>,
+) -> Result<BookCheckRow, Error> {
+    Ok(BookCheckRow {
+        month: month_start(month)?,
+        kind,
+        label: label.to_owned(),
+        txn_types: types.to_vec(),
+        books_rows: books.rows,
+        books_amount: money(books.cents),
+        raw_rows: raw.map(|r| r.rows),
+        raw_amount: raw.map(|r| money(r.cents)),
+    })
 }
 
 /// Compares TransactionList totals with the raw layer of `realm`.
@@ -299,7 +410,17 @@ async fn compare(
                 cell.cents += t.cents;
                 types.entry(info.name).or_default().insert(ty.clone());
             }
-            None => *out.unmapped.entry(ty.clone()).or_default() += t.rows,
+            None => {
+                *out.unmapped.entry(ty.clone()).or_default() += t.rows;
+                out.rows.push(ledger_row(
+                    month,
+                    BookCheckKind::Unmapped,
+                    ty,
+                    std::slice::from_ref(ty),
+                    *t,
+                    None,
+                )?);
+            }
         }
     }
     // Transaction entities with rows in the raw layer are compared too, even in months (or
@@ -330,6 +451,14 @@ async fn compare(
                 let mut per_year = BTreeMap::new();
                 for (m, t) in &book_months {
                     *per_year.entry(m[..4].to_owned()).or_default() += t.rows;
+                    out.rows.push(ledger_row(
+                        m,
+                        BookCheckKind::NotLoaded,
+                        name,
+                        &type_list,
+                        *t,
+                        None,
+                    )?);
                 }
                 out.not_loaded.push(NotLoaded {
                     entity: name,
@@ -361,6 +490,18 @@ async fn compare(
         for m in months {
             let b = book_months.get(m).copied().unwrap_or_default();
             let r = raw.get(m).copied().unwrap_or_default();
+            let kind = if b == r {
+                BookCheckKind::Agrees
+            } else {
+                BookCheckKind::Differs
+            };
+            let shown_types = if type_list.is_empty() {
+                vec![name.to_owned()]
+            } else {
+                type_list.clone()
+            };
+            out.rows
+                .push(ledger_row(m, kind, name, &shown_types, b, Some(r))?);
             if b == r {
                 out.agreed += 1;
             } else {
@@ -409,32 +550,6 @@ fn mapped_entity(name: &str) -> bool {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-
-    #[test]
-    fn transaction_list_rows_are_tallied_by_month_and_type() {
-        let json = r#"{"Header":{},"Columns":{"Column":[
-            {"ColTitle":"Date","MetaData":[{"Name":"ColKey","Value":"tx_date"}]},
-            {"ColTitle":"Transaction Type","MetaData":[{"Name":"ColKey","Value":"txn_type"}]},
-            {"ColTitle":"Amount","MetaData":[{"Name":"ColKey","Value":"subt_nat_amount"}]}]},
-            "Rows":{"Row":[
-              {"ColData":[{"value":"2024-01-03"},{"value":"Check"},{"value":"10.50"}],"type":"Data"},
-              {"Header":{},"Rows":{"Row":[
-                {"ColData":[{"value":"2024-01-31"},{"value":"Check"},{"value":"0.25"}],"type":"Data"}]},
-               "Summary":{"ColData":[{"value":"Total"},{"value":""},{"value":"10.75"}]}},
-              {"ColData":[{"value":"2024-02-01"},{"value":"Invoice"},{"value":"-3"}],"type":"Data"}]}}"#;
-        let mut t = BookTotals::new();
-        add_transaction_list(json, &mut t).unwrap();
-        assert_eq!(
-            t[&("2024-01".to_owned(), "Check".to_owned())],
-            Tally {
-                rows: 2,
-                cents: 1075
-            }
-        );
-        assert_eq!(t[&("2024-02".to_owned(), "Invoice".to_owned())].cents, -300);
-        assert_eq!(t.len(), 2);
-        assert!(add_transaction_list(r#"{"Columns":{}}"#, &mut t).is_err());
-    }
 
     #[test]
     fn types_map_onto_entities() {

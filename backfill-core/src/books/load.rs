@@ -5,15 +5,16 @@
 //! request are checked before each request, so the run stops between periods and the next
 //! one resumes with the periods still owed; a refusal that no re-run fixes (auth, the
 //! company, the app) stops the run at once, any other failure marks its period `failed`
-//! and the run goes on.
+//! and the run goes on. Every run is a row of `backfill.report_runs` with the calls it made
+//! (the monthly budget counts them), finished however the run ends.
 
 use std::collections::BTreeSet;
 
 use qbo_client::QboClient;
-use raw_sink::{ReportKey, ReportWrite, Sink};
+use raw_sink::{NewReportRun, ReportKey, ReportRunEnd, ReportRunStatus, ReportWrite, Sink};
 use time::Date;
 
-use super::AccountingMethod;
+use super::{AccountingMethod, Period};
 use crate::{Error, ExitStatus, Shutdown, StopReason};
 
 /// What a `reports` run loads.
@@ -23,6 +24,8 @@ pub struct LoadConfig {
     pub reports: Vec<String>,
     /// The periods, oldest first.
     pub periods: Vec<(Date, Date)>,
+    /// How the range was cut into them.
+    pub period: Period,
     /// `accounting_method`.
     pub method: AccountingMethod,
     /// Ask again for periods already done.
@@ -95,6 +98,63 @@ fn params(start: Date, end: Date, method: AccountingMethod) -> Vec<(&'static str
 /// [`Error::Qbo`] when QBO refuses in a way that stops the whole run.
 pub async fn load(client: &QboClient, sink: &Sink, cfg: &LoadConfig) -> Result<LoadReport, Error> {
     let realm = client.realm_id().to_owned();
+    let (Some(first), Some(last)) = (cfg.periods.first(), cfg.periods.last()) else {
+        return Ok(LoadReport::default());
+    };
+    let run = sink
+        .start_report_run(&NewReportRun {
+            realm_id: &realm,
+            range_start: first.0,
+            range_end: last.1,
+            period: cfg.period.as_str(),
+            accounting_method: cfg.method.as_str(),
+            reports: &cfg.reports,
+        })
+        .await
+        .map_err(Error::Database)?;
+    let calls_before = client.api_calls();
+    let result = load_periods(client, sink, cfg, &realm).await;
+    let api_calls = client.api_calls() - calls_before;
+    let error = result.as_ref().err().map(|e| crate::run::error_chain(e));
+    let end = match &result {
+        Ok(out) => ReportRunEnd {
+            status: match (out.stopped, out.failed.is_empty()) {
+                (Some(_), _) => ReportRunStatus::Stopped,
+                (None, true) => ReportRunStatus::Succeeded,
+                (None, false) => ReportRunStatus::Partial,
+            },
+            periods_loaded: out.inserted + out.updated + out.unchanged,
+            periods_failed: out.failed.len() as u64,
+            periods_left: out.left,
+            api_calls,
+            error: None,
+        },
+        Err(_) => ReportRunEnd {
+            status: ReportRunStatus::Failed,
+            periods_loaded: 0,
+            periods_failed: 0,
+            periods_left: 0,
+            api_calls,
+            error: error.as_deref(),
+        },
+    };
+    if let Err(e) = sink.finish_report_run(run, &end).await {
+        // The run's own error, if any, says more than the ledger's.
+        if result.is_ok() {
+            return Err(Error::Database(e));
+        }
+        tracing::warn!(error = %crate::run::error_chain(&e), "report_run_not_recorded");
+    }
+    result
+}
+
+async fn load_periods(
+    client: &QboClient,
+    sink: &Sink,
+    cfg: &LoadConfig,
+    realm: &str,
+) -> Result<LoadReport, Error> {
+    let realm = realm.to_owned();
     let params_text = cfg.method.params_text();
     let calls_before = client.api_calls();
     let mut out = LoadReport::default();

@@ -7,6 +7,7 @@
 
 pub mod check;
 pub mod load;
+mod transaction_list;
 
 use time::{Date, Month};
 
@@ -32,6 +33,18 @@ pub enum Period {
     Quarter,
     /// Calendar years.
     Year,
+}
+
+impl Period {
+    /// Its name on the command line and in the ledger.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Month => "month",
+            Self::Quarter => "quarter",
+            Self::Year => "year",
+        }
+    }
 }
 
 /// `accounting_method`.

@@ -3,7 +3,7 @@
 use clap::Args;
 
 use super::reports::{QboArgs, connect};
-use crate::books::check::check;
+use crate::books::check::{CheckConfig, check};
 use crate::books::parse_date;
 use crate::{Error, ExitStatus};
 
@@ -29,8 +29,24 @@ pub(super) async fn check_books_cmd(args: &CheckBooksArgs) -> Result<ExitStatus,
             args.end, args.start
         )));
     }
-    let (client, sink) = connect(&args.qbo).await?;
-    let out = check(&client, &sink, args.start, args.end).await?;
+    let Some(session) = connect(&args.qbo, "check_books").await? else {
+        return Ok(ExitStatus::WindowsFailed);
+    };
+    let cfg = CheckConfig {
+        start: args.start,
+        end: args.end,
+        max_api_calls: session.max_requests,
+        shutdown: session.shutdown.clone(),
+    };
+    let result = check(&session.client, &session.sink, &cfg).await;
+    session
+        .worker
+        .stop(match &result {
+            Ok(_) => "check-books finished",
+            Err(_) => "check-books stopped on an error",
+        })
+        .await;
+    let out = result?;
     for line in out.lines() {
         println!("{line}");
     }

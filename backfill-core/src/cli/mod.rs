@@ -27,6 +27,7 @@ use crate::{Entity, Error, ExitStatus, Progress};
 
 mod auth;
 mod check_books;
+mod connect;
 mod help;
 mod realms;
 mod reconcile;

@@ -109,6 +109,35 @@ fn config_for_env_realm() -> Result<String, Error> {
         .map_err(Error::QboConfig)
 }
 
+/// The calls a run of company `realm` may make under the app's monthly `quota` (what the
+/// ledger says is left this month, and at most `max_requests`); `None`, warned, when nothing
+/// is left.
+pub(super) async fn monthly_allowance(
+    sink: &Sink,
+    client_id: &str,
+    realm: &str,
+    quota: u64,
+    max_requests: Option<u64>,
+) -> Result<Option<u64>, Error> {
+    let used = sink
+        .ledger()
+        .app_calls_this_month(client_id)
+        .await
+        .map_err(Error::Database)?;
+    let left = quota.saturating_sub(used);
+    if left == 0 {
+        tracing::warn!(
+            realm,
+            used,
+            quota,
+            "monthly_budget_reached: the app's calls this month reached --monthly-requests; \
+             this company runs again next month (UTC) or with a larger budget"
+        );
+        return Ok(None);
+    }
+    Ok(Some(max_requests.map_or(left, |m| m.min(left))))
+}
+
 /// Runs the pipeline of `E` for every company the options name.
 pub(super) async fn pipeline_realms<E: Entity>(
     args: &RunArgs,
@@ -134,25 +163,14 @@ pub(super) async fn pipeline_realms<E: Entity>(
             sink.migrate().await.map_err(Error::Migrations)?;
             let mut out = Vec::new();
             for (realm, cfg) in configs {
-                let used = sink
-                    .ledger()
-                    .app_calls_this_month(&cfg.credentials.client_id)
-                    .await
-                    .map_err(Error::Database)?;
-                let left = quota.saturating_sub(used);
-                if left == 0 {
-                    tracing::warn!(
-                        realm = realm.as_str(),
-                        used,
-                        quota,
-                        "monthly_budget_reached: the app's calls this month reached --monthly-requests; \
-                         this company runs again next month (UTC) or with a larger budget"
-                    );
+                let client_id = cfg.credentials.client_id.clone();
+                let Some(max) =
+                    monthly_allowance(&sink, &client_id, &realm, quota, args.max_requests).await?
+                else {
                     out.push((realm, Ok(ExitStatus::WindowsFailed)));
                     continue;
-                }
-                let max = Some(args.max_requests.map_or(left, |m| m.min(left)));
-                let r = pipeline_for::<E>(args, valid, cfg, max, Progress::hidden()).await;
+                };
+                let r = pipeline_for::<E>(args, valid, cfg, Some(max), Progress::hidden()).await;
                 out.push((realm, r));
             }
             out

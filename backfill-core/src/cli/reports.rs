@@ -2,27 +2,46 @@
 //! the QBO connection `check-books` shares with it.
 
 use clap::Args;
-use qbo_client::{QboClient, QboConfig, RateLimit, RetryPolicy};
+use qbo_client::{QboClient, QboConfig, RateLimit};
 use raw_sink::{PgConfig, Sink};
 
-use super::run::{GiveUpAfter, parse_give_up_arg};
+use super::connect::{self, ClientLimits};
+use super::reliability::{self, ReliabilityArgs};
+use super::run::{GiveUpAfter, TokenStoreSpec, parse_give_up_arg};
 use crate::books::load::{LoadConfig, load};
 use crate::books::{AccountingMethod, DEFAULT_REPORTS, Period, parse_date, periods};
-use crate::{Error, ExitStatus};
+use crate::claim::Worker;
+use crate::{Error, ExitStatus, Shutdown};
 
-/// The QBO request options `reports` and `check-books` share with the pipelines.
+/// The QBO options `reports` and `check-books` share with the pipelines: the same token
+/// store, per-realm limits (shared with every other process of the realm through the ledger),
+/// retry horizon, request budget and monthly budget.
 #[derive(Debug, Args)]
 pub struct QboArgs {
-    /// QBO requests per minute for this realm (QBO allows 500).
+    /// Where the rotating refresh token is kept: db (the ledger schema) or file:PATH.
+    #[arg(long, default_value = "db")]
+    pub token_store: TokenStoreSpec,
+    /// QBO requests per minute for this realm (QBO allows 500), shared with every process of
+    /// the realm (pipelines included): this one takes 1/--workers of it.
     #[arg(long, default_value = "500", value_parser = clap::value_parser!(u32).range(1..))]
     pub requests_per_min: u32,
-    /// QBO requests in flight at once for this realm (QBO allows 10).
+    /// QBO requests in flight at once for this realm (QBO allows 10), shared the same way.
     #[arg(long, default_value = "10", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_in_flight: u32,
     /// How long QBO may keep failing with no success in between before requests stop being
     /// retried: e.g. 90s, 5m, 1h.
     #[arg(long, default_value = "5m", value_parser = parse_give_up_arg)]
     pub give_up_after: GiveUpAfter,
+    /// Stop cleanly (exit 1; the next run resumes) once this many QBO API calls are made.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_requests: Option<u64>,
+    /// The app's QBO API calls allowed per calendar month (UTC), counted in the ledger across
+    /// pipelines, `reports` and `check-books`: stop cleanly (exit 1) before the quota.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub monthly_requests: Option<u64>,
+    /// Processes sharing the realm's budget, leases and database loss, as for a pipeline.
+    #[command(flatten)]
+    pub reliability: ReliabilityArgs,
 }
 
 /// Options of `reports`.
@@ -47,38 +66,83 @@ pub struct ReportsArgs {
     /// Ask again for periods already loaded (an unchanged report writes nothing).
     #[arg(long)]
     pub reload: bool,
-    /// Stop cleanly (exit 1; the next run resumes) once this many QBO API calls are made.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    pub max_requests: Option<u64>,
     /// Request options.
     #[command(flatten)]
     pub qbo: QboArgs,
 }
 
-/// The client and the migrated database of `reports` / `check-books`, all configuration
-/// checked before anything is called or written.
-pub(super) async fn connect(args: &QboArgs) -> Result<(QboClient, Sink), Error> {
+/// What `reports` and `check-books` run with: the client (built as the pipelines build theirs),
+/// the migrated database, this process's worker, the stop request and the request budget.
+pub(super) struct Session {
+    /// The QBO client, limited to this worker's share of the realm's budget.
+    pub(super) client: QboClient,
+    /// The database, migrated.
+    pub(super) sink: Sink,
+    /// This process's worker row (its budget share); stop it at the end.
+    pub(super) worker: Worker,
+    /// SIGINT / SIGTERM.
+    pub(super) shutdown: Shutdown,
+    /// `--max-requests`, lowered to what the monthly budget leaves.
+    pub(super) max_requests: Option<u64>,
+}
+
+/// Connects as a pipeline does, all configuration checked before anything is called or
+/// written; `None` (warned) when the monthly budget is spent.
+pub(super) async fn connect(args: &QboArgs, pipeline: &str) -> Result<Option<Session>, Error> {
     let qbo = QboConfig::from_env().map_err(Error::QboConfig)?;
     let pg = PgConfig::from_env().map_err(Error::PgConfig)?;
     let token_key = crate::token_key_from_env()?;
+    let file_store =
+        connect::file_token_store(&args.token_store, &qbo.realm_id, token_key.clone()).await?;
+    let shutdown = reliability::install_signal_handlers(pipeline);
     let sink = Sink::connect(&pg).await.map_err(Error::Database)?;
     sink.migrate().await.map_err(Error::Migrations)?;
-    let store = crate::open_token_store(
-        crate::TokenStoreLocation::Database(&sink),
-        &qbo.realm_id,
-        token_key,
-    )
-    .await?;
-    let client = QboClient::builder(qbo)
-        .token_store(store)
-        .rate_limit(RateLimit {
+    let store = connect::token_store(file_store, &sink, &qbo.realm_id, token_key).await?;
+    let max_requests = match args.monthly_requests {
+        None => args.max_requests,
+        Some(quota) => match super::realms::monthly_allowance(
+            &sink,
+            &qbo.credentials.client_id,
+            &qbo.realm_id,
+            quota,
+            args.max_requests,
+        )
+        .await?
+        {
+            Some(max) => Some(max),
+            None => {
+                println!(
+                    "{pipeline}: the app's QBO calls this month reached --monthly-requests \
+                     {quota}: nothing asked; run again next month (UTC) or with a larger budget"
+                );
+                return Ok(None);
+            }
+        },
+    };
+    let limits = ClientLimits {
+        realm_budget: RateLimit {
             per_minute: args.requests_per_min,
             max_concurrency: args.max_in_flight,
-        })
-        .retry_policy(RetryPolicy::default().with_give_up_after(args.give_up_after.as_duration()))
-        .build()
-        .map_err(Error::Qbo)?;
-    Ok((client, sink))
+        },
+        give_up_after: args.give_up_after.as_duration(),
+    };
+    let (client, worker) = connect::client_with_share(
+        pipeline,
+        qbo,
+        store,
+        &sink,
+        limits,
+        &args.reliability,
+        &shutdown,
+    )
+    .await?;
+    Ok(Some(Session {
+        client,
+        sink,
+        worker,
+        shutdown,
+        max_requests,
+    }))
 }
 
 /// `reports`: loads the snapshots, prints what it did, exits as the pipelines do.
@@ -97,17 +161,28 @@ pub(super) async fn reports_cmd(args: &ReportsArgs) -> Result<ExitStatus, Error>
             "--report {bad:?} is not a QBO report name"
         )));
     }
-    let (client, sink) = connect(&args.qbo).await?;
-    let shutdown = super::reliability::install_signal_handlers("reports");
+    let Some(session) = connect(&args.qbo, "reports").await? else {
+        return Ok(ExitStatus::WindowsFailed);
+    };
     let cfg = LoadConfig {
         reports,
         periods: plan,
+        period: args.period,
         method: args.accounting_method,
         reload: args.reload,
-        max_api_calls: args.max_requests,
-        shutdown,
+        max_api_calls: session.max_requests,
+        shutdown: session.shutdown.clone(),
     };
-    let out = load(&client, &sink, &cfg).await?;
+    let result = load(&session.client, &session.sink, &cfg).await;
+    session
+        .worker
+        .stop(match &result {
+            Ok(r) if r.stopped.is_some() => "reports stopped; the next run resumes",
+            Ok(_) => "reports finished",
+            Err(_) => "reports stopped on an error; the next run resumes",
+        })
+        .await;
+    let out = result?;
     for f in &out.failed {
         println!("failed: {} {}..{}: {}", f.report, f.start, f.end, f.error);
     }

@@ -7,10 +7,11 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use clap::Args;
-use qbo_client::{QboClient, QboConfig, RateLimit, RetryPolicy, TokenStore};
+use qbo_client::{QboClient, QboConfig, RateLimit};
 use raw_sink::{PgConfig, Sink};
 use time::OffsetDateTime;
 
+use super::connect;
 use super::reliability::{self, ReliabilityArgs};
 use crate::batch_metrics;
 use crate::run::{RunConfig, RunReport};
@@ -271,17 +272,8 @@ pub(crate) async fn pipeline_for<E: Entity>(
     }
 
     // A token file is checked before the database is touched: a bad path writes nothing.
-    let file_store = match &args.token_store {
-        TokenStoreSpec::File(path) => Some(
-            crate::open_token_store(
-                crate::TokenStoreLocation::File(path),
-                &qbo.realm_id,
-                token_key.clone(),
-            )
-            .await?,
-        ),
-        TokenStoreSpec::Db => None,
-    };
+    let file_store =
+        connect::file_token_store(&args.token_store, &qbo.realm_id, token_key.clone()).await?;
     let shutdown = reliability::install_signal_handlers(E::PIPELINE);
     let sink = Sink::connect(&pg).await.map_err(Error::Database)?;
     // The trigger is checked before anything is written (migrations, worker rows): a name used
@@ -289,46 +281,28 @@ pub(crate) async fn pipeline_for<E: Entity>(
     let range_end = valid.plan.clipped_from.unwrap_or(valid.plan.end);
     precheck_trigger::<E>(&sink, &qbo.realm_id, valid, range_end, args.force).await?;
     sink.migrate().await.map_err(Error::Migrations)?;
-    let store: std::sync::Arc<dyn TokenStore> = match file_store {
-        Some(store) => store,
-        None => {
-            crate::open_token_store(
-                crate::TokenStoreLocation::Database(&sink),
-                &qbo.realm_id,
-                token_key,
-            )
-            .await?
-        }
-    };
+    let store = connect::token_store(file_store, &sink, &qbo.realm_id, token_key).await?;
     // Expiries within 30 days are warned about in every run's log and its summary.
     let token_warnings =
         super::auth::warn_expiring(store.as_ref(), &qbo.realm_id, &qbo.credentials.client_id).await;
-    let realm_budget = RateLimit {
-        per_minute: args.requests_per_min,
-        max_concurrency: args.max_in_flight,
+    let limits = connect::ClientLimits {
+        realm_budget: RateLimit {
+            per_minute: args.requests_per_min,
+            max_concurrency: args.max_in_flight,
+        },
+        give_up_after: args.give_up_after.as_duration(),
     };
     // This process's share of the realm's budget (waits while other processes hold it all).
-    let worker = reliability::start_worker(
-        &sink,
+    let (client, worker) = connect::client_with_share(
         E::PIPELINE,
-        &qbo.realm_id,
-        realm_budget,
+        qbo,
+        store,
+        &sink,
+        limits,
         &args.reliability,
         &shutdown,
     )
     .await?;
-    let client = match QboClient::builder(qbo)
-        .token_store(store)
-        .rate_limit(worker.rate_limit().unwrap_or(realm_budget))
-        .retry_policy(RetryPolicy::default().with_give_up_after(args.give_up_after.as_duration()))
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            worker.stop("the QBO client could not be built").await;
-            return Err(Error::Qbo(e));
-        }
-    };
 
     let mut cfg = RunConfig::new(
         valid.plan.windows.clone(),

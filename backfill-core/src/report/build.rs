@@ -253,6 +253,7 @@ pub async fn build(sink: &Sink, scope: &ReportScope) -> Result<Report, Error> {
         .sync_statuses(&names, realm)
         .await
         .map_err(Error::Database)?;
+    let books_checks = super::books::load(sink, realm).await?;
     let ok = pipelines.iter().all(|p| {
         let v = &p.verification;
         v.mismatch == 0 && v.not_done == 0 && v.quarantined == 0
@@ -270,6 +271,7 @@ pub async fn build(sink: &Sink, scope: &ReportScope) -> Result<Report, Error> {
         triggers: triggers.iter().map(trigger_row).collect(),
         rows_per_day: merge_days(&days),
         syncs: syncs.iter().map(sync_row).collect(),
+        books_checks,
     })
 }
 

@@ -237,6 +237,8 @@ impl Report {
             );
         }
 
+        super::books::markdown(&mut m, &self.books_checks);
+
         let _ = writeln!(m, "\n## One-time triggers\n");
         let _ = writeln!(
             m,

@@ -15,12 +15,14 @@ use serde::Serialize;
 use crate::entity::EntityInfo;
 use crate::{Entity, Error};
 
+mod books;
 mod build;
 mod json;
 mod markdown;
 mod svg;
 mod text;
 
+pub use books::{BooksCheckSection, BooksDifference, BooksNotLoaded};
 pub use build::{build, summarise};
 pub use svg::rows_per_day_svg;
 
@@ -84,6 +86,8 @@ pub struct Report {
     pub rows_per_day: Vec<DayRows>,
     /// The latest `sync` / `reconcile` per pipeline and company.
     pub syncs: Vec<SyncReportRow>,
+    /// The latest `check-books` per company.
+    pub books_checks: Vec<BooksCheckSection>,
 }
 
 /// The latest sync or reconcile of a pipeline in a company, and how current it leaves it.

@@ -14,6 +14,7 @@ mod report;
 mod rerun;
 mod sparse;
 mod status;
+mod status_books;
 mod status_upkeep;
 mod token_meta;
 mod vendor;

@@ -465,7 +465,7 @@ fn free_port() -> u16 {
 }
 
 /// chromedriver, killed when dropped.
-struct Driver(Child);
+pub(crate) struct Driver(Child);
 
 impl Drop for Driver {
     fn drop(&mut self) {
@@ -497,12 +497,11 @@ fn start_chromedriver(port: u16) -> Driver {
     Driver(child)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_page_in_a_headless_browser_matches_the_ledger() {
-    let (sim, _db, sink) = ledger().await;
-    let addr = serve_loopback(&sink).await;
+/// A headless chromium session through chromedriver on a free port; the driver and the profile
+/// directory live as long as the returned guards.
+pub(crate) async fn headless_browser() -> (Driver, tempfile::TempDir, fantoccini::Client) {
     let port = free_port();
-    let _driver = start_chromedriver(port);
+    let driver = start_chromedriver(port);
     let profile = tempfile::tempdir().unwrap();
     let mut caps = serde_json::Map::new();
     caps.insert(
@@ -518,7 +517,6 @@ async fn the_page_in_a_headless_browser_matches_the_ledger() {
         }),
     );
     let webdriver = format!("http://127.0.0.1:{port}");
-    let mut browser = None;
     for _ in 0..100 {
         match fantoccini::ClientBuilder::rustls()
             .unwrap()
@@ -526,14 +524,18 @@ async fn the_page_in_a_headless_browser_matches_the_ledger() {
             .connect(&webdriver)
             .await
         {
-            Ok(c) => {
-                browser = Some(c);
-                break;
-            }
+            Ok(c) => return (driver, profile, c),
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
-    let browser = browser.expect("chromedriver did not accept a session within 10 s");
+    panic!("chromedriver did not accept a session within 10 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_in_a_headless_browser_matches_the_ledger() {
+    let (sim, _db, sink) = ledger().await;
+    let addr = serve_loopback(&sink).await;
+    let (_driver, _profile, browser) = headless_browser().await;
     browser.goto(&format!("http://{addr}/")).await.unwrap();
     let cells = browser
         .find_all(fantoccini::Locator::Css("[data-status]"))

@@ -154,17 +154,20 @@ impl Ledger {
     }
 }
 
-/// The calendar month (UTC) of `now()`, as the ledger counts an app's metered calls.
+/// The calendar month (UTC) of `now()`, as the ledger counts an app's metered calls: those
+/// of pipeline runs, syncs and reconciles, `reports` runs and `check-books` runs.
 const MONTH_CALLS_SQL: &str = "SELECT COALESCE(sum(r.api_calls), 0)::bigint AS calls \
-     FROM (SELECT realm_id, api_calls, started_at FROM backfill.runs \
-           UNION ALL SELECT realm_id, api_calls, started_at FROM backfill.syncs) r \
+     FROM (SELECT realm_id, started_at, api_calls FROM backfill.runs \
+           UNION ALL SELECT realm_id, started_at, api_calls FROM backfill.syncs \
+           UNION ALL SELECT realm_id, started_at, api_calls FROM backfill.report_runs \
+           UNION ALL SELECT realm_id, started_at, api_calls FROM backfill.book_checks) r \
      LEFT JOIN backfill.oauth_tokens t ON t.realm_id = r.realm_id \
      WHERE r.started_at >= (date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') \
        AND (t.client_id IS NULL OR t.client_id = $1)";
 
 impl Ledger {
-    /// QBO API calls recorded this calendar month (UTC) by the runs, syncs and reconciles of
-    /// every process on this ledger for the companies of app `client_id` (companies with no recorded app count for
+    /// QBO API calls recorded this calendar month (UTC) by the runs (pipelines, `reports`,
+    /// `check-books`), syncs and reconciles of every process on this ledger for the companies of app `client_id` (companies with no recorded app count for
     /// every app). A run's calls count once it has recorded them (at its end).
     ///
     /// # Errors

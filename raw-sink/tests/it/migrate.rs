@@ -31,6 +31,11 @@ fn expected_history() -> Vec<(i32, String)> {
 fn migrations_are_embedded_in_order() {
     let names = embedded_migrations();
     assert_eq!(names.first().map(String::as_str), Some("V1__initial"));
+    let versions: Vec<u32> = names
+        .iter()
+        .map(|n| n[1..].split_once("__").unwrap().0.parse().unwrap())
+        .collect();
+    assert!(versions.is_sorted(), "{names:?}");
 }
 
 #[tokio::test]
@@ -151,9 +156,12 @@ async fn raw_tables_match_the_spec() {
     assert_eq!(
         ledger,
         [
+            "book_check_rows",
+            "book_checks",
             "oauth_tokens",
             "refinery_schema_history",
             "report_periods",
+            "report_runs",
             "runs",
             "sync_marks",
             "syncs",
