@@ -30,7 +30,9 @@ pub(super) async fn check_books_cmd(args: &CheckBooksArgs) -> Result<ExitStatus,
         )));
     }
     let (client, sink) = connect(&args.qbo).await?;
-    let out = check(&client, &sink, args.start, args.end).await?;
+    let out = check(&client, &sink, args.start, args.end).await;
+    client.note_last_success().await;
+    let out = out?;
     for line in out.lines() {
         println!("{line}");
     }

@@ -21,7 +21,9 @@ pub(super) async fn reconcile_cmd<E: Entity>(
         overlap: args.overlap,
         page_size: run.page_size,
     };
-    let r = crate::sync::reconcile::reconcile::<E>(&client, &sink, &cfg).await?;
+    let r = crate::sync::reconcile::reconcile::<E>(&client, &sink, &cfg).await;
+    client.note_last_success().await;
+    let r = r?;
     let t = &r.sync.row.tally;
     println!(
         "{} reconcile {}: tombstoned {} (found missing but still returned by a read: {}); \

@@ -69,6 +69,8 @@ pub(super) async fn connect(args: &QboArgs) -> Result<(QboClient, Sink), Error> 
         token_key,
     )
     .await?;
+    // Expiries within 30 days are warned about in every run's log.
+    super::auth::warn_expiring(store.as_ref(), &qbo.realm_id, &qbo.credentials.client_id).await;
     let client = QboClient::builder(qbo)
         .token_store(store)
         .rate_limit(RateLimit {
@@ -107,7 +109,9 @@ pub(super) async fn reports_cmd(args: &ReportsArgs) -> Result<ExitStatus, Error>
         max_api_calls: args.max_requests,
         shutdown,
     };
-    let out = load(&client, &sink, &cfg).await?;
+    let out = load(&client, &sink, &cfg).await;
+    client.note_last_success().await;
+    let out = out?;
     for f in &out.failed {
         println!("failed: {} {}..{}: {}", f.report, f.start, f.end, f.error);
     }

@@ -347,6 +347,7 @@ pub(crate) async fn pipeline_for<E: Entity>(
     reliability::configure(&mut cfg, &args.reliability, &worker, &shutdown);
     let started = std::time::Instant::now();
     let result = crate::run::<E>(&client, &sink, &cfg).await;
+    client.note_last_success().await;
     reliability::stop_worker(&worker, &result).await;
     if args.metrics_textfile.is_some() || args.metrics_push.is_some() {
         let figures =

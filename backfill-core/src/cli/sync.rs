@@ -78,6 +78,8 @@ pub(super) async fn connect(run: &RunArgs) -> Result<(QboClient, Sink), Error> {
             .await?
         }
     };
+    // Expiries within 30 days are warned about in every run's log.
+    super::auth::warn_expiring(store.as_ref(), &qbo.realm_id, &qbo.credentials.client_id).await;
     let client = QboClient::builder(qbo)
         .token_store(store)
         .rate_limit(RateLimit {
@@ -133,7 +135,9 @@ pub(super) async fn sync_cmd<E: Entity>(
         ));
     }
     let (client, sink) = connect(run).await?;
-    let report = crate::sync::sync::<E>(&client, &sink, &args.config(run)).await?;
+    let report = crate::sync::sync::<E>(&client, &sink, &args.config(run)).await;
+    client.note_last_success().await;
+    let report = report?;
     print_sync::<E>(&report);
     Ok(ExitStatus::Success)
 }
@@ -201,5 +205,6 @@ pub(super) async fn sync_all_cmd(
             }
         }
     }
+    client.note_last_success().await;
     Ok(status)
 }

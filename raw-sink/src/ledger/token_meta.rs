@@ -57,7 +57,7 @@ const NOTE_SQL: &str = "UPDATE backfill.oauth_tokens SET \
          company_name = COALESCE($5, company_name), \
          connected_at = CASE WHEN $6 THEN now() ELSE connected_at END, \
          rotated_at = CASE WHEN $6 THEN now() ELSE rotated_at END, \
-         last_success_at = now() \
+         last_success_at = CASE WHEN $6 THEN now() ELSE last_success_at END \
      WHERE realm_id = $1";
 
 fn row_of(row: &tokio_postgres::Row) -> Result<TokenMetaRow, SinkError> {
