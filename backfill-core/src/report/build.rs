@@ -270,6 +270,7 @@ pub async fn build(sink: &Sink, scope: &ReportScope) -> Result<Report, Error> {
         triggers: triggers.iter().map(trigger_row).collect(),
         rows_per_day: merge_days(&days),
         syncs: syncs.iter().map(sync_row).collect(),
+        connections: super::connections::connections(sink, realm).await?,
     })
 }
 

@@ -237,6 +237,8 @@ impl Report {
             );
         }
 
+        m.push_str(&super::connections::markdown(&self.connections));
+
         let _ = writeln!(m, "\n## One-time triggers\n");
         let _ = writeln!(
             m,

@@ -16,12 +16,14 @@ use crate::entity::EntityInfo;
 use crate::{Entity, Error};
 
 mod build;
+mod connections;
 mod json;
 mod markdown;
 mod svg;
 mod text;
 
 pub use build::{build, summarise};
+pub use connections::ConnectionRow;
 pub use svg::rows_per_day_svg;
 
 /// File names written by [`Report::write_to`].
@@ -84,6 +86,8 @@ pub struct Report {
     pub rows_per_day: Vec<DayRows>,
     /// The latest `sync` / `reconcile` per pipeline and company.
     pub syncs: Vec<SyncReportRow>,
+    /// Connected companies (tokens in the database): expiries, days left, warnings.
+    pub connections: Vec<ConnectionRow>,
 }
 
 /// The latest sync or reconcile of a pipeline in a company, and how current it leaves it.

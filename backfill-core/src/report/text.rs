@@ -142,6 +142,7 @@ impl Report {
                 y.total_api_calls
             );
         }
+        s.push_str(&super::connections::text(&self.connections));
         let tombstones: u64 = self.tables.iter().map(|t| t.tombstones).sum();
         if tombstones > 0 {
             let _ = writeln!(

@@ -28,7 +28,7 @@ pub use lock::AdvisoryLock;
 pub use runs::{NewRun, Run, RunStatus, RunSummary};
 pub(crate) use syncs::from_row as sync_from_row;
 pub use syncs::{NewSync, SyncId, SyncKind, SyncMarks, SyncRow, SyncStatus, SyncTally};
-pub use token_meta::{TokenGrantNote, TokenMetaRow};
+pub use token_meta::{ConnectionExpiry, TokenGrantNote, TokenMetaRow};
 pub use tokens::TokenLock;
 pub use triggers::{Trigger, TriggerKey, TriggerStatus};
 pub use windows::{Window, WindowOutcome, WindowScope, WindowSpan, WindowStatus};
