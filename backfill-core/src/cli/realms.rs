@@ -11,7 +11,7 @@
 
 use clap::Args;
 use futures::StreamExt as _;
-use qbo_client::{FileTokenStore, QboConfig, TokenStore};
+use qbo_client::{FileTokenStore, QboConfig, TokenMetadata, TokenStore};
 use raw_sink::{PgConfig, Sink};
 
 use super::run::{RunArgs, TokenStoreSpec, ValidatedRun, pipeline_for};
@@ -24,7 +24,8 @@ pub struct RealmsArgs {
     /// Run for this company (repeatable; default QBO_REALM_ID alone).
     #[arg(long = "realm", value_name = "ID")]
     pub realms: Vec<String>,
-    /// Run for every company with a stored token connected with this app (QBO_CLIENT_ID).
+    /// Run for every company with a stored token connected with this app (QBO_CLIENT_ID) or
+    /// one whose secret QBO_APPS_FILE holds.
     #[arg(long, conflicts_with = "realms")]
     pub all_realms: bool,
     /// Companies run at once, each with its own token and per-realm limits.
@@ -56,34 +57,43 @@ fn config_for(realm: &str) -> Result<QboConfig, Error> {
     .map_err(Error::QboConfig)
 }
 
+/// The facts of every company in the configured token store (no tokens).
+async fn stored_facts(args: &RunArgs) -> Result<Vec<TokenMetadata>, Error> {
+    let store: std::sync::Arc<dyn TokenStore> = match &args.token_store {
+        TokenStoreSpec::File(path) => std::sync::Arc::new(FileTokenStore::new(path)),
+        TokenStoreSpec::Db => {
+            let pg = PgConfig::from_env().map_err(Error::PgConfig)?;
+            let sink = Sink::connect(&pg).await.map_err(Error::Database)?;
+            sink.migrate().await.map_err(Error::Migrations)?;
+            std::sync::Arc::new(PgTokenStore::new(&sink))
+        }
+    };
+    store.metadata(None).await.map_err(Error::TokenStore)
+}
+
 /// The companies to run, in realm-id order, without repeats.
 async fn realms_of(args: &RunArgs) -> Result<Vec<String>, Error> {
     let r = &args.realms;
     let mut list: Vec<String> = if r.all_realms {
-        let store: std::sync::Arc<dyn TokenStore> = match &args.token_store {
-            TokenStoreSpec::File(path) => std::sync::Arc::new(FileTokenStore::new(path)),
-            TokenStoreSpec::Db => {
-                let pg = PgConfig::from_env().map_err(Error::PgConfig)?;
-                let sink = Sink::connect(&pg).await.map_err(Error::Database)?;
-                sink.migrate().await.map_err(Error::Migrations)?;
-                std::sync::Arc::new(PgTokenStore::new(&sink))
-            }
-        };
-        // Companies connected with another app are that app's to run (with its credentials).
+        // Companies connected with another app are run with its credentials when
+        // QBO_APPS_FILE has them, else left to that app's runs.
         let app = config_for("0")?.credentials.client_id;
-        let (mine, others): (Vec<_>, Vec<_>) = store
-            .metadata(None)
-            .await
-            .map_err(Error::TokenStore)?
+        let known = super::apps::apps_file_ids()?;
+        let (mine, others): (Vec<_>, Vec<_>) = stored_facts(args)
+            .await?
             .into_iter()
             .filter(|m| m.has_token)
-            .partition(|m| m.client_id.as_deref().is_none_or(|c| c == app));
+            .partition(|m| {
+                m.client_id
+                    .as_deref()
+                    .is_none_or(|c| c == app || known.iter().any(|k| k == c))
+            });
         if !others.is_empty() {
             let names: Vec<&str> = others.iter().map(|m| m.realm_id.as_str()).collect();
             tracing::info!(
                 client_id = app.as_str(),
                 realms = %names.join(","),
-                "realms_of_other_apps_skipped: run them with their own app's QBO_CLIENT_ID and QBO_CLIENT_SECRET[_FILE]"
+                "realms_of_other_apps_skipped: list their apps' secrets in QBO_APPS_FILE, or run them with their own app's QBO_CLIENT_ID and QBO_CLIENT_SECRET[_FILE]"
             );
         }
         mine.into_iter().map(|m| m.realm_id).collect()
@@ -132,11 +142,18 @@ pub(super) async fn pipeline_realms<E: Entity>(
             let pg = PgConfig::from_env().map_err(Error::PgConfig)?;
             let sink = Sink::connect(&pg).await.map_err(Error::Database)?;
             sink.migrate().await.map_err(Error::Migrations)?;
+            // Each company's calls count against the budget of the app it was connected with.
+            let apps: std::collections::HashMap<String, String> = stored_facts(args)
+                .await?
+                .into_iter()
+                .filter_map(|m| m.client_id.map(|c| (m.realm_id, c)))
+                .collect();
             let mut out = Vec::new();
             for (realm, cfg) in configs {
+                let app = apps.get(&realm).unwrap_or(&cfg.credentials.client_id);
                 let used = sink
                     .ledger()
-                    .app_calls_this_month(&cfg.credentials.client_id)
+                    .app_calls_this_month(app)
                     .await
                     .map_err(Error::Database)?;
                 let left = quota.saturating_sub(used);

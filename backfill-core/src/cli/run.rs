@@ -300,6 +300,8 @@ pub(crate) async fn pipeline_for<E: Entity>(
             .await?
         }
     };
+    // The company's own app, when it was connected with another than QBO_CLIENT_ID.
+    let qbo = super::apps::with_company_app(store.as_ref(), qbo).await?;
     // Expiries within 30 days are warned about in every run's log and its summary.
     let token_warnings =
         super::auth::warn_expiring(store.as_ref(), &qbo.realm_id, &qbo.credentials.client_id).await;

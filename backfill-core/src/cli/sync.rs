@@ -78,6 +78,7 @@ pub(super) async fn connect(run: &RunArgs) -> Result<(QboClient, Sink), Error> {
             .await?
         }
     };
+    let qbo = super::apps::with_company_app(store.as_ref(), qbo).await?;
     // Expiries within 30 days are warned about in every run's log.
     super::auth::warn_expiring(store.as_ref(), &qbo.realm_id, &qbo.credentials.client_id).await;
     let client = QboClient::builder(qbo)

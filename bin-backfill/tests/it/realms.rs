@@ -226,3 +226,102 @@ async fn the_monthly_budget_stops_a_run_and_the_next_month_resumes() {
     );
     sim.shutdown().await.unwrap();
 }
+
+const APP_B: &str = "ABsecondAppClientId0000000000000000000000000000000";
+const APP_B_SECRET: &str = "secondAppSecret0XYZ";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_companies_on_two_apps_in_one_invocation() {
+    let sim = Sim::builder()
+        .seed(8)
+        .realm_id(REALMS[0])
+        .extra_realm(REALMS[1], 9)
+        .extra_app(APP_B, APP_B_SECRET)
+        .realm_app(REALMS[1], APP_B)
+        .customers(40)
+        .invoices(100)
+        .span(
+            datetime!(2023-01-01 00:00 UTC),
+            datetime!(2023-01-11 00:00 UTC),
+        )
+        .spawn()
+        .await
+        .unwrap();
+    let db = TestDb::new().await;
+    let url = db_url(&db);
+    let sink = db.migrated_sink().await;
+    let client = sink.pool().get().await.unwrap();
+    for (r, app) in [(REALMS[0], sim.client_id()), (REALMS[1], APP_B.to_owned())] {
+        client
+            .execute(
+                "INSERT INTO backfill.oauth_tokens (realm_id, refresh_token, client_id) VALUES ($1, $2, $3)",
+                &[&r, &sim.refresh_token_for(r).unwrap(), &app],
+            )
+            .await
+            .unwrap();
+    }
+    let args = [
+        "--entity",
+        "Invoice",
+        "--start",
+        "2023-01-01",
+        "--end",
+        "2023-01-11",
+        "--realm",
+        REALMS[0],
+        "--realm",
+        REALMS[1],
+        "--realms-in-flight",
+        "2",
+    ];
+    let rows = |r: &'static str| {
+        let db = &db;
+        async move {
+            count(
+                db,
+                "SELECT count(*) FROM raw.qb_invoices WHERE realm_id = $1",
+                r,
+            )
+            .await
+        }
+    };
+    let truth = |r: &str| sim.realm(r).unwrap().truth("Invoice").unwrap().len() as i64;
+
+    // Without the second app's secret: that company stops in one line naming it, both apps and
+    // the fix, before its token is sent to the wrong app; the other company is loaded.
+    let o = run_expect(many(&sim, &url, &args), 2).await;
+    let (out, err) = text(&o);
+    let line = format!(
+        "company {} was connected with app {APP_B}, but QBO_CLIENT_ID is {}",
+        REALMS[1],
+        sim.client_id()
+    );
+    let errors: Vec<&str> = err.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(
+        errors[0].contains(&line) && errors[0].contains("QBO_APPS_FILE"),
+        "{err}"
+    );
+    assert_eq!(sim.stats().token_failures, 0, "{:?}", sim.stats());
+    assert_eq!(rows(REALMS[0]).await, truth(REALMS[0]));
+    assert_eq!(rows(REALMS[1]).await, 0);
+
+    // With QBO_APPS_FILE mapping the second app to its secret, both run in one invocation,
+    // each with its own app, and the secret is printed nowhere.
+    let dir = tempfile::tempdir().unwrap();
+    let apps = dir.path().join("apps.json");
+    std::fs::write(&apps, format!("{{\"{APP_B}\": \"{APP_B_SECRET}\"}}")).unwrap();
+    let mut c = many(&sim, &url, &args);
+    // (--force: the first company's range completed in the run above.)
+    c.env("QBO_APPS_FILE", &apps).arg("--force");
+    let o = run_expect(c, 0).await;
+    let (out2, err2) = text(&o);
+    for s in [out, err, out2, err2] {
+        assert!(!s.contains(APP_B_SECRET) && !s.contains(&sim.client_secret()));
+    }
+    for r in [REALMS[0], REALMS[1]] {
+        assert_eq!(rows(r).await, truth(r), "{r}");
+    }
+    assert_eq!(sim.stats().token_failures, 0, "{:?}", sim.stats());
+    sim.shutdown().await.unwrap();
+}
