@@ -175,9 +175,12 @@ pub(crate) async fn get_client(pool: &Pool) -> Result<Object, SinkError> {
 /// Names (`V<n>__<name>`) of the migrations embedded in this build, in order.
 #[must_use]
 pub fn embedded_migrations() -> Vec<String> {
-    embedded::migrations::runner()
+    let mut all: Vec<_> = embedded::migrations::runner()
         .get_migrations()
         .iter()
-        .map(ToString::to_string)
-        .collect()
+        .map(|m| (m.version(), m.to_string()))
+        .collect();
+    // By version number: the runner's list is in name order, where V10 sorts before V2.
+    all.sort_by_key(|(v, _)| *v);
+    all.into_iter().map(|(_, name)| name).collect()
 }

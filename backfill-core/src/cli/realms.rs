@@ -5,9 +5,11 @@
 //! rate limiter and concurrency cap (they are per realm), so one company's limits never
 //! borrow another's. The monthly budget is Intuit's metered read quota of the app: the calls
 //! recorded in the ledger this calendar month (UTC) by every run and process for the app's
-//! companies; a company starts only with what is left, and its run stops cleanly (windows back
-//! to pending, exit 1) when that is spent. Under a monthly budget companies run one after
-//! another, so the count is exact; the next month's run resumes.
+//! companies, plus the calls reserved by runs in progress: each company reserves its share of
+//! what is left atomically (`Ledger::reserve_app_calls`), runs with it, and returns what it did
+//! not spend, so companies run in parallel and processes at once without passing the budget;
+//! a run stops cleanly (windows back to pending, exit 1) when its share is spent, and the next
+//! month's run resumes.
 
 use clap::Args;
 use futures::StreamExt as _;
@@ -119,6 +121,53 @@ fn config_for_env_realm() -> Result<String, Error> {
         .map_err(Error::QboConfig)
 }
 
+/// One company's run under the app's monthly budget: its reservation, the run, the release.
+async fn budgeted<E: Entity>(
+    args: &RunArgs,
+    valid: &ValidatedRun,
+    sink: &Sink,
+    app: &str,
+    quota: u64,
+    not_started: &std::sync::atomic::AtomicU64,
+    cfg: QboConfig,
+) -> Result<ExitStatus, Error> {
+    let realm = cfg.realm_id.clone();
+    let companies = not_started
+        .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
+        .max(1);
+    let ledger = sink.ledger();
+    // What is left now is split evenly among this company and those still to start.
+    let grant = ledger
+        .reserve_app_calls(app, &realm, quota, companies, args.max_requests)
+        .await
+        .map_err(Error::Database)?;
+    if grant.granted == 0 {
+        tracing::warn!(
+            realm = realm.as_str(),
+            used = grant.used,
+            quota,
+            "monthly_budget_reached: the app's calls this month (runs and other runs' \
+             reservations) reached --monthly-requests; this company runs again next month \
+             (UTC), with a larger budget, or when other runs return unspent calls"
+        );
+        return Ok(ExitStatus::WindowsFailed);
+    }
+    tracing::info!(
+        realm = realm.as_str(),
+        client_id = app,
+        reserved = grant.granted,
+        used = grant.used,
+        quota,
+        "monthly_budget_reserved"
+    );
+    let r = pipeline_for::<E>(args, valid, cfg, Some(grant.granted), Progress::hidden()).await;
+    if let Err(e) = ledger.release_app_calls(grant.id).await {
+        // It stops counting after a day; the run's own calls are recorded either way.
+        tracing::warn!(realm = realm.as_str(), error = %error_chain(&e), "budget_release_failed");
+    }
+    r
+}
+
 /// Runs the pipeline of `E` for every company the options name.
 pub(super) async fn pipeline_realms<E: Entity>(
     args: &RunArgs,
@@ -148,31 +197,24 @@ pub(super) async fn pipeline_realms<E: Entity>(
                 .into_iter()
                 .filter_map(|m| m.client_id.map(|c| (m.realm_id, c)))
                 .collect();
-            let mut out = Vec::new();
-            for (realm, cfg) in configs {
-                let app = apps.get(&realm).unwrap_or(&cfg.credentials.client_id);
-                let used = sink
-                    .ledger()
-                    .app_calls_this_month(app)
-                    .await
-                    .map_err(Error::Database)?;
-                let left = quota.saturating_sub(used);
-                if left == 0 {
-                    tracing::warn!(
-                        realm = realm.as_str(),
-                        used,
-                        quota,
-                        "monthly_budget_reached: the app's calls this month reached --monthly-requests; \
-                         this company runs again next month (UTC) or with a larger budget"
-                    );
-                    out.push((realm, Ok(ExitStatus::WindowsFailed)));
-                    continue;
-                }
-                let max = Some(args.max_requests.map_or(left, |m| m.min(left)));
-                let r = pipeline_for::<E>(args, valid, cfg, max, Progress::hidden()).await;
-                out.push((realm, r));
-            }
-            out
+            // Companies run in parallel (--realms-in-flight), each with a reservation of the
+            // app's month: an even share of what is left among the companies not yet started,
+            // taken atomically in the ledger, so the total never passes the budget whatever
+            // else runs; unspent calls return when the company ends.
+            let not_started = std::sync::atomic::AtomicU64::new(configs.len() as u64);
+            let (sink, apps, not_started) = (&sink, &apps, &not_started);
+            futures::stream::iter(configs)
+                .map(|(realm, cfg)| async move {
+                    let app = apps
+                        .get(&realm)
+                        .unwrap_or(&cfg.credentials.client_id)
+                        .clone();
+                    let r = budgeted::<E>(args, valid, sink, &app, quota, not_started, cfg).await;
+                    (realm, r)
+                })
+                .buffer_unordered(args.realms.realms_in_flight as usize)
+                .collect()
+                .await
         }
         None => {
             futures::stream::iter(configs)

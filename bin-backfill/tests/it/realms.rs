@@ -325,3 +325,105 @@ async fn two_companies_on_two_apps_in_one_invocation() {
     assert_eq!(sim.stats().token_failures, 0, "{:?}", sim.stats());
     sim.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monthly_budget_holds_for_companies_in_flight_and_two_processes() {
+    let sim = Sim::builder()
+        .seed(8)
+        .realm_id(REALMS[0])
+        .extra_realm(REALMS[1], 9)
+        .extra_realm(REALMS[2], 10)
+        .customers(40)
+        .invoices(300)
+        .latency(
+            std::time::Duration::from_millis(15),
+            std::time::Duration::ZERO,
+        )
+        .span(
+            datetime!(2023-01-01 00:00 UTC),
+            datetime!(2023-01-11 00:00 UTC),
+        )
+        .spawn()
+        .await
+        .unwrap();
+    let db = TestDb::new().await;
+    let url = db_url(&db);
+    connect_all(&sim, &db).await;
+    let args = [
+        "--entity",
+        "Invoice",
+        "--start",
+        "2023-01-01",
+        "--end",
+        "2023-01-11",
+        "--all-realms",
+        "--realms-in-flight",
+        "3",
+        "--page-size",
+        "20",
+        "--concurrency",
+        "1",
+        "--monthly-requests",
+        "30",
+    ];
+    let queries = |sim: &SimHandle| sim.stats().endpoint_total("query");
+
+    // Three companies at once under one budget: each got a share, they ran side by side, and
+    // the total stayed within it.
+    run_expect(many(&sim, &url, &args), 1).await;
+    let first = queries(&sim);
+    assert!(first > 0 && first <= 30, "{first}");
+    let log = sim.requests();
+    let span = |r: &str| {
+        let at: Vec<_> = log
+            .iter()
+            .filter(|q| q.endpoint == "query" && q.realm.as_deref() == Some(r))
+            .map(|q| q.at)
+            .collect();
+        (*at.iter().min().unwrap(), *at.iter().max().unwrap())
+    };
+    let spans: Vec<_> = REALMS.iter().map(|r| span(r)).collect();
+    let latest_start = spans.iter().map(|s| s.0).max().unwrap();
+    let earliest_end = spans.iter().map(|s| s.1).min().unwrap();
+    assert!(
+        latest_start < earliest_end,
+        "the companies ran one after another: {spans:?}"
+    );
+
+    // Next month, two processes at once on the same budget: together within it.
+    let sink = db.sink().await;
+    sink.pool()
+        .get()
+        .await
+        .unwrap()
+        .execute(
+            "UPDATE backfill.runs SET started_at = started_at - interval '40 days', \
+             finished_at = finished_at - interval '40 days'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let before = queries(&sim);
+    let (a, b) = (many(&sim, &url, &args), many(&sim, &url, &args));
+    let (oa, ob) = tokio::join!(output(a), output(b));
+    for o in [&oa, &ob] {
+        assert!(matches!(o.status.code(), Some(0 | 1)), "{:?}", text(o));
+    }
+    let second = queries(&sim) - before;
+    assert!(second > 0 && second <= 30, "{second}");
+    let recorded: i64 = sink
+        .pool()
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT COALESCE(sum(api_calls), 0)::bigint FROM backfill.runs \
+             WHERE started_at >= date_trunc('month', now())",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(recorded, second as i64);
+    sim.shutdown().await.unwrap();
+}

@@ -4,6 +4,7 @@
 //! the database enforces the legal transitions even with several processes; an illegal one
 //! comes back as [`SinkError::InvalidTransition`] naming the current status.
 
+mod budget;
 mod claims;
 mod lock;
 mod runs;
@@ -23,6 +24,7 @@ use tokio_postgres::types::FromSql;
 use crate::error::SinkError;
 use crate::sink::get_client;
 
+pub use budget::BudgetReservation;
 pub use claims::{ClaimStatus, Reload, WindowClaim};
 pub use lock::AdvisoryLock;
 pub use runs::{NewRun, Run, RunStatus, RunSummary};

@@ -151,6 +151,7 @@ async fn raw_tables_match_the_spec() {
     assert_eq!(
         ledger,
         [
+            "app_budget_reservations",
             "oauth_tokens",
             "refinery_schema_history",
             "report_periods",
