@@ -14,7 +14,7 @@
 use clap::Args;
 use futures::StreamExt as _;
 use qbo_client::{FileTokenStore, QboConfig, TokenMetadata, TokenStore};
-use raw_sink::{PgConfig, Sink};
+use raw_sink::{BudgetReservation, PgConfig, Sink};
 
 use super::run::{RunArgs, TokenStoreSpec, ValidatedRun, pipeline_for};
 use crate::run::error_chain;
@@ -121,47 +121,56 @@ fn config_for_env_realm() -> Result<String, Error> {
         .map_err(Error::QboConfig)
 }
 
-/// One company's run under the app's monthly budget: its reservation, the run, the release.
-async fn budgeted<E: Entity>(
+/// A company's reservation of the app's month: an even share (`1/companies`) of what is left.
+async fn reserve(
     args: &RunArgs,
-    valid: &ValidatedRun,
     sink: &Sink,
     app: &str,
+    realm: &str,
     quota: u64,
-    not_started: &std::sync::atomic::AtomicU64,
-    cfg: QboConfig,
-) -> Result<ExitStatus, Error> {
-    let realm = cfg.realm_id.clone();
-    let companies = not_started
-        .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
-        .max(1);
-    let ledger = sink.ledger();
-    // What is left now is split evenly among this company and those still to start.
-    let grant = ledger
-        .reserve_app_calls(app, &realm, quota, companies, args.max_requests)
+    companies: u64,
+) -> Result<BudgetReservation, Error> {
+    let grant = sink
+        .ledger()
+        .reserve_app_calls(app, realm, quota, companies, args.max_requests)
         .await
         .map_err(Error::Database)?;
     if grant.granted == 0 {
         tracing::warn!(
-            realm = realm.as_str(),
+            realm,
             used = grant.used,
             quota,
             "monthly_budget_reached: the app's calls this month (runs and other runs' \
              reservations) reached --monthly-requests; this company runs again next month \
              (UTC), with a larger budget, or when other runs return unspent calls"
         );
+    } else {
+        tracing::info!(
+            realm,
+            client_id = app,
+            reserved = grant.granted,
+            used = grant.used,
+            quota,
+            "monthly_budget_reserved"
+        );
+    }
+    Ok(grant)
+}
+
+/// One company's run within its reservation, which is released when it ends.
+async fn budgeted<E: Entity>(
+    args: &RunArgs,
+    valid: &ValidatedRun,
+    sink: &Sink,
+    grant: BudgetReservation,
+    cfg: QboConfig,
+) -> Result<ExitStatus, Error> {
+    if grant.granted == 0 {
         return Ok(ExitStatus::WindowsFailed);
     }
-    tracing::info!(
-        realm = realm.as_str(),
-        client_id = app,
-        reserved = grant.granted,
-        used = grant.used,
-        quota,
-        "monthly_budget_reserved"
-    );
+    let realm = cfg.realm_id.clone();
     let r = pipeline_for::<E>(args, valid, cfg, Some(grant.granted), Progress::hidden()).await;
-    if let Err(e) = ledger.release_app_calls(grant.id).await {
+    if let Err(e) = sink.ledger().release_app_calls(grant.id).await {
         // It stops counting after a day; the run's own calls are recorded either way.
         tracing::warn!(realm = realm.as_str(), error = %error_chain(&e), "budget_release_failed");
     }
@@ -201,15 +210,21 @@ pub(super) async fn pipeline_realms<E: Entity>(
             // app's month: an even share of what is left among the companies not yet started,
             // taken atomically in the ledger, so the total never passes the budget whatever
             // else runs; unspent calls return when the company ends.
-            let not_started = std::sync::atomic::AtomicU64::new(configs.len() as u64);
-            let (sink, apps, not_started) = (&sink, &apps, &not_started);
-            futures::stream::iter(configs)
-                .map(|(realm, cfg)| async move {
-                    let app = apps
-                        .get(&realm)
-                        .unwrap_or(&cfg.credentials.client_id)
-                        .clone();
-                    let r = budgeted::<E>(args, valid, sink, &app, quota, not_started, cfg).await;
+            // Every company of the invocation reserves before any starts (so a company that
+            // ends early, its calls recorded but its reservation not yet returned, does not
+            // starve those after it), then they run side by side.
+            let mut planned = Vec::with_capacity(configs.len());
+            let mut companies = configs.len() as u64;
+            for (realm, cfg) in configs {
+                let app = apps.get(&realm).unwrap_or(&cfg.credentials.client_id);
+                let grant = reserve(args, &sink, app, &realm, quota, companies).await?;
+                companies = companies.saturating_sub(1);
+                planned.push((realm, cfg, grant));
+            }
+            let sink = &sink;
+            futures::stream::iter(planned)
+                .map(|(realm, cfg, grant)| async move {
+                    let r = budgeted::<E>(args, valid, sink, grant, cfg).await;
                     (realm, r)
                 })
                 .buffer_unordered(args.realms.realms_in_flight as usize)

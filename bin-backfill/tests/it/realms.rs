@@ -336,7 +336,7 @@ async fn the_monthly_budget_holds_for_companies_in_flight_and_two_processes() {
         .customers(40)
         .invoices(300)
         .latency(
-            std::time::Duration::from_millis(15),
+            std::time::Duration::from_millis(40),
             std::time::Duration::ZERO,
         )
         .span(
