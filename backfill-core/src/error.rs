@@ -134,6 +134,22 @@ pub enum Error {
     /// A command-line or environment value is missing or malformed.
     #[error("{0}")]
     Usage(String),
+    /// The company was connected with another Intuit app than `QBO_CLIENT_ID`, and
+    /// `QBO_APPS_FILE` has no secret for that app (its token refreshes only with that app).
+    #[error(
+        "company {realm} was connected with app {connected_with}, but QBO_CLIENT_ID is \
+         {configured}: list {connected_with}'s client secret in QBO_APPS_FILE (a JSON file \
+         {{\"<client id>\": \"<client secret>\"}}, mode 0600), or run this company with \
+         QBO_CLIENT_ID={connected_with} and that app's QBO_CLIENT_SECRET[_FILE]"
+    )]
+    OtherApp {
+        /// The company.
+        realm: String,
+        /// The app it was connected with.
+        connected_with: String,
+        /// `QBO_CLIENT_ID`.
+        configured: String,
+    },
     /// The status page could not start or stopped (`serve`), or the metrics textfile failed.
     #[error("status page")]
     StatusPage(#[source] status_page::StatusError),
@@ -341,6 +357,7 @@ impl Error {
             | Error::TooManyWindows { .. }
             | Error::NotWholeDays { .. }
             | Error::WindowFieldNotApplicable { .. }
+            | Error::OtherApp { .. }
             | Error::Usage(_) => ExitStatus::Usage,
         }
     }

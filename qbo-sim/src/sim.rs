@@ -76,6 +76,10 @@ pub struct SimBuilder {
     end: OffsetDateTime,
     realm_id: String,
     extra_realms: Vec<(String, u64)>,
+    /// Further apps (client id, secret) beside the primary one.
+    extra_apps: Vec<(String, String)>,
+    /// Companies connected with one of them: (realm, client id).
+    realm_apps: Vec<(String, String)>,
     client_id: String,
     client_secret: String,
     refresh_token: String,
@@ -120,6 +124,8 @@ impl Default for SimBuilder {
             end: datetime!(2025-01-01 00:00 UTC),
             realm_id: DEFAULT_REALM_ID.to_string(),
             extra_realms: Vec::new(),
+            extra_apps: Vec::new(),
+            realm_apps: Vec::new(),
             client_id: DEFAULT_CLIENT_ID.to_string(),
             client_secret: DEFAULT_CLIENT_SECRET.to_string(),
             refresh_token: DEFAULT_REFRESH_TOKEN.to_string(),
@@ -244,6 +250,21 @@ impl SimBuilder {
     /// primary's, as in QBO). Its initial refresh token is [`SimHandle::refresh_token_for`].
     pub fn extra_realm(mut self, realm: impl Into<String>, seed: u64) -> Self {
         self.extra_realms.push((realm.into(), seed));
+        self
+    }
+
+    /// Another Intuit app (client id and secret) the simulator knows beside the primary one:
+    /// its credentials authenticate at the token endpoint and its consent page, and a company
+    /// connected with it ([`SimBuilder::realm_app`], or `auth connect` with its id) refreshes
+    /// only with them (another app's credentials get `invalid_grant`, as with Intuit).
+    pub fn extra_app(mut self, client_id: impl Into<String>, secret: impl Into<String>) -> Self {
+        self.extra_apps.push((client_id.into(), secret.into()));
+        self
+    }
+
+    /// Company `realm` is connected with app `client_id` (default: the primary app).
+    pub fn realm_app(mut self, realm: impl Into<String>, client_id: impl Into<String>) -> Self {
+        self.realm_apps.push((realm.into(), client_id.into()));
         self
     }
 
@@ -492,6 +513,15 @@ impl SimBuilder {
         for (r, _) in &self.extra_realms {
             tokens.seed_realm(r, &extra_refresh_token(r), now);
         }
+        for (r, app) in &self.realm_apps {
+            if !realm_specs.iter().any(|(x, _)| x == r) {
+                return Err(SimError::InvalidConfig(format!("realm_app: no realm {r}")));
+            }
+            if *app != self.client_id && !self.extra_apps.iter().any(|(id, _)| id == app) {
+                return Err(SimError::InvalidConfig(format!("realm_app: no app {app}")));
+            }
+            tokens.connect_app(r, app);
+        }
         let settings = Settings {
             faults: self.faults.clone(),
             quirks: self.quirks,
@@ -513,13 +543,16 @@ impl SimBuilder {
             consent: self.consent.clone(),
             redirect_uris: self.redirect_uris.clone(),
         };
-        let shared = Arc::new(Shared::new(
-            realms,
-            self.client_id.clone(),
-            self.client_secret.clone(),
-            settings,
-            tokens,
-        ));
+        let shared = Arc::new(
+            Shared::new(
+                realms,
+                self.client_id.clone(),
+                self.client_secret.clone(),
+                settings,
+                tokens,
+            )
+            .with_apps(self.extra_apps.clone()),
+        );
         let listener = tokio::net::TcpListener::bind((self.host, self.port))
             .await
             .map_err(|source| SimError::Bind {

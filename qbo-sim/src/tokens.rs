@@ -70,6 +70,8 @@ pub(crate) enum RefreshRefusal {
     Superseded,
     Revoked,
     Expired,
+    /// The token belongs to another app than the credentials presented.
+    OtherClient,
 }
 
 /// Why an access token was refused.
@@ -97,6 +99,9 @@ pub(crate) struct Tokens {
     current: HashMap<String, String>,
     chain_start: HashMap<String, Instant>,
     codes: HashMap<String, AuthCode>,
+    /// The app each company was connected with, when not the primary one's default (a
+    /// company's tokens refresh only with its app's credentials).
+    realm_app: HashMap<String, String>,
 }
 
 fn random_token(prefix: &str, bytes: usize) -> String {
@@ -140,15 +145,24 @@ impl Tokens {
         self.chain_start.insert(realm.to_string(), now);
     }
 
+    /// Company `realm` is connected with app `client_id`: its refresh tokens refresh only with
+    /// that app's credentials.
+    pub(crate) fn connect_app(&mut self, realm: &str, client_id: &str) {
+        self.realm_app
+            .insert(realm.to_string(), client_id.to_string());
+    }
+
     /// The newest refresh token of a realm.
     pub(crate) fn current(&self, realm: &str) -> Option<String> {
         self.current.get(realm).cloned()
     }
 
-    /// Exchanges a refresh token for an access token (and maybe a new refresh token).
+    /// Exchanges a refresh token for an access token (and maybe a new refresh token), for the
+    /// app `client_id` authenticated as (a company connected with another app: refused).
     pub(crate) fn refresh(
         &mut self,
         presented: &str,
+        client_id: &str,
         policy: TokenPolicy,
         now: Instant,
     ) -> Result<Grant, RefreshRefusal> {
@@ -159,6 +173,13 @@ impl Tokens {
             .clone();
         if tok.revoked {
             return Err(RefreshRefusal::Revoked);
+        }
+        if self
+            .realm_app
+            .get(&tok.realm)
+            .is_some_and(|app| app != client_id)
+        {
+            return Err(RefreshRefusal::OtherClient);
         }
         if tok.dies_at.is_some_and(|d| now >= d) {
             return Err(RefreshRefusal::Superseded);
@@ -291,6 +312,7 @@ impl Tokens {
         }
         c.used = true;
         let realm = c.realm.clone();
+        self.realm_app.insert(realm.clone(), client_id.to_string());
         for t in self.refresh.values_mut() {
             if t.realm == realm && t.dies_at.is_none() {
                 t.dies_at = Some(now);
@@ -382,12 +404,12 @@ mod tests {
         let now = Instant::now();
         t.seed_realm("r", "RT0", now);
         let g = t
-            .refresh("RT0", policy(Rotation::Never, None), now)
+            .refresh("RT0", "app", policy(Rotation::Never, None), now)
             .unwrap();
         assert_eq!(g.refresh_token, "RT0");
         assert!(!g.rotated);
         let g2 = t
-            .refresh("RT0", policy(Rotation::Never, None), now)
+            .refresh("RT0", "app", policy(Rotation::Never, None), now)
             .unwrap();
         assert_eq!(g2.refresh_token, "RT0");
         assert_ne!(g.access_token, g2.access_token);
@@ -405,18 +427,23 @@ mod tests {
         let now = Instant::now();
         t.seed_realm("r", "RT0", now);
         let g = t
-            .refresh("RT0", policy(Rotation::EveryRefresh, None), now)
+            .refresh("RT0", "app", policy(Rotation::EveryRefresh, None), now)
             .unwrap();
         assert_ne!(g.refresh_token, "RT0");
         assert_eq!(t.current("r").unwrap(), g.refresh_token);
         assert_eq!(
-            t.refresh("RT0", policy(Rotation::EveryRefresh, None), now)
+            t.refresh("RT0", "app", policy(Rotation::EveryRefresh, None), now)
                 .unwrap_err(),
             RefreshRefusal::Superseded
         );
         assert!(
-            t.refresh(&g.refresh_token, policy(Rotation::EveryRefresh, None), now)
-                .is_ok()
+            t.refresh(
+                &g.refresh_token,
+                "app",
+                policy(Rotation::EveryRefresh, None),
+                now
+            )
+            .is_ok()
         );
     }
 
@@ -426,13 +453,13 @@ mod tests {
         let now = Instant::now();
         let p = policy(Rotation::EveryRefresh, Some(Duration::from_secs(60)));
         t.seed_realm("r", "RT0", now);
-        let g = t.refresh("RT0", p, now).unwrap();
+        let g = t.refresh("RT0", "app", p, now).unwrap();
         let later = now + Duration::from_secs(30);
         // Old token still works during the grace period (and rotation goes on).
-        assert!(t.refresh("RT0", p, later).is_ok());
+        assert!(t.refresh("RT0", "app", p, later).is_ok());
         let dead = now + Duration::from_secs(61);
         assert_eq!(
-            t.refresh("RT0", p, dead).unwrap_err(),
+            t.refresh("RT0", "app", p, dead).unwrap_err(),
             RefreshRefusal::Superseded
         );
         let _ = g;
@@ -445,20 +472,22 @@ mod tests {
         let p = policy(Rotation::Every(Duration::from_secs(100)), None);
         t.seed_realm("r", "RT0", now);
         assert_eq!(
-            t.refresh("RT0", p, now + Duration::from_secs(10))
+            t.refresh("RT0", "app", p, now + Duration::from_secs(10))
                 .unwrap()
                 .refresh_token,
             "RT0"
         );
-        let g = t.refresh("RT0", p, now + Duration::from_secs(100)).unwrap();
+        let g = t
+            .refresh("RT0", "app", p, now + Duration::from_secs(100))
+            .unwrap();
         assert!(g.rotated);
         assert_eq!(
-            t.refresh("RT0", p, now + Duration::from_secs(101))
+            t.refresh("RT0", "app", p, now + Duration::from_secs(101))
                 .unwrap_err(),
             RefreshRefusal::Superseded
         );
         assert_eq!(
-            t.refresh(&g.refresh_token, p, now + Duration::from_secs(150))
+            t.refresh(&g.refresh_token, "app", p, now + Duration::from_secs(150))
                 .unwrap()
                 .refresh_token,
             g.refresh_token
@@ -494,7 +523,7 @@ mod tests {
             CodeRefusal::Used
         );
         assert_eq!(
-            t.refresh("RT0", p, now).unwrap_err(),
+            t.refresh("RT0", "app", p, now).unwrap_err(),
             RefreshRefusal::Superseded
         );
         let late = t.issue_code("r", "u", "app", now);
@@ -516,24 +545,38 @@ mod tests {
         let p = policy(Rotation::Never, None);
         t.seed_realm("a", "RTA", now);
         t.seed_realm("b", "RTB", now);
-        let ga = t.refresh("RTA", p, now).unwrap();
+        let ga = t.refresh("RTA", "app", p, now).unwrap();
         assert_eq!(t.revoke("RTA").as_deref(), Some("a"));
         assert_eq!(
-            t.refresh("RTA", p, now).unwrap_err(),
+            t.refresh("RTA", "app", p, now).unwrap_err(),
             RefreshRefusal::Revoked
         );
         assert_eq!(
             t.check_access(&ga.access_token, now),
             Err(AccessRefusal::Unknown)
         );
-        assert!(t.refresh("RTB", p, now).is_ok());
-        let gb = t.refresh("RTB", p, now).unwrap();
+        assert!(t.refresh("RTB", "app", p, now).is_ok());
+        let gb = t.refresh("RTB", "app", p, now).unwrap();
         assert_eq!(t.revoke(&gb.access_token).as_deref(), Some("b"));
         assert_eq!(
-            t.refresh("RTB", p, now).unwrap_err(),
+            t.refresh("RTB", "app", p, now).unwrap_err(),
             RefreshRefusal::Revoked
         );
         assert_eq!(t.revoke("never-issued"), None);
+    }
+
+    #[test]
+    fn a_company_of_another_app_refreshes_only_with_its_credentials() {
+        let now = Instant::now();
+        let mut t = Tokens::default();
+        t.seed_realm("r", "RT0", now);
+        t.connect_app("r", "appB");
+        let p = policy(Rotation::Never, None);
+        assert_eq!(
+            t.refresh("RT0", "appA", p, now).unwrap_err(),
+            RefreshRefusal::OtherClient
+        );
+        assert!(t.refresh("RT0", "appB", p, now).is_ok());
     }
 
     #[test]
@@ -542,7 +585,7 @@ mod tests {
         let now = Instant::now();
         t.seed_realm("r", "RT0", now);
         let g = t
-            .refresh("RT0", policy(Rotation::Never, None), now)
+            .refresh("RT0", "app", policy(Rotation::Never, None), now)
             .unwrap();
         t.expire_all_access(now);
         assert_eq!(
@@ -551,12 +594,12 @@ mod tests {
         );
         t.revoke_all_refresh();
         assert_eq!(
-            t.refresh("RT0", policy(Rotation::Never, None), now)
+            t.refresh("RT0", "app", policy(Rotation::Never, None), now)
                 .unwrap_err(),
             RefreshRefusal::Revoked
         );
         assert_eq!(
-            t.refresh("zzz", policy(Rotation::Never, None), now)
+            t.refresh("zzz", "app", policy(Rotation::Never, None), now)
                 .unwrap_err(),
             RefreshRefusal::Unknown
         );

@@ -55,11 +55,11 @@ pub use book_checks::{
 pub use config::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE, PgConfig, SslMode};
 pub use error::SinkError;
 pub use ledger::{
-    AdvisoryLock, BudgetShare, ClaimStatus, LeaseRenewal, Ledger, NewRun, NewSync, NewWorker,
-    Reload, Run, RunId, RunStatus, RunSummary, ShareGrant, SyncId, SyncKind, SyncMarks, SyncRow,
-    SyncStatus, SyncTally, TokenGrantNote, TokenLock, TokenMetaRow, Trigger, TriggerKey,
-    TriggerStatus, Window, WindowClaim, WindowId, WindowOutcome, WindowScope, WindowSpan,
-    WindowStatus, WorkerRow,
+    AdvisoryLock, BudgetReservation, BudgetShare, ClaimStatus, ConnectionExpiry, LeaseRenewal,
+    Ledger, NewRun, NewSync, NewWorker, Reload, Run, RunId, RunStatus, RunSummary, ShareGrant,
+    SyncId, SyncKind, SyncMarks, SyncRow, SyncStatus, SyncTally, TokenGrantNote, TokenLock,
+    TokenMetaRow, Trigger, TriggerKey, TriggerStatus, Window, WindowClaim, WindowId, WindowOutcome,
+    WindowScope, WindowSpan, WindowStatus, WorkerRow,
 };
 pub use quarantine::RejectRecord;
 pub use reports::{ReportKey, ReportWrite, STORE_REPORT_SQL, StoredReport};

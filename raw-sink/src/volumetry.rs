@@ -165,8 +165,22 @@ FROM backfill.book_check_rows
 WHERE check_id = ANY($1::int8[])
 ORDER BY check_id, month, kind, label"#;
 
+/// The connected companies' token expiries (`backfill.oauth_tokens`, never the token): when
+/// the refresh token (rolling) and the grant (hard) expire, whole days left (rounded toward
+/// zero) and whether either is under `$2` days away. `$1` = realm or NULL; `$2` = warning days.
+pub const CONNECTIONS_SQL: &str = r#"SELECT realm_id, company_name, client_id,
+       refresh_token IS NOT NULL AS has_token,
+       rotated_at, last_success_at, refresh_expires_at, hard_expires_at,
+       trunc(extract(epoch FROM refresh_expires_at - now()) / 86400)::int8 AS refresh_days_left,
+       trunc(extract(epoch FROM hard_expires_at - now()) / 86400)::int8    AS hard_days_left,
+       COALESCE(refresh_expires_at < now() + make_interval(days => $2::int)
+                OR hard_expires_at < now() + make_interval(days => $2::int), false) AS expiring
+FROM backfill.oauth_tokens
+WHERE ($1::text IS NULL OR realm_id = $1)
+ORDER BY realm_id"#;
+
 /// Every volumetry query, named, in the order `docs/VOLUMETRY.md` presents them.
-pub const VOLUMETRY_QUERIES: [(&str, &str); 10] = [
+pub const VOLUMETRY_QUERIES: [(&str, &str); 11] = [
     ("table totals", TABLE_TOTALS_SQL),
     ("rows per day", ROWS_PER_DAY_SQL),
     ("windows", WINDOWS_SQL),
@@ -177,6 +191,7 @@ pub const VOLUMETRY_QUERIES: [(&str, &str); 10] = [
     ("books by month", BOOKS_BY_MONTH_SQL),
     ("book checks", BOOK_CHECKS_SQL),
     ("book check rows", BOOK_CHECK_ROWS_SQL),
+    ("connections", CONNECTIONS_SQL),
 ];
 
 /// The latest sync of a pipeline in a company ([`SYNCS_SQL`]).

@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use super::reports::{QboArgs, connect};
+use super::reports::QboArgs;
 use crate::books::check::{CheckConfig, check};
 use crate::books::parse_date;
 use crate::{Error, ExitStatus};
@@ -29,7 +29,8 @@ pub(super) async fn check_books_cmd(args: &CheckBooksArgs) -> Result<ExitStatus,
             args.end, args.start
         )));
     }
-    let Some(session) = connect(&args.qbo, "check_books").await? else {
+    let Some(session) = super::connect::session_within_month(&args.qbo, "check_books").await?
+    else {
         return Ok(ExitStatus::WindowsFailed);
     };
     let cfg = CheckConfig {
@@ -40,8 +41,7 @@ pub(super) async fn check_books_cmd(args: &CheckBooksArgs) -> Result<ExitStatus,
     };
     let result = check(&session.client, &session.sink, &cfg).await;
     session
-        .worker
-        .stop(match &result {
+        .end(match &result {
             Ok(_) => "check-books finished",
             Err(_) => "check-books stopped on an error",
         })

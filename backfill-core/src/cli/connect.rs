@@ -1,17 +1,18 @@
 //! The QBO connection every pipeline-like command builds the same way: the token store the
 //! command line names (`--token-store db|file:PATH`), this process registered as a worker of
 //! the realm with its share of the realm's QBO budget, and the client built with that share.
-//! The pipelines (`cli/run.rs`), `reports` and `check-books` use these functions; none builds
-//! its client otherwise.
+//! The pipelines (`cli/run.rs`) use these functions, and `sync`, `reconcile`, `reports` and
+//! `check-books` a [`Session`] built from them; none builds its client otherwise.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use qbo_client::{QboClient, QboConfig, RateLimit, RetryPolicy, TokenCipher, TokenStore};
-use raw_sink::Sink;
+use raw_sink::{BudgetReservation, PgConfig, Sink};
 
 use super::reliability::{self, ReliabilityArgs};
-use super::run::TokenStoreSpec;
+use super::reports::QboArgs;
+use super::run::{RunArgs, TokenStoreSpec};
 use crate::claim::Worker;
 use crate::{Error, Shutdown};
 
@@ -86,6 +87,189 @@ pub(crate) async fn client_with_share(
         Err(e) => {
             worker.stop("the QBO client could not be built").await;
             Err(Error::Qbo(e))
+        }
+    }
+}
+
+/// What a single-company command (`sync`, `reconcile`, `reports`, `check-books`) runs with:
+/// the client (built as the pipelines build theirs), the migrated database, this process's
+/// worker, the stop request, the request budget and the monthly reservation it came from.
+pub(crate) struct Session {
+    /// The QBO client, limited to this worker's share of the realm's budget.
+    pub(crate) client: QboClient,
+    /// The database, migrated.
+    pub(crate) sink: Sink,
+    /// This process's worker row (its budget share).
+    worker: Worker,
+    /// SIGINT / SIGTERM.
+    pub(crate) shutdown: Shutdown,
+    /// `--max-requests`, lowered to what the monthly reservation granted.
+    pub(crate) max_requests: Option<u64>,
+    /// The monthly reservation, released by [`Session::end`].
+    reservation: Option<BudgetReservation>,
+    /// `--monthly-requests`, when the app had nothing left of it (`max_requests` is then 0).
+    month_spent: Option<u64>,
+}
+
+impl Session {
+    /// Ends the session: the last successful call noted for `auth status`, the worker stopped
+    /// (`how` is its ledger note) and the unspent monthly reservation returned.
+    pub(crate) async fn end(self, how: &str) {
+        self.client.note_last_success().await;
+        self.worker.stop(how).await;
+        if let Some(grant) = self.reservation {
+            release_monthly(&self.sink, grant, self.client.realm_id()).await;
+        }
+    }
+}
+
+/// Connects as a pipeline does, all configuration checked before anything is called or
+/// written: the token store of `--token-store`, the company's own Intuit app, the expiry
+/// warning, under `--monthly-requests` a reservation of what the app has left this month, and
+/// this process registered as a worker of `pipeline` with its share of the realm's budget.
+/// When the month's budget is spent, `max_requests` is 0: the command stops before its first
+/// call (and records that it did).
+pub(crate) async fn session(args: &QboArgs, pipeline: &str) -> Result<Session, Error> {
+    let qbo = QboConfig::from_env().map_err(Error::QboConfig)?;
+    let pg = PgConfig::from_env().map_err(Error::PgConfig)?;
+    let token_key = crate::token_key_from_env()?;
+    let file_store = file_token_store(&args.token_store, &qbo.realm_id, token_key.clone()).await?;
+    let shutdown = reliability::install_signal_handlers(pipeline);
+    let sink = Sink::connect(&pg).await.map_err(Error::Database)?;
+    sink.migrate().await.map_err(Error::Migrations)?;
+    let store = token_store(file_store, &sink, &qbo.realm_id, token_key).await?;
+    // The company's own app, when it was connected with another than QBO_CLIENT_ID.
+    let qbo = super::apps::with_company_app(store.as_ref(), qbo).await?;
+    // Expiries within 30 days are warned about in every run's log.
+    super::auth::warn_expiring(store.as_ref(), &qbo.realm_id, &qbo.credentials.client_id).await;
+    let (max_requests, reservation) = match args.monthly_requests {
+        None => (args.max_requests, None),
+        Some(quota) => {
+            let grant = reserve_monthly(
+                &sink,
+                &qbo.credentials.client_id,
+                &qbo.realm_id,
+                quota,
+                1,
+                args.max_requests,
+            )
+            .await?;
+            (Some(grant.granted), Some(grant).filter(|g| g.granted > 0))
+        }
+    };
+    let month_spent = args.monthly_requests.filter(|_| max_requests == Some(0));
+    let limits = ClientLimits {
+        realm_budget: RateLimit {
+            per_minute: args.requests_per_min,
+            max_concurrency: args.max_in_flight,
+        },
+        give_up_after: args.give_up_after.as_duration(),
+    };
+    let shared = client_with_share(
+        pipeline,
+        qbo,
+        store,
+        &sink,
+        limits,
+        &args.reliability,
+        &shutdown,
+    )
+    .await;
+    let (client, worker) = match shared {
+        Ok(pair) => pair,
+        Err(e) => {
+            if let Some(grant) = reservation {
+                release_monthly(&sink, grant, "").await;
+            }
+            return Err(e);
+        }
+    };
+    Ok(Session {
+        client,
+        sink,
+        worker,
+        shutdown,
+        max_requests,
+        reservation,
+        month_spent,
+    })
+}
+
+/// [`session`] for a command that asks nothing once the month's budget is spent (`reports`,
+/// `check-books`): `None`, printed, then.
+pub(crate) async fn session_within_month(
+    args: &QboArgs,
+    pipeline: &str,
+) -> Result<Option<Session>, Error> {
+    let session = session(args, pipeline).await?;
+    let Some(quota) = session.month_spent else {
+        return Ok(Some(session));
+    };
+    println!(
+        "{pipeline}: the app's QBO calls this month reached --monthly-requests {quota}: nothing \
+         asked; run again next month (UTC) or with a larger budget"
+    );
+    session.end("the month's budget is spent").await;
+    Ok(None)
+}
+
+/// Reserves for company `realm` of app `app` a `companies`-th of what the app has left of its
+/// monthly `quota` (at most `max_requests`), atomically across processes
+/// ([`raw_sink::Ledger::reserve_app_calls`]); a grant of 0 is warned about.
+pub(crate) async fn reserve_monthly(
+    sink: &Sink,
+    app: &str,
+    realm: &str,
+    quota: u64,
+    companies: u64,
+    max_requests: Option<u64>,
+) -> Result<BudgetReservation, Error> {
+    let grant = sink
+        .ledger()
+        .reserve_app_calls(app, realm, quota, companies, max_requests)
+        .await
+        .map_err(Error::Database)?;
+    if grant.granted == 0 {
+        tracing::warn!(
+            realm,
+            used = grant.used,
+            quota,
+            "monthly_budget_reached: the app's calls this month (runs and other runs' \
+             reservations) reached --monthly-requests; this company runs again next month \
+             (UTC), with a larger budget, or when other runs return unspent calls"
+        );
+    } else {
+        tracing::info!(
+            realm,
+            client_id = app,
+            reserved = grant.granted,
+            used = grant.used,
+            quota,
+            "monthly_budget_reserved"
+        );
+    }
+    Ok(grant)
+}
+
+/// Returns what reservation `grant` did not spend (its run has recorded its calls). A failure
+/// is only warned about: an open reservation stops counting after a day.
+pub(crate) async fn release_monthly(sink: &Sink, grant: BudgetReservation, realm: &str) {
+    if let Err(e) = sink.ledger().release_app_calls(grant.id).await {
+        tracing::warn!(realm, error = %crate::run::error_chain(&e), "budget_release_failed");
+    }
+}
+
+impl From<&RunArgs> for QboArgs {
+    /// The connection options of a run (given before `sync` / `reconcile`).
+    fn from(run: &RunArgs) -> Self {
+        Self {
+            token_store: run.token_store.clone(),
+            requests_per_min: run.requests_per_min,
+            max_in_flight: run.max_in_flight,
+            give_up_after: run.give_up_after,
+            max_requests: run.max_requests,
+            monthly_requests: run.realms.monthly_requests,
+            reliability: run.reliability.clone(),
         }
     }
 }

@@ -42,7 +42,8 @@ Examples:
 
 Environment: QBO_CLIENT_ID, QBO_CLIENT_SECRET, QBO_REALM_ID, QBO_ENV (sandbox|production),
 QBO_REFRESH_TOKEN unless the company was connected with `qb-backfill auth connect`, optional
-QBO_BASE_URL / QBO_TOKEN_URL; DATABASE_URL or PG_HOST, PG_PORT,
+QBO_APPS_FILE (a JSON file of client id to secret of the further apps companies were connected
+with), QBO_BASE_URL / QBO_TOKEN_URL; DATABASE_URL or PG_HOST, PG_PORT,
 PG_DB, PG_USER, PG_PASSWORD. Any secret X may be given as X_FILE (a path) instead.
 
 Exit codes: 0 all windows of the range done and every record stored, 1 some windows failed

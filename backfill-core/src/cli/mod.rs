@@ -25,6 +25,7 @@ use crate::logging::{self, LogFormat};
 use crate::run::error_chain;
 use crate::{Entity, Error, ExitStatus, Progress};
 
+mod apps;
 mod auth;
 mod check_books;
 mod connect;
@@ -39,6 +40,7 @@ mod serve;
 mod sync;
 mod triggers;
 
+pub use apps::APPS_FILE_ENV;
 pub use auth::{
     AuthAction, ConnectArgs, DEFAULT_REDIRECT_URI, EXPIRY_WARNING_DAYS, RealmArgs, StatusArgs,
     expiry_warnings, warn_expiring,

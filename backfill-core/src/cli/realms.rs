@@ -5,14 +5,16 @@
 //! rate limiter and concurrency cap (they are per realm), so one company's limits never
 //! borrow another's. The monthly budget is Intuit's metered read quota of the app: the calls
 //! recorded in the ledger this calendar month (UTC) by every run and process for the app's
-//! companies; a company starts only with what is left, and its run stops cleanly (windows back
-//! to pending, exit 1) when that is spent. Under a monthly budget companies run one after
-//! another, so the count is exact; the next month's run resumes.
+//! companies, plus the calls reserved by runs in progress: each company reserves its share of
+//! what is left atomically (`Ledger::reserve_app_calls`), runs with it, and returns what it did
+//! not spend, so companies run in parallel and processes at once without passing the budget;
+//! a run stops cleanly (windows back to pending, exit 1) when its share is spent, and the next
+//! month's run resumes.
 
 use clap::Args;
 use futures::StreamExt as _;
-use qbo_client::{FileTokenStore, QboConfig, TokenStore};
-use raw_sink::{PgConfig, Sink};
+use qbo_client::{FileTokenStore, QboConfig, TokenMetadata, TokenStore};
+use raw_sink::{BudgetReservation, PgConfig, Sink};
 
 use super::run::{RunArgs, TokenStoreSpec, ValidatedRun, pipeline_for};
 use crate::run::error_chain;
@@ -24,7 +26,8 @@ pub struct RealmsArgs {
     /// Run for this company (repeatable; default QBO_REALM_ID alone).
     #[arg(long = "realm", value_name = "ID")]
     pub realms: Vec<String>,
-    /// Run for every company with a stored token connected with this app (QBO_CLIENT_ID).
+    /// Run for every company with a stored token connected with this app (QBO_CLIENT_ID) or
+    /// one whose secret QBO_APPS_FILE holds.
     #[arg(long, conflicts_with = "realms")]
     pub all_realms: bool,
     /// Companies run at once, each with its own token and per-realm limits.
@@ -56,34 +59,43 @@ fn config_for(realm: &str) -> Result<QboConfig, Error> {
     .map_err(Error::QboConfig)
 }
 
+/// The facts of every company in the configured token store (no tokens).
+async fn stored_facts(args: &RunArgs) -> Result<Vec<TokenMetadata>, Error> {
+    let store: std::sync::Arc<dyn TokenStore> = match &args.token_store {
+        TokenStoreSpec::File(path) => std::sync::Arc::new(FileTokenStore::new(path)),
+        TokenStoreSpec::Db => {
+            let pg = PgConfig::from_env().map_err(Error::PgConfig)?;
+            let sink = Sink::connect(&pg).await.map_err(Error::Database)?;
+            sink.migrate().await.map_err(Error::Migrations)?;
+            std::sync::Arc::new(PgTokenStore::new(&sink))
+        }
+    };
+    store.metadata(None).await.map_err(Error::TokenStore)
+}
+
 /// The companies to run, in realm-id order, without repeats.
 async fn realms_of(args: &RunArgs) -> Result<Vec<String>, Error> {
     let r = &args.realms;
     let mut list: Vec<String> = if r.all_realms {
-        let store: std::sync::Arc<dyn TokenStore> = match &args.token_store {
-            TokenStoreSpec::File(path) => std::sync::Arc::new(FileTokenStore::new(path)),
-            TokenStoreSpec::Db => {
-                let pg = PgConfig::from_env().map_err(Error::PgConfig)?;
-                let sink = Sink::connect(&pg).await.map_err(Error::Database)?;
-                sink.migrate().await.map_err(Error::Migrations)?;
-                std::sync::Arc::new(PgTokenStore::new(&sink))
-            }
-        };
-        // Companies connected with another app are that app's to run (with its credentials).
+        // Companies connected with another app are run with its credentials when
+        // QBO_APPS_FILE has them, else left to that app's runs.
         let app = config_for("0")?.credentials.client_id;
-        let (mine, others): (Vec<_>, Vec<_>) = store
-            .metadata(None)
-            .await
-            .map_err(Error::TokenStore)?
+        let known = super::apps::apps_file_ids()?;
+        let (mine, others): (Vec<_>, Vec<_>) = stored_facts(args)
+            .await?
             .into_iter()
             .filter(|m| m.has_token)
-            .partition(|m| m.client_id.as_deref().is_none_or(|c| c == app));
+            .partition(|m| {
+                m.client_id
+                    .as_deref()
+                    .is_none_or(|c| c == app || known.iter().any(|k| k == c))
+            });
         if !others.is_empty() {
             let names: Vec<&str> = others.iter().map(|m| m.realm_id.as_str()).collect();
             tracing::info!(
                 client_id = app.as_str(),
                 realms = %names.join(","),
-                "realms_of_other_apps_skipped: run them with their own app's QBO_CLIENT_ID and QBO_CLIENT_SECRET[_FILE]"
+                "realms_of_other_apps_skipped: list their apps' secrets in QBO_APPS_FILE, or run them with their own app's QBO_CLIENT_ID and QBO_CLIENT_SECRET[_FILE]"
             );
         }
         mine.into_iter().map(|m| m.realm_id).collect()
@@ -109,33 +121,22 @@ fn config_for_env_realm() -> Result<String, Error> {
         .map_err(Error::QboConfig)
 }
 
-/// The calls a run of company `realm` may make under the app's monthly `quota` (what the
-/// ledger says is left this month, and at most `max_requests`); `None`, warned, when nothing
-/// is left.
-pub(super) async fn monthly_allowance(
+/// One company's run within its reservation, which is released when it ends.
+async fn budgeted<E: Entity>(
+    args: &RunArgs,
+    valid: &ValidatedRun,
     sink: &Sink,
-    client_id: &str,
-    realm: &str,
-    quota: u64,
-    max_requests: Option<u64>,
-) -> Result<Option<u64>, Error> {
-    let used = sink
-        .ledger()
-        .app_calls_this_month(client_id)
-        .await
-        .map_err(Error::Database)?;
-    let left = quota.saturating_sub(used);
-    if left == 0 {
-        tracing::warn!(
-            realm,
-            used,
-            quota,
-            "monthly_budget_reached: the app's calls this month reached --monthly-requests; \
-             this company runs again next month (UTC) or with a larger budget"
-        );
-        return Ok(None);
+    grant: BudgetReservation,
+    cfg: QboConfig,
+) -> Result<ExitStatus, Error> {
+    if grant.granted == 0 {
+        return Ok(ExitStatus::WindowsFailed);
     }
-    Ok(Some(max_requests.map_or(left, |m| m.min(left))))
+    let realm = cfg.realm_id.clone();
+    let r = pipeline_for::<E>(args, valid, cfg, Some(grant.granted), Progress::hidden()).await;
+    // An open reservation stops counting after a day; the run's calls are recorded either way.
+    super::connect::release_monthly(sink, grant, &realm).await;
+    r
 }
 
 /// Runs the pipeline of `E` for every company the options name.
@@ -161,19 +162,44 @@ pub(super) async fn pipeline_realms<E: Entity>(
             let pg = PgConfig::from_env().map_err(Error::PgConfig)?;
             let sink = Sink::connect(&pg).await.map_err(Error::Database)?;
             sink.migrate().await.map_err(Error::Migrations)?;
-            let mut out = Vec::new();
+            // Each company's calls count against the budget of the app it was connected with.
+            let apps: std::collections::HashMap<String, String> = stored_facts(args)
+                .await?
+                .into_iter()
+                .filter_map(|m| m.client_id.map(|c| (m.realm_id, c)))
+                .collect();
+            // Companies run in parallel (--realms-in-flight), each with a reservation of the
+            // app's month: an even share of what is left among the companies not yet started,
+            // taken atomically in the ledger, so the total never passes the budget whatever
+            // else runs; unspent calls return when the company ends.
+            // Every company of the invocation reserves before any starts (so a company that
+            // ends early, its calls recorded but its reservation not yet returned, does not
+            // starve those after it), then they run side by side.
+            let mut planned = Vec::with_capacity(configs.len());
+            let mut companies = configs.len() as u64;
             for (realm, cfg) in configs {
-                let client_id = cfg.credentials.client_id.clone();
-                let Some(max) =
-                    monthly_allowance(&sink, &client_id, &realm, quota, args.max_requests).await?
-                else {
-                    out.push((realm, Ok(ExitStatus::WindowsFailed)));
-                    continue;
-                };
-                let r = pipeline_for::<E>(args, valid, cfg, Some(max), Progress::hidden()).await;
-                out.push((realm, r));
+                let app = apps.get(&realm).unwrap_or(&cfg.credentials.client_id);
+                let grant = super::connect::reserve_monthly(
+                    &sink,
+                    app,
+                    &realm,
+                    quota,
+                    companies,
+                    args.max_requests,
+                )
+                .await?;
+                companies = companies.saturating_sub(1);
+                planned.push((realm, cfg, grant));
             }
-            out
+            let sink = &sink;
+            futures::stream::iter(planned)
+                .map(|(realm, cfg, grant)| async move {
+                    let r = budgeted::<E>(args, valid, sink, grant, cfg).await;
+                    (realm, r)
+                })
+                .buffer_unordered(args.realms.realms_in_flight as usize)
+                .collect()
+                .await
         }
         None => {
             futures::stream::iter(configs)

@@ -1,8 +1,10 @@
 //! `reconcile`: deletions of any age, found by comparing QBO's counts per CreateTime range with
 //! the raw layer's live rows (see [`crate::sync::reconcile`]).
 
+use super::connect;
+use super::reports::QboArgs;
 use super::run::RunArgs;
-use super::sync::{SyncArgs, budget, connect};
+use super::sync::{SyncArgs, ended};
 use crate::{Entity, Error, ExitStatus};
 
 /// `reconcile` of entity `E`; prints what it found and the calls it spent next to a full
@@ -16,11 +18,11 @@ pub(super) async fn reconcile_cmd<E: Entity>(
             "reconcile works on one entity: give --entity NAME (or use a pipeline binary)".into(),
         ));
     }
-    let (client, sink) = connect(run).await?;
-    let shutdown = super::reliability::install_signal_handlers(E::PIPELINE);
-    let max = budget(run, &sink).await?;
-    let cfg = args.config(run, max, &shutdown);
-    let r = crate::sync::reconcile::reconcile::<E>(&client, &sink, &cfg).await?;
+    let session = connect::session(&QboArgs::from(run), "reconcile").await?;
+    let cfg = args.config(run, &session);
+    let r = crate::sync::reconcile::reconcile::<E>(&session.client, &session.sink, &cfg).await;
+    session.end(ended(&r)).await;
+    let r = r?;
     let t = &r.sync.row.tally;
     println!(
         "{} reconcile {}: tombstoned {} (found missing but still returned by a read: {}); \

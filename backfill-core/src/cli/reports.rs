@@ -1,17 +1,14 @@
 //! `reports`: QBO report snapshots into `raw.qb_reports`, period by period, resumable; and
-//! the QBO connection `check-books` shares with it.
+//! the connection options (`QboArgs`) that `check-books`, `sync` and `reconcile` share.
 
 use clap::Args;
-use qbo_client::{QboClient, QboConfig, RateLimit};
-use raw_sink::{PgConfig, Sink};
 
-use super::connect::{self, ClientLimits};
-use super::reliability::{self, ReliabilityArgs};
+use super::connect;
+use super::reliability::ReliabilityArgs;
 use super::run::{GiveUpAfter, TokenStoreSpec, parse_give_up_arg};
 use crate::books::load::{LoadConfig, load};
 use crate::books::{AccountingMethod, DEFAULT_REPORTS, Period, parse_date, periods};
-use crate::claim::Worker;
-use crate::{Error, ExitStatus, Shutdown};
+use crate::{Error, ExitStatus};
 
 /// The QBO options `reports` and `check-books` share with the pipelines: the same token
 /// store, per-realm limits (shared with every other process of the realm through the ledger),
@@ -71,80 +68,6 @@ pub struct ReportsArgs {
     pub qbo: QboArgs,
 }
 
-/// What `reports` and `check-books` run with: the client (built as the pipelines build theirs),
-/// the migrated database, this process's worker, the stop request and the request budget.
-pub(super) struct Session {
-    /// The QBO client, limited to this worker's share of the realm's budget.
-    pub(super) client: QboClient,
-    /// The database, migrated.
-    pub(super) sink: Sink,
-    /// This process's worker row (its budget share); stop it at the end.
-    pub(super) worker: Worker,
-    /// SIGINT / SIGTERM.
-    pub(super) shutdown: Shutdown,
-    /// `--max-requests`, lowered to what the monthly budget leaves.
-    pub(super) max_requests: Option<u64>,
-}
-
-/// Connects as a pipeline does, all configuration checked before anything is called or
-/// written; `None` (warned) when the monthly budget is spent.
-pub(super) async fn connect(args: &QboArgs, pipeline: &str) -> Result<Option<Session>, Error> {
-    let qbo = QboConfig::from_env().map_err(Error::QboConfig)?;
-    let pg = PgConfig::from_env().map_err(Error::PgConfig)?;
-    let token_key = crate::token_key_from_env()?;
-    let file_store =
-        connect::file_token_store(&args.token_store, &qbo.realm_id, token_key.clone()).await?;
-    let shutdown = reliability::install_signal_handlers(pipeline);
-    let sink = Sink::connect(&pg).await.map_err(Error::Database)?;
-    sink.migrate().await.map_err(Error::Migrations)?;
-    let store = connect::token_store(file_store, &sink, &qbo.realm_id, token_key).await?;
-    let max_requests = match args.monthly_requests {
-        None => args.max_requests,
-        Some(quota) => match super::realms::monthly_allowance(
-            &sink,
-            &qbo.credentials.client_id,
-            &qbo.realm_id,
-            quota,
-            args.max_requests,
-        )
-        .await?
-        {
-            Some(max) => Some(max),
-            None => {
-                println!(
-                    "{pipeline}: the app's QBO calls this month reached --monthly-requests \
-                     {quota}: nothing asked; run again next month (UTC) or with a larger budget"
-                );
-                return Ok(None);
-            }
-        },
-    };
-    let limits = ClientLimits {
-        realm_budget: RateLimit {
-            per_minute: args.requests_per_min,
-            max_concurrency: args.max_in_flight,
-        },
-        give_up_after: args.give_up_after.as_duration(),
-    };
-    let (client, worker) = connect::client_with_share(
-        pipeline,
-        qbo,
-        store,
-        &sink,
-        limits,
-        &args.reliability,
-        &shutdown,
-    )
-    .await?;
-    Ok(Some(Session {
-        client,
-        sink,
-        worker,
-        shutdown,
-        max_requests,
-    }))
-}
-
 /// `reports`: loads the snapshots, prints what it did, exits as the pipelines do.
 pub(super) async fn reports_cmd(args: &ReportsArgs) -> Result<ExitStatus, Error> {
     let plan = periods(args.start, args.end, args.period)?;
@@ -161,7 +84,7 @@ pub(super) async fn reports_cmd(args: &ReportsArgs) -> Result<ExitStatus, Error>
             "--report {bad:?} is not a QBO report name"
         )));
     }
-    let Some(session) = connect(&args.qbo, "reports").await? else {
+    let Some(session) = connect::session_within_month(&args.qbo, "reports").await? else {
         return Ok(ExitStatus::WindowsFailed);
     };
     let cfg = LoadConfig {
@@ -175,8 +98,7 @@ pub(super) async fn reports_cmd(args: &ReportsArgs) -> Result<ExitStatus, Error>
     };
     let result = load(&session.client, &session.sink, &cfg).await;
     session
-        .worker
-        .stop(match &result {
+        .end(match &result {
             Ok(r) if r.stopped.is_some() => "reports stopped; the next run resumes",
             Ok(_) => "reports finished",
             Err(_) => "reports stopped on an error; the next run resumes",

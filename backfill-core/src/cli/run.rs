@@ -282,6 +282,8 @@ pub(crate) async fn pipeline_for<E: Entity>(
     precheck_trigger::<E>(&sink, &qbo.realm_id, valid, range_end, args.force).await?;
     sink.migrate().await.map_err(Error::Migrations)?;
     let store = connect::token_store(file_store, &sink, &qbo.realm_id, token_key).await?;
+    // The company's own app, when it was connected with another than QBO_CLIENT_ID.
+    let qbo = super::apps::with_company_app(store.as_ref(), qbo).await?;
     // Expiries within 30 days are warned about in every run's log and its summary.
     let token_warnings =
         super::auth::warn_expiring(store.as_ref(), &qbo.realm_id, &qbo.credentials.client_id).await;
@@ -321,6 +323,7 @@ pub(crate) async fn pipeline_for<E: Entity>(
     reliability::configure(&mut cfg, &args.reliability, &worker, &shutdown);
     let started = std::time::Instant::now();
     let result = crate::run::<E>(&client, &sink, &cfg).await;
+    client.note_last_success().await;
     reliability::stop_worker(&worker, &result).await;
     if args.metrics_textfile.is_some() || args.metrics_push.is_some() {
         let figures =

@@ -1,20 +1,18 @@
 //! `sync`: keeps a backfilled entity current (changed records, CDC deletions), one entity or,
-//! with `--all` in `qb-backfill`, every entity backfilled in the company. Also the connection
-//! set-up `reconcile` shares.
+//! with `--all` in `qb-backfill`, every entity backfilled in the company.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use qbo_client::{QboClient, QboConfig, RateLimit, RetryPolicy, TokenStore};
-use raw_sink::{PgConfig, Sink};
 
-use super::run::{RunArgs, TokenStoreSpec};
+use super::connect::{self, Session};
+use super::reports::QboArgs;
+use super::run::RunArgs;
 use crate::entity::ENTITIES;
 use crate::entity::EntityInfo;
 use crate::sync::{DEFAULT_OVERLAP, SyncConfig, SyncReport};
 use crate::window::format_utc;
-use crate::{Entity, Error, ExitStatus, Shutdown};
+use crate::{Entity, Error, ExitStatus};
 
 /// Options of `sync` and `reconcile`.
 #[derive(Debug, Clone, Args)]
@@ -29,49 +27,16 @@ pub struct SyncArgs {
 }
 
 impl SyncArgs {
-    /// The sync's configuration: the run options' page size, `max_requests` calls at most,
-    /// stopped by `shutdown`.
-    pub(super) fn config(
-        &self,
-        run: &RunArgs,
-        max_requests: Option<u64>,
-        shutdown: &Shutdown,
-    ) -> SyncConfig {
+    /// The sync's configuration: the run options' page size, the session's request budget
+    /// (`--max-requests`, lowered to the monthly reservation) and its stop request.
+    pub(super) fn config(&self, run: &RunArgs, session: &Session) -> SyncConfig {
         SyncConfig {
             overlap: self.overlap,
             page_size: run.page_size,
-            max_requests,
-            shutdown: Some(shutdown.clone()),
+            max_requests: session.max_requests,
+            shutdown: Some(session.shutdown.clone()),
         }
     }
-}
-
-/// The calls a sync or reconcile may spend: `--max-requests`, and under `--monthly-requests`
-/// no more than what the app has left this month (the ledger's count of every run, sync and
-/// reconcile of its companies); 0 when nothing is left (it then stops before its first call).
-pub(super) async fn budget(run: &RunArgs, sink: &Sink) -> Result<Option<u64>, Error> {
-    let Some(quota) = run.realms.monthly_requests else {
-        return Ok(run.max_requests);
-    };
-    let app = QboConfig::from_env()
-        .map_err(Error::QboConfig)?
-        .credentials
-        .client_id;
-    let used = sink
-        .ledger()
-        .app_calls_this_month(&app)
-        .await
-        .map_err(Error::Database)?;
-    let left = quota.saturating_sub(used);
-    if left == 0 {
-        tracing::warn!(
-            used,
-            quota,
-            "monthly_budget_reached: the app's calls this month reached --monthly-requests; \
-             run again next month (UTC) or with a larger budget"
-        );
-    }
-    Ok(Some(run.max_requests.map_or(left, |m| m.min(left))))
 }
 
 impl Default for SyncArgs {
@@ -81,49 +46,6 @@ impl Default for SyncArgs {
             overlap: DEFAULT_OVERLAP,
         }
     }
-}
-
-/// The QBO client and the migrated sink of a sync or reconcile, from the same settings as a
-/// run (`QBO_*`, PostgreSQL, `--token-store`, `--requests-per-min`, `--max-in-flight`,
-/// `--give-up-after` given before the subcommand).
-pub(super) async fn connect(run: &RunArgs) -> Result<(QboClient, Sink), Error> {
-    let qbo = QboConfig::from_env().map_err(Error::QboConfig)?;
-    let pg = PgConfig::from_env().map_err(Error::PgConfig)?;
-    let token_key = crate::token_key_from_env()?;
-    let file_store = match &run.token_store {
-        TokenStoreSpec::File(path) => Some(
-            crate::open_token_store(
-                crate::TokenStoreLocation::File(path),
-                &qbo.realm_id,
-                token_key.clone(),
-            )
-            .await?,
-        ),
-        TokenStoreSpec::Db => None,
-    };
-    let sink = Sink::connect(&pg).await.map_err(Error::Database)?;
-    sink.migrate().await.map_err(Error::Migrations)?;
-    let store: Arc<dyn TokenStore> = match file_store {
-        Some(store) => store,
-        None => {
-            crate::open_token_store(
-                crate::TokenStoreLocation::Database(&sink),
-                &qbo.realm_id,
-                token_key,
-            )
-            .await?
-        }
-    };
-    let client = QboClient::builder(qbo)
-        .token_store(store)
-        .rate_limit(RateLimit {
-            per_minute: run.requests_per_min,
-            max_concurrency: run.max_in_flight,
-        })
-        .retry_policy(RetryPolicy::default().with_give_up_after(run.give_up_after.as_duration()))
-        .build()
-        .map_err(Error::Qbo)?;
-    Ok((client, sink))
 }
 
 fn print_sync(name: &str, r: &SyncReport) {
@@ -168,11 +90,11 @@ pub(super) async fn sync_cmd<E: Entity>(
             "--all syncs every backfilled entity: use it with qb-backfill, without --entity".into(),
         ));
     }
-    let (client, sink) = connect(run).await?;
-    let shutdown = super::reliability::install_signal_handlers(E::PIPELINE);
-    let max = budget(run, &sink).await?;
-    let report = crate::sync::sync::<E>(&client, &sink, &args.config(run, max, &shutdown)).await?;
-    print_sync(E::NAME, &report);
+    let session = connect::session(&QboArgs::from(run), "sync").await?;
+    let result =
+        crate::sync::sync::<E>(&session.client, &session.sink, &args.config(run, &session)).await;
+    session.end(ended(&result)).await;
+    print_sync(E::NAME, &result?);
     Ok(ExitStatus::Success)
 }
 
@@ -189,28 +111,30 @@ pub(super) async fn sync_all_cmd(
             "sync needs --entity NAME (or QB_ENTITY), or --all for every backfilled entity".into(),
         ));
     }
-    let (client, sink) = connect(run).await?;
-    let pipelines = sink
-        .ledger()
-        .backfilled_pipelines(client.realm_id())
-        .await
-        .map_err(Error::Database)?;
-    let entities: Vec<EntityInfo> = ENTITIES
-        .iter()
-        .filter(|e| pipelines.iter().any(|p| p == e.pipeline))
-        .copied()
-        .collect();
+    let session = connect::session(&QboArgs::from(run), "sync").await?;
+    let realm = session.client.realm_id().to_owned();
+    let entities = match session.sink.ledger().backfilled_pipelines(&realm).await {
+        Ok(pipelines) => ENTITIES
+            .iter()
+            .filter(|e| pipelines.iter().any(|p| p == e.pipeline))
+            .copied()
+            .collect::<Vec<EntityInfo>>(),
+        Err(e) => {
+            session.end("sync stopped on an error").await;
+            return Err(Error::Database(e));
+        }
+    };
     if entities.is_empty() {
+        session.end("nothing to sync").await;
         return Err(Error::Usage(format!(
-            "no entity is backfilled in company {}: run a backfill first",
-            client.realm_id()
+            "no entity is backfilled in company {realm}: run a backfill first"
         )));
     }
-    let shutdown = super::reliability::install_signal_handlers(bin);
-    let max = budget(run, &sink).await?;
-    let cfg = args.config(run, max, &shutdown);
+    let cfg = args.config(run, &session);
     let mut status = ExitStatus::Success;
-    for (info, outcome) in crate::sync::sync_many(&client, &sink, &cfg, &entities).await {
+    for (info, outcome) in
+        crate::sync::sync_many(&session.client, &session.sink, &cfg, &entities).await
+    {
         match outcome {
             Ok(report) => print_sync(info.name, &report),
             Err(err) => {
@@ -221,5 +145,21 @@ pub(super) async fn sync_all_cmd(
             }
         }
     }
+    session
+        .end(if status == ExitStatus::Success {
+            "sync finished"
+        } else {
+            "sync stopped; the next sync resumes"
+        })
+        .await;
     Ok(status)
+}
+
+/// The worker's note for a sync or reconcile that ended with `result`.
+pub(super) fn ended<T>(result: &Result<T, Error>) -> &'static str {
+    if result.is_ok() {
+        "finished"
+    } else {
+        "stopped; the next run resumes"
+    }
 }

@@ -272,6 +272,7 @@ pub async fn build(sink: &Sink, scope: &ReportScope) -> Result<Report, Error> {
         rows_per_day: merge_days(&days),
         syncs: syncs.iter().map(sync_row).collect(),
         books_checks,
+        connections: super::connections::connections(sink, realm).await?,
     })
 }
 

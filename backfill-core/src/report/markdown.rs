@@ -238,6 +238,7 @@ impl Report {
         }
 
         super::books::markdown(&mut m, &self.books_checks);
+        m.push_str(&super::connections::markdown(&self.connections));
 
         let _ = writeln!(m, "\n## One-time triggers\n");
         let _ = writeln!(

@@ -17,6 +17,7 @@ use crate::{Entity, Error};
 
 mod books;
 mod build;
+mod connections;
 mod json;
 mod markdown;
 mod svg;
@@ -24,6 +25,7 @@ mod text;
 
 pub use books::{BooksCheckSection, BooksDifference, BooksNotLoaded};
 pub use build::{build, summarise};
+pub use connections::ConnectionRow;
 pub use svg::rows_per_day_svg;
 
 /// File names written by [`Report::write_to`].
@@ -88,6 +90,8 @@ pub struct Report {
     pub syncs: Vec<SyncReportRow>,
     /// The latest `check-books` per company.
     pub books_checks: Vec<BooksCheckSection>,
+    /// Connected companies (tokens in the database): expiries, days left, warnings.
+    pub connections: Vec<ConnectionRow>,
 }
 
 /// The latest sync or reconcile of a pipeline in a company, and how current it leaves it.

@@ -143,6 +143,7 @@ impl Report {
             );
         }
         super::books::text(&mut s, &self.books_checks);
+        s.push_str(&super::connections::text(&self.connections));
         let tombstones: u64 = self.tables.iter().map(|t| t.tombstones).sum();
         if tombstones > 0 {
             let _ = writeln!(

@@ -300,3 +300,124 @@ fn regex_free_replace_state(url: &str, state: &str) -> String {
     u.query_pairs_mut().clear().extend_pairs(pairs);
     u.to_string()
 }
+
+/// When the sim answered the first request of `endpoints` logged since the last reset.
+fn first_answer(sim: &SimHandle, endpoints: &[&str]) -> time::OffsetDateTime {
+    let first = sim
+        .requests()
+        .into_iter()
+        .find(|r| endpoints.contains(&r.endpoint.as_str()) && r.status == 200)
+        .expect("a successful API request");
+    first.at + time::Duration::microseconds(i64::try_from(first.elapsed_us).unwrap())
+}
+
+async fn last_success(db: &TestDb) -> Option<time::OffsetDateTime> {
+    let sink = db.sink().await;
+    let client = sink.pool().get().await.unwrap();
+    client
+        .query_one("SELECT last_success_at FROM backfill.oauth_tokens", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_records_its_last_successful_call_and_warns_of_expiry_in_its_log() {
+    let sim = sim().await;
+    let db = TestDb::new().await;
+    let url = db_url(&db);
+    let secrets = [sim.refresh_token(), sim.client_secret()];
+    // A run whose every query fails still refreshes the token: that is no successful call.
+    run_expect(command(&sim, &url, &["auth", "status"]), 3).await;
+    sim.script(vec![qbo_sim::ScriptedFault::Status(400); 64]);
+    let o = output(command(&sim, &url, &RANGE)).await;
+    assert_ne!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert!(sim.stats().endpoint_total("token") > 0);
+    assert_eq!(last_success(&db).await, None, "a refresh is not a success");
+    sim.script(Vec::new());
+
+    let with_range = |cmd: &str| -> Vec<String> {
+        match cmd {
+            "backfill" => RANGE.iter().map(|s| (*s).to_owned()).collect(),
+            "sync" => ["--entity", "Customer", "sync"].map(str::to_owned).to_vec(),
+            "reconcile" => ["--entity", "Customer", "reconcile"]
+                .map(str::to_owned)
+                .to_vec(),
+            "reports" => [
+                "reports",
+                "--start",
+                "2023-01-01",
+                "--end",
+                "2023-01-31",
+                "--report",
+                "ProfitAndLoss",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            _ => [
+                "check-books",
+                "--start",
+                "2023-01-01",
+                "--end",
+                "2023-01-31",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        }
+    };
+    let sink = db.sink().await;
+    let client = sink.pool().get().await.unwrap();
+    for cmd in ["backfill", "sync", "reconcile", "reports", "check-books"] {
+        // Each command is started with its connection 10 days from its hard expiry and no
+        // success recorded.
+        client
+            .execute(
+                "UPDATE backfill.oauth_tokens SET last_success_at = NULL, \
+                 hard_expires_at = now() + interval '10 days'",
+                &[],
+            )
+            .await
+            .unwrap();
+        sim.reset_stats();
+        let mut args = with_range(cmd);
+        if cmd == "backfill" {
+            // The range is the failed run's.
+            args.push("--force".to_owned());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = output(command(&sim, &url, &args)).await;
+        let (out, log) = text(&o);
+        assert!(
+            matches!(o.status.code(), Some(0 | 1)),
+            "{cmd}: {:?}\n{out}\n{log}",
+            o.status
+        );
+        // Its log (at the default level) warns of the expiry, and prints nothing secret.
+        assert!(log.contains("token_expiry_near"), "{cmd}: {log}");
+        assert!(log.contains("expires in 9 days"), "{cmd}: {log}");
+        for s in &secrets {
+            assert!(
+                !log.contains(s.as_str()) && !out.contains(s.as_str()),
+                "{cmd}"
+            );
+        }
+        let first = first_answer(&sim, &["query", "cdc", "report"]);
+        let recorded = last_success(&db)
+            .await
+            .unwrap_or_else(|| panic!("{cmd}: none"));
+        assert!(
+            recorded >= first,
+            "{cmd}: {recorded} before the first answer {first}"
+        );
+    }
+    // The last refresh restated the hard expiry: status is fine, and shows the success.
+    let o = run_expect(command(&sim, &url, &["auth", "status"]), 0).await;
+    let (text, _) = super::common::text(&o);
+    let shown = text
+        .split("last success ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .unwrap_or("-");
+    assert!(shown.starts_with("20"), "{text}");
+    sim.shutdown().await.unwrap();
+}

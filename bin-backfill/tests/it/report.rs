@@ -146,3 +146,96 @@ async fn report_of_an_unreachable_database_exits_5() {
     assert!(text(&o).1.contains("cannot connect"), "{}", text(&o).1);
     sim.shutdown().await.unwrap();
 }
+
+/// The connections section: each company's expiries and days left, a warning under 30 days,
+/// the same in text, Markdown and JSON as the published query says, and no token anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_warns_of_token_expiry_per_company() {
+    let sim = sim().await;
+    let db = TestDb::new().await;
+    let url = db_url(&db);
+    run_expect(
+        command(
+            &sim,
+            &url,
+            &[
+                "--entity",
+                "Customer",
+                "--start",
+                "2023-01-01",
+                "--end",
+                "2023-01-11",
+            ],
+        ),
+        0,
+    )
+    .await;
+    let sink = db.sink().await;
+    let client = sink.pool().get().await.unwrap();
+    let realm = sim.realm_id();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("evidence");
+    let report =
+        |out: &std::path::Path| command(&sim, &url, &["report", "--out", out.to_str().unwrap()]);
+
+    // Fresh from a refresh: ~100 and ~1825 days left, no warning.
+    let o = run_expect(report(&out), 0).await;
+    let (stdout, _) = text(&o);
+    assert!(stdout.contains("connections (token expiry):"), "{stdout}");
+    assert!(!stdout.contains("WARNING"), "{stdout}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let c = &json["connections"][0];
+    assert_eq!(c["realm_id"], realm.as_str());
+    assert_eq!(c["expiring"], false);
+    assert!(c["refresh_days_left"].as_i64().unwrap() >= 99, "{c}");
+    assert!(c["hard_days_left"].as_i64().unwrap() >= 4 * 365, "{c}");
+
+    // The grant 10 days (and a minute) from its hard expiry: warned everywhere.
+    client
+        .execute(
+            "UPDATE backfill.oauth_tokens SET hard_expires_at = now() + interval '10 days 1 minute'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let o = run_expect(report(&out), 0).await;
+    let (stdout, stderr) = text(&o);
+    assert!(
+        stdout.contains("WARNING: the connection (hard) expires in 10 days"),
+        "{stdout}"
+    );
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("## Connections (token expiry)"), "{md}");
+    assert!(
+        md.contains("(10 days)") && md.contains("**WARNING**"),
+        "{md}"
+    );
+    let json_text = std::fs::read_to_string(out.join("report.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&json_text).unwrap();
+    let c = &json["connections"][0];
+    assert_eq!(c["expiring"], true);
+    assert_eq!(c["hard_days_left"], 10);
+    assert_eq!(c["warnings"].as_array().unwrap().len(), 1, "{c}");
+    // The figures are the published query's.
+    let direct = client
+        .query_one(raw_sink::volumetry::CONNECTIONS_SQL, &[&realm, &30i32])
+        .await
+        .unwrap();
+    assert_eq!(
+        c["refresh_days_left"].as_i64(),
+        direct.get::<_, Option<i64>>("refresh_days_left")
+    );
+    assert!(direct.get::<_, bool>("expiring"));
+    // Nothing secret in any of it.
+    let token: String = client
+        .query_one("SELECT refresh_token FROM backfill.oauth_tokens", &[])
+        .await
+        .unwrap()
+        .get(0);
+    for s in [token.as_str(), &sim.client_secret()] {
+        assert!(!stdout.contains(s) && !stderr.contains(s) && !md.contains(s));
+        assert!(!json_text.contains(s));
+    }
+    sim.shutdown().await.unwrap();
+}

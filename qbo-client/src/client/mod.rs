@@ -116,6 +116,14 @@ impl QboClient {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Records in the token store (for `auth status`) that an API call succeeded, if one did
+    /// since the last success recorded. The client records its first successful answer by
+    /// itself; call this once when a run ends, so the store holds the run's last success
+    /// without a write per page.
+    pub async fn note_last_success(&self) {
+        self.inner.tokens.note_last_success().await;
+    }
+
     /// The query endpoint URL (`{base}/v3/company/{realm}/query`).
     #[must_use]
     pub fn query_url(&self) -> &Url {

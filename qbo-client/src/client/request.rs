@@ -71,6 +71,7 @@ impl QboClient {
             let (class, err) = match outcome {
                 Ok(answer) => {
                     inner.outage.succeeded();
+                    inner.tokens.api_call_succeeded().await;
                     return Ok(answer);
                 }
                 Err(f) => f,

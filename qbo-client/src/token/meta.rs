@@ -19,7 +19,8 @@ use super::TokenStoreError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TokenNote {
-    /// A refresh succeeded (the rotated token, if any, is saved already).
+    /// A refresh succeeded (the rotated token, if any, is saved already). Not a successful
+    /// call: `last_success_at` is set by [`TokenNote::Succeeded`] only.
     Refreshed {
         /// `x_refresh_token_expires_in` of the answer.
         refresh_expires_in: Option<u64>,
@@ -115,7 +116,6 @@ impl TokenMetadata {
                 self.refresh_expires_at = after(*refresh_expires_in).or(self.refresh_expires_at);
                 self.hard_expires_at = after(*hard_expires_in).or(self.hard_expires_at);
                 self.client_id.get_or_insert_with(|| client_id.clone());
-                self.last_success_at = Some(now);
             }
             TokenNote::Connected {
                 company_name,
@@ -225,6 +225,9 @@ mod tests {
         assert_eq!(m.hard_expires_at, Some(datetime!(2026-01-03 00:00 UTC)));
         assert_eq!(m.client_id.as_deref(), Some("app"));
         assert_eq!(m.company_name.as_deref(), Some("Acme"));
+        // A refresh is not a successful API call: the connection's stays the last.
+        assert_eq!(m.last_success_at, Some(now));
+        m.apply(&TokenNote::Succeeded, later);
         assert_eq!(m.last_success_at, Some(later));
     }
 

@@ -13,6 +13,7 @@ mod rescue;
 mod store;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use reqwest::Url;
@@ -96,6 +97,10 @@ pub(crate) struct TokenProvider {
     rescue: RescuePlaces,
     cache: std::sync::Mutex<Option<Cached>>,
     state: tokio::sync::Mutex<State>,
+    /// Whether the first successful API answer was recorded in the store.
+    first_success_noted: AtomicBool,
+    /// Successful API answers since the last one recorded.
+    successes_unnoted: AtomicU64,
 }
 
 impl TokenProvider {
@@ -106,6 +111,35 @@ impl TokenProvider {
             rescue,
             cache: std::sync::Mutex::new(None),
             state: tokio::sync::Mutex::new(State::default()),
+            first_success_noted: AtomicBool::new(false),
+            successes_unnoted: AtomicU64::new(0),
+        }
+    }
+
+    /// An API call answered successfully: the first one of this client is recorded in the
+    /// store at once ([`TokenNote::Succeeded`]); later ones are only counted, for
+    /// [`TokenProvider::note_last_success`]. A refresh alone is not a successful call.
+    pub(crate) async fn api_call_succeeded(&self) {
+        if self.first_success_noted.swap(true, Ordering::AcqRel) {
+            self.successes_unnoted.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.note_success().await;
+        }
+    }
+
+    /// Records a success now if an API call succeeded since the last one recorded (the end of
+    /// a run); one store write at most.
+    pub(crate) async fn note_last_success(&self) {
+        if self.successes_unnoted.swap(0, Ordering::AcqRel) > 0 {
+            self.note_success().await;
+        }
+    }
+
+    async fn note_success(&self) {
+        let realm = self.s.realm_id.as_str();
+        if let Err(e) = self.s.store.note(realm, &TokenNote::Succeeded).await {
+            // The fact is for `auth status`; the call itself succeeded.
+            tracing::warn!(realm, error = %crate::error::chain(&e), "token_note_failed");
         }
     }
 

@@ -98,12 +98,12 @@ pub(crate) async fn authorize(
             .map(|(_, v)| v.as_str())
             .filter(|v| !v.is_empty())
     };
-    if get("client_id") != Some(shared.client_id.as_str()) {
+    let Some(client_id) = get("client_id").filter(|id| shared.knows_app(id)) else {
         return tagged(
             error_page(StatusCode::BAD_REQUEST, "invalid_client: unknown client_id"),
             tag,
         );
-    }
+    };
     let Some(redirect_uri) = get("redirect_uri") else {
         return tagged(
             error_page(StatusCode::BAD_REQUEST, "redirect_uri is required"),
@@ -160,7 +160,7 @@ pub(crate) async fn authorize(
         );
     };
     let now = tokio::time::Instant::now().into_std();
-    let code = lock(&shared.tokens).issue_code(&realm, redirect_uri, &shared.client_id, now);
+    let code = lock(&shared.tokens).issue_code(&realm, redirect_uri, client_id, now);
     lock(&shared.stats).stats.authorizations += 1;
     let mut tag = tag;
     tag.realm = Some(realm.clone());

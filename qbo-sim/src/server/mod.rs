@@ -63,6 +63,8 @@ pub(crate) struct Shared {
     pub(crate) realms: Vec<Arc<Realm>>,
     pub(crate) client_id: String,
     pub(crate) client_secret: String,
+    /// Further apps (client id, secret).
+    pub(crate) apps: Vec<(String, String)>,
     pub(crate) settings: Mutex<Settings>,
     pub(crate) tokens: Mutex<Tokens>,
     pub(crate) stats: Mutex<StatsState>,
@@ -128,6 +130,7 @@ impl Shared {
             realms,
             client_id,
             client_secret,
+            apps: Vec::new(),
             settings: Mutex::new(settings),
             tokens: Mutex::new(tokens),
             stats: Mutex::new(StatsState::default()),
@@ -140,6 +143,26 @@ impl Shared {
             item_faults: Mutex::new(Vec::new()),
             fault_rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
         }
+    }
+
+    /// With further apps (client id, secret) beside the primary one.
+    pub(crate) fn with_apps(mut self, apps: Vec<(String, String)>) -> Self {
+        self.apps = apps;
+        self
+    }
+
+    /// Whether `client_id` is one of the simulator's apps.
+    pub(crate) fn knows_app(&self, client_id: &str) -> bool {
+        client_id == self.client_id || self.apps.iter().any(|(id, _)| id == client_id)
+    }
+
+    /// Whether `client_id` and `secret` are one of the simulator's apps.
+    pub(crate) fn app_ok(&self, client_id: &str, secret: &str) -> bool {
+        (client_id == self.client_id && secret == self.client_secret)
+            || self
+                .apps
+                .iter()
+                .any(|(id, s)| id == client_id && s == secret)
     }
 
     pub(crate) fn settings(&self) -> Settings {

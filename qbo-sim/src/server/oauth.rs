@@ -61,8 +61,10 @@ pub(super) fn client_ok(shared: &Shared, headers: &HeaderMap, form: &[(String, S
                 .find(|(key, _)| key == k)
                 .map(|(_, v)| v.as_str())
         };
-        return field("client_id") == Some(shared.client_id.as_str())
-            && field("client_secret") == Some(shared.client_secret.as_str());
+        return match (field("client_id"), field("client_secret")) {
+            (Some(id), Some(secret)) => shared.app_ok(id, secret),
+            _ => false,
+        };
     };
     let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(basic.trim()) else {
         return false;
@@ -71,7 +73,7 @@ pub(super) fn client_ok(shared: &Shared, headers: &HeaderMap, form: &[(String, S
         return false;
     };
     match text.split_once(':') {
-        Some((id, secret)) => id == shared.client_id && secret == shared.client_secret,
+        Some((id, secret)) => shared.app_ok(id, secret),
         None => false,
     }
 }
@@ -214,7 +216,8 @@ pub(crate) async fn token(
                     tag,
                 );
             };
-            let result = lock(&shared.tokens).refresh(presented, s.token, now);
+            let client_id = presented_client_id(&headers, &pairs).unwrap_or_default();
+            let result = lock(&shared.tokens).refresh(presented, &client_id, s.token, now);
             match result {
                 Ok(g) => g,
                 Err(why) => {

@@ -4,6 +4,7 @@
 //! the database enforces the legal transitions even with several processes; an illegal one
 //! comes back as [`SinkError::InvalidTransition`] naming the current status.
 
+mod budget;
 mod claims;
 mod lock;
 mod runs;
@@ -23,12 +24,13 @@ use tokio_postgres::types::FromSql;
 use crate::error::SinkError;
 use crate::sink::get_client;
 
+pub use budget::BudgetReservation;
 pub use claims::{ClaimStatus, Reload, WindowClaim};
 pub use lock::AdvisoryLock;
 pub use runs::{NewRun, Run, RunStatus, RunSummary};
 pub(crate) use syncs::from_row as sync_from_row;
 pub use syncs::{NewSync, SyncId, SyncKind, SyncMarks, SyncRow, SyncStatus, SyncTally};
-pub use token_meta::{TokenGrantNote, TokenMetaRow};
+pub use token_meta::{ConnectionExpiry, TokenGrantNote, TokenMetaRow};
 pub use tokens::TokenLock;
 pub use triggers::{Trigger, TriggerKey, TriggerStatus};
 pub use windows::{Window, WindowOutcome, WindowScope, WindowSpan, WindowStatus};

@@ -57,7 +57,7 @@ const NOTE_SQL: &str = "UPDATE backfill.oauth_tokens SET \
          company_name = COALESCE($5, company_name), \
          connected_at = CASE WHEN $6 THEN now() ELSE connected_at END, \
          rotated_at = CASE WHEN $6 THEN now() ELSE rotated_at END, \
-         last_success_at = now() \
+         last_success_at = CASE WHEN $6 THEN now() ELSE last_success_at END \
      WHERE realm_id = $1";
 
 fn row_of(row: &tokio_postgres::Row) -> Result<TokenMetaRow, SinkError> {
@@ -154,9 +154,76 @@ impl Ledger {
     }
 }
 
+/// A connected company's expiries as the report shows them ([`CONNECTIONS_SQL`]; no token).
+///
+/// [`CONNECTIONS_SQL`]: crate::volumetry::CONNECTIONS_SQL
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionExpiry {
+    /// The company (`realmId`).
+    pub realm_id: String,
+    /// CompanyInfo's `CompanyName`, when known.
+    pub company_name: Option<String>,
+    /// The app (client id) it was connected with.
+    pub client_id: Option<String>,
+    /// Whether a refresh token is stored.
+    pub has_token: bool,
+    /// When the stored refresh token last changed.
+    pub rotated_at: Option<OffsetDateTime>,
+    /// The last successful API call.
+    pub last_success_at: Option<OffsetDateTime>,
+    /// When the refresh token expires unless used.
+    pub refresh_expires_at: Option<OffsetDateTime>,
+    /// The grant's hard expiry.
+    pub hard_expires_at: Option<OffsetDateTime>,
+    /// Whole days to the rolling expiry (negative once past).
+    pub refresh_days_left: Option<i64>,
+    /// Whole days to the hard expiry (negative once past).
+    pub hard_days_left: Option<i64>,
+    /// Whether either expiry is under the warning period away (or past).
+    pub expiring: bool,
+}
+
+impl Ledger {
+    /// The expiries of the stored companies (one, or all with `None`), flagged when under
+    /// `warn_days` away ([`CONNECTIONS_SQL`]).
+    ///
+    /// [`CONNECTIONS_SQL`]: crate::volumetry::CONNECTIONS_SQL
+    ///
+    /// # Errors
+    /// [`SinkError::Pool`] / [`SinkError::Query`].
+    pub async fn connection_expiries(
+        &self,
+        realm_id: Option<&str>,
+        warn_days: i32,
+    ) -> Result<Vec<ConnectionExpiry>, SinkError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(crate::volumetry::CONNECTIONS_SQL, &[&realm_id, &warn_days])
+            .await
+            .map_err(|e| SinkError::query("volumetry: connections", e))?;
+        rows.iter()
+            .map(|r| {
+                Ok(ConnectionExpiry {
+                    realm_id: col(r, "realm_id")?,
+                    company_name: col(r, "company_name")?,
+                    client_id: col(r, "client_id")?,
+                    has_token: col(r, "has_token")?,
+                    rotated_at: col(r, "rotated_at")?,
+                    last_success_at: col(r, "last_success_at")?,
+                    refresh_expires_at: col(r, "refresh_expires_at")?,
+                    hard_expires_at: col(r, "hard_expires_at")?,
+                    refresh_days_left: col(r, "refresh_days_left")?,
+                    hard_days_left: col(r, "hard_days_left")?,
+                    expiring: col(r, "expiring")?,
+                })
+            })
+            .collect()
+    }
+}
+
 /// The calendar month (UTC) of `now()`, as the ledger counts an app's metered calls: those
 /// of pipeline runs, syncs and reconciles, `reports` runs and `check-books` runs.
-const MONTH_CALLS_SQL: &str = "SELECT COALESCE(sum(r.api_calls), 0)::bigint AS calls \
+pub(super) const MONTH_CALLS_SQL: &str = "SELECT COALESCE(sum(r.api_calls), 0)::bigint AS calls \
      FROM (SELECT realm_id, started_at, api_calls FROM backfill.runs \
            UNION ALL SELECT realm_id, started_at, api_calls FROM backfill.syncs \
            UNION ALL SELECT realm_id, started_at, api_calls FROM backfill.report_runs \

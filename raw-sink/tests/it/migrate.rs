@@ -156,6 +156,7 @@ async fn raw_tables_match_the_spec() {
     assert_eq!(
         ledger,
         [
+            "app_budget_reservations",
             "book_check_rows",
             "book_checks",
             "oauth_tokens",
