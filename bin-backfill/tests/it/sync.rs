@@ -805,3 +805,59 @@ async fn a_request_budget_stops_a_reconcile_cleanly_and_a_re_run_finishes_it() {
     .await;
     assert_equals_truth(&sink, &sim, "Invoice", "raw.qb_invoices", &deleted).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_takes_its_share_of_the_realms_budget_beside_other_workers() {
+    let sim = sim().await;
+    let db = TestDb::new().await;
+    let url = db_url(&db);
+    backfill(&sim, &url, "Invoice").await;
+    let sink = db.sink().await;
+    // Another process of the realm (a backfill, say) holds the realm's whole budget for 4 s.
+    let c = sink.pool().get().await.unwrap();
+    c.execute(
+        "INSERT INTO backfill.workers (id, pipeline, realm_id, per_minute, max_in_flight, \
+         lease_expires_at) VALUES ('other-process', 'qb_invoices_backfill', $1, 400, 8, \
+         now() + interval '4 seconds')",
+        &[&sim.realm_id()],
+    )
+    .await
+    .unwrap();
+    let begun = Instant::now();
+    sim.reset_stats();
+    run_expect(
+        command(
+            &sim,
+            &url,
+            &[
+                "--entity",
+                "Invoice",
+                "--requests-per-min",
+                "400",
+                "--max-in-flight",
+                "8",
+                "sync",
+            ],
+        ),
+        0,
+    )
+    .await;
+    // It waited for the budget instead of calling QBO beside the other process's full share.
+    assert!(
+        begun.elapsed() >= Duration::from_secs(3),
+        "the sync ran beside a worker holding the realm's whole budget ({:?})",
+        begun.elapsed()
+    );
+    let row = c
+        .query_one(
+            "SELECT per_minute, max_in_flight, stopped_at IS NOT NULL FROM backfill.workers \
+             WHERE pipeline = 'sync'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (per_minute, in_flight, stopped): (i32, i32, bool) = (row.get(0), row.get(1), row.get(2));
+    assert!(per_minute > 0 && per_minute <= 400, "{per_minute}");
+    assert!(in_flight > 0 && in_flight <= 8, "{in_flight}");
+    assert!(stopped, "the sync's worker is stopped when it ends");
+}
