@@ -77,18 +77,28 @@ pub(crate) async fn client_with_share(
         shutdown,
     )
     .await?;
-    let built = QboClient::builder(qbo)
-        .token_store(store)
-        .rate_limit(worker.rate_limit().unwrap_or(limits.realm_budget))
-        .retry_policy(RetryPolicy::default().with_give_up_after(limits.give_up_after))
-        .build();
-    match built {
+    let rate = worker.rate_limit().unwrap_or(limits.realm_budget);
+    match build_client(qbo, store, rate, limits.give_up_after) {
         Ok(client) => Ok((client, worker)),
         Err(e) => {
             worker.stop("the QBO client could not be built").await;
             Err(Error::Qbo(e))
         }
     }
+}
+
+/// The QBO client with `store`, limited to `rate`, retrying for `give_up_after`.
+fn build_client(
+    qbo: QboConfig,
+    store: Arc<dyn TokenStore>,
+    rate: RateLimit,
+    give_up_after: Duration,
+) -> Result<QboClient, qbo_client::QboError> {
+    QboClient::builder(qbo)
+        .token_store(store)
+        .rate_limit(rate)
+        .retry_policy(RetryPolicy::default().with_give_up_after(give_up_after))
+        .build()
 }
 
 /// What a single-company command (`sync`, `reconcile`, `reports`, `check-books`) runs with:
@@ -99,8 +109,9 @@ pub(crate) struct Session {
     pub(crate) client: QboClient,
     /// The database, migrated.
     pub(crate) sink: Sink,
-    /// This process's worker row (its budget share).
-    worker: Worker,
+    /// This process's worker row (its budget share); none when the month's budget is spent
+    /// (nothing will be asked, so no share is waited for).
+    worker: Option<Worker>,
     /// SIGINT / SIGTERM.
     pub(crate) shutdown: Shutdown,
     /// `--max-requests`, lowered to what the monthly reservation granted.
@@ -116,7 +127,9 @@ impl Session {
     /// (`how` is its ledger note) and the unspent monthly reservation returned.
     pub(crate) async fn end(self, how: &str) {
         self.client.note_last_success().await;
-        self.worker.stop(how).await;
+        if let Some(worker) = self.worker {
+            worker.stop(how).await;
+        }
         if let Some(grant) = self.reservation {
             release_monthly(&self.sink, grant, self.client.realm_id()).await;
         }
@@ -127,8 +140,8 @@ impl Session {
 /// written: the token store of `--token-store`, the company's own Intuit app, the expiry
 /// warning, under `--monthly-requests` a reservation of what the app has left this month, and
 /// this process registered as a worker of `pipeline` with its share of the realm's budget.
-/// When the month's budget is spent, `max_requests` is 0: the command stops before its first
-/// call (and records that it did).
+/// When the month's budget is spent, `max_requests` is 0 and no worker is registered (no share
+/// is waited for): the command stops before its first call (and records that it did).
 pub(crate) async fn session(args: &QboArgs, pipeline: &str) -> Result<Session, Error> {
     let qbo = QboConfig::from_env().map_err(Error::QboConfig)?;
     let pg = PgConfig::from_env().map_err(Error::PgConfig)?;
@@ -165,23 +178,31 @@ pub(crate) async fn session(args: &QboArgs, pipeline: &str) -> Result<Session, E
         },
         give_up_after: args.give_up_after.as_duration(),
     };
-    let shared = client_with_share(
-        pipeline,
-        qbo,
-        store,
-        &sink,
-        limits,
-        &args.reliability,
-        &shutdown,
-    )
-    .await;
-    let (client, worker) = match shared {
-        Ok(pair) => pair,
-        Err(e) => {
-            if let Some(grant) = reservation {
-                release_monthly(&sink, grant, "").await;
+    let realm = qbo.realm_id.clone();
+    let (client, worker) = if month_spent.is_some() {
+        // Nothing will be asked: no share of the realm's budget to wait for.
+        let client = build_client(qbo, store, limits.realm_budget, limits.give_up_after)
+            .map_err(Error::Qbo)?;
+        (client, None)
+    } else {
+        let shared = client_with_share(
+            pipeline,
+            qbo,
+            store,
+            &sink,
+            limits,
+            &args.reliability,
+            &shutdown,
+        )
+        .await;
+        match shared {
+            Ok((client, worker)) => (client, Some(worker)),
+            Err(e) => {
+                if let Some(grant) = reservation {
+                    release_monthly(&sink, grant, &realm).await;
+                }
+                return Err(e);
             }
-            return Err(e);
         }
     };
     Ok(Session {

@@ -861,3 +861,52 @@ async fn a_sync_takes_its_share_of_the_realms_budget_beside_other_workers() {
     assert!(in_flight > 0 && in_flight <= 8, "{in_flight}");
     assert!(stopped, "the sync's worker is stopped when it ends");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_with_the_month_spent_does_not_wait_for_a_share_of_the_realms_budget() {
+    let sim = sim().await;
+    let db = TestDb::new().await;
+    let url = db_url(&db);
+    backfill(&sim, &url, "Invoice").await;
+    let sink = db.sink().await;
+    // Another process holds the realm's whole budget for 20 s; the backfill's calls already
+    // spent a monthly budget of 1.
+    let c = sink.pool().get().await.unwrap();
+    c.execute(
+        "INSERT INTO backfill.workers (id, pipeline, realm_id, per_minute, max_in_flight, \
+         lease_expires_at) VALUES ('other-process', 'qb_invoices_backfill', $1, 400, 8, \
+         now() + interval '20 seconds')",
+        &[&sim.realm_id()],
+    )
+    .await
+    .unwrap();
+    let begun = Instant::now();
+    sim.reset_stats();
+    let args = [
+        "--entity",
+        "Invoice",
+        "--requests-per-min",
+        "400",
+        "--max-in-flight",
+        "8",
+        "--monthly-requests",
+        "1",
+        "sync",
+    ];
+    run_expect(command(&sim, &url, &args), 1).await;
+    assert!(
+        begun.elapsed() < Duration::from_secs(15),
+        "a sync that may ask nothing waited for a share ({:?})",
+        begun.elapsed()
+    );
+    assert_eq!(api_requests(&sim), 0);
+    let workers = scalar(
+        &sink,
+        "SELECT count(*) FROM backfill.workers WHERE pipeline = 'sync'",
+    )
+    .await;
+    assert_eq!(
+        workers, 0,
+        "no worker registered for a sync that asks nothing"
+    );
+}
