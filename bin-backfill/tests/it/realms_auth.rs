@@ -219,6 +219,22 @@ async fn disconnect_of_a_company_of_another_app_uses_that_app_or_refuses() {
     }
     let dir = tempfile::tempdir().unwrap();
     let apps = apps_file(&dir);
+    let both = [
+        "--entity",
+        "Customer",
+        "--start",
+        "2023-01-01",
+        "--end",
+        "2023-01-11",
+        "--realm",
+        REALMS[0],
+        "--realm",
+        REALMS[1],
+    ];
+    // Both companies backfilled, each with its own app.
+    let mut run = many(&sim, &url, &both);
+    run.env("QBO_APPS_FILE", &apps);
+    run_expect(run, 0).await;
     let disconnect = ["auth", "disconnect", "--realm", REALMS[1]];
 
     // Without the app's secret: refused in one line naming the company, its app and
@@ -249,23 +265,9 @@ async fn disconnect_of_a_company_of_another_app_uses_that_app_or_refuses() {
     assert_eq!(stored_app(&db, REALMS[1]).await, None);
 
     // The next run for both companies: the disconnected one exits 3 with the reconnect hint,
-    // the other is loaded.
-    let mut run = many(
-        &sim,
-        &url,
-        &[
-            "--entity",
-            "Customer",
-            "--start",
-            "2023-01-01",
-            "--end",
-            "2023-01-11",
-            "--realm",
-            REALMS[0],
-            "--realm",
-            REALMS[1],
-        ],
-    );
+    // the other is loaded again.
+    let mut run = many(&sim, &url, &both);
+    run.arg("--force");
     run.env("QBO_APPS_FILE", &apps);
     let o = run_expect(run, 3).await;
     let (_, err) = text(&o);
@@ -281,5 +283,30 @@ async fn disconnect_of_a_company_of_another_app_uses_that_app_or_refuses() {
     )
     .await;
     assert_eq!(rows, 30);
+
+    // A sync of both: the same worst exit (3) and hint, the other company synced.
+    let mut sync = many(
+        &sim,
+        &url,
+        &[
+            "--entity", "Customer", "--realm", REALMS[0], "--realm", REALMS[1], "sync",
+        ],
+    );
+    sync.env("QBO_APPS_FILE", &apps);
+    let o = run_expect(sync, 3).await;
+    let (out, err) = text(&o);
+    assert!(out.contains(&format!("of realm {}", REALMS[0])), "{out}");
+    let line = err
+        .lines()
+        .find(|l| l.contains(&format!("realm {}: error", REALMS[1])))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(line.contains("auth connect"), "{line}");
+    let synced = count(
+        &db,
+        "SELECT count(*) FROM backfill.syncs WHERE realm_id = $1 AND status = 'succeeded'",
+        REALMS[0],
+    )
+    .await;
+    assert_eq!(synced, 1);
     sim.shutdown().await.unwrap();
 }
