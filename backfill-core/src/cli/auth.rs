@@ -600,7 +600,7 @@ fn print_offboarding(realm: &str) {
         "Offboarding realm {realm}: its raw rows and ledger stay until you delete them, e.g.\n  \
          DELETE FROM raw.qb_customers WHERE realm_id = '{realm}';  -- and every raw.qb_* table\n  \
          DELETE FROM backfill.windows WHERE realm_id = '{realm}';\n\
-         Remove the company's app secret (QBO_CLIENT_SECRET[_FILE]) if its app served only it. \
+         Remove the company's app secret (QBO_CLIENT_SECRET[_FILE], or its entry in QBO_APPS_FILE) if its app served only it. \
          See docs/RUNBOOK.md (disconnecting a company)."
     );
 }
