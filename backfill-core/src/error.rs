@@ -150,6 +150,17 @@ pub enum Error {
         /// `QBO_CLIENT_ID`.
         configured: String,
     },
+    /// `auth connect --app` named an app that is neither `QBO_CLIENT_ID` nor in
+    /// `QBO_APPS_FILE` (its client secret is needed to exchange the code).
+    #[error(
+        "app {client_id} has no client secret in QBO_APPS_FILE: list it there (a JSON file \
+         {{\"<client id>\": \"<client secret>\"}}, mode 0600), or set QBO_CLIENT_ID={client_id} \
+         and that app's QBO_CLIENT_SECRET[_FILE]"
+    )]
+    AppNotInAppsFile {
+        /// The app named.
+        client_id: String,
+    },
     /// The status page could not start or stopped (`serve`), or the metrics textfile failed.
     #[error("status page")]
     StatusPage(#[source] status_page::StatusError),
@@ -358,6 +369,7 @@ impl Error {
             | Error::NotWholeDays { .. }
             | Error::WindowFieldNotApplicable { .. }
             | Error::OtherApp { .. }
+            | Error::AppNotInAppsFile { .. }
             | Error::Usage(_) => ExitStatus::Usage,
         }
     }

@@ -48,6 +48,10 @@ pub struct SimStats {
     /// Grants revoked (`POST /v2/oauth2/tokens/revoke`).
     #[serde(default)]
     pub revocations: u64,
+    /// Of which per app (the client id that authenticated the revoke); a grant of another app
+    /// is refused (`invalid_grant`) and counted nowhere.
+    #[serde(default)]
+    pub revocations_by_client: BTreeMap<String, u64>,
     /// `SELECT *` queries executed (including batch items).
     pub queries: u64,
     /// `SELECT COUNT(*)` queries executed (including batch items).

@@ -323,22 +323,38 @@ impl Tokens {
         Ok(self.grant(&realm, fresh, true, policy, now))
     }
 
-    /// Revokes the grant a token (refresh or access) belongs to: every refresh token of its
-    /// realm then gives `invalid_grant` and its access tokens stop working. Returns the realm,
-    /// `None` for a token the simulator never issued.
-    pub(crate) fn revoke(&mut self, token: &str) -> Option<String> {
-        let realm = self
+    /// Revokes the grant a token (refresh or access) belongs to, for the app `client_id`
+    /// authenticated as: every refresh token of its realm then gives `invalid_grant` and its
+    /// access tokens stop working. Returns the realm, `Ok(None)` for a token the simulator
+    /// never issued, `Err(realm)` for a grant given to another app (RFC 7009: the token was
+    /// not issued to the client asking; nothing is revoked).
+    pub(crate) fn revoke(
+        &mut self,
+        token: &str,
+        client_id: &str,
+    ) -> Result<Option<String>, String> {
+        let Some(realm) = self
             .refresh
             .get(token)
             .map(|t| t.realm.clone())
-            .or_else(|| self.access.get(token).map(|a| a.realm.clone()))?;
+            .or_else(|| self.access.get(token).map(|a| a.realm.clone()))
+        else {
+            return Ok(None);
+        };
+        if self
+            .realm_app
+            .get(&realm)
+            .is_some_and(|app| app != client_id)
+        {
+            return Err(realm);
+        }
         for t in self.refresh.values_mut() {
             if t.realm == realm {
                 t.revoked = true;
             }
         }
         self.access.retain(|_, a| a.realm != realm);
-        Some(realm)
+        Ok(Some(realm))
     }
 
     /// The realm an access token is good for.
@@ -546,7 +562,7 @@ mod tests {
         t.seed_realm("a", "RTA", now);
         t.seed_realm("b", "RTB", now);
         let ga = t.refresh("RTA", "app", p, now).unwrap();
-        assert_eq!(t.revoke("RTA").as_deref(), Some("a"));
+        assert_eq!(t.revoke("RTA", "app"), Ok(Some("a".to_owned())));
         assert_eq!(
             t.refresh("RTA", "app", p, now).unwrap_err(),
             RefreshRefusal::Revoked
@@ -557,12 +573,28 @@ mod tests {
         );
         assert!(t.refresh("RTB", "app", p, now).is_ok());
         let gb = t.refresh("RTB", "app", p, now).unwrap();
-        assert_eq!(t.revoke(&gb.access_token).as_deref(), Some("b"));
+        assert_eq!(t.revoke(&gb.access_token, "app"), Ok(Some("b".to_owned())));
         assert_eq!(
             t.refresh("RTB", "app", p, now).unwrap_err(),
             RefreshRefusal::Revoked
         );
-        assert_eq!(t.revoke("never-issued"), None);
+        assert_eq!(t.revoke("never-issued", "app"), Ok(None));
+    }
+
+    #[test]
+    fn a_grant_of_another_app_is_not_revoked_by_this_one() {
+        let now = Instant::now();
+        let p = policy(Rotation::Never, None);
+        let mut t = Tokens::default();
+        t.seed_realm("r", "RT0", now);
+        t.connect_app("r", "other");
+        assert_eq!(t.revoke("RT0", "app"), Err("r".to_owned()));
+        assert!(t.refresh("RT0", "other", p, now).is_ok());
+        assert_eq!(t.revoke("RT0", "other"), Ok(Some("r".to_owned())));
+        assert_eq!(
+            t.refresh("RT0", "other", p, now).unwrap_err(),
+            RefreshRefusal::Revoked
+        );
     }
 
     #[test]

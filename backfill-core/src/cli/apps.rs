@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use qbo_client::{QboConfig, SecretString, TokenStore};
+use qbo_client::{ExposeSecret as _, OAuthApp, QboConfig, QboError, SecretString, TokenStore};
 
 use crate::Error;
 
@@ -79,4 +79,54 @@ pub(crate) async fn with_company_app(
     qbo.credentials.client_id = app;
     qbo.credentials.client_secret = secret;
     Ok(qbo)
+}
+
+/// The Intuit app `auth` works with: `QBO_CLIENT_ID`'s (with its secret, the endpoints of
+/// `QBO_ENV` and the URL overrides) when `client_id` is `None` or that app, else app
+/// `client_id` with its secret from `QBO_APPS_FILE` and the same endpoints. `realm` is the
+/// company whose recorded app it is (revoke, disconnect), `None` for `auth connect --app`.
+///
+/// # Errors
+/// [`Error::OtherApp`] (a company's app) or [`Error::AppNotInAppsFile`] (`--app`), both exit
+/// 2, when `QBO_APPS_FILE` has no secret for it; [`Error::QboConfig`] / [`Error::Connect`]
+/// for the environment's settings.
+pub(crate) fn oauth_app(client_id: Option<&str>, realm: Option<&str>) -> Result<OAuthApp, Error> {
+    let env = |name: &str| std::env::var(name).ok();
+    let configured = OAuthApp::from_lookup(env).map_err(app_error);
+    let wanted = client_id.map(str::trim).filter(|c| !c.is_empty());
+    let wanted = match (wanted, &configured) {
+        (None, _) => return configured,
+        (Some(c), Ok(app)) if c == app.client_id() => return configured,
+        (Some(c), _) => c,
+    };
+    let Some(secret) = apps_file()?.remove(wanted) else {
+        return Err(match realm {
+            Some(realm) => Error::OtherApp {
+                realm: realm.to_owned(),
+                connected_with: wanted.to_owned(),
+                configured: configured
+                    .map(|a| a.client_id().to_owned())
+                    .unwrap_or_else(|_| "not set".to_owned()),
+            },
+            None => Error::AppNotInAppsFile {
+                client_id: wanted.to_owned(),
+            },
+        });
+    };
+    tracing::info!(client_id = wanted, "oauth_app_from_apps_file");
+    // The app's own id and secret; everything else (QBO_ENV, URL overrides) as configured.
+    OAuthApp::from_lookup(|name| match name {
+        "QBO_CLIENT_ID" => Some(wanted.to_owned()),
+        "QBO_CLIENT_SECRET" => Some(secret.expose_secret().to_owned()),
+        "QBO_CLIENT_ID_FILE" | "QBO_CLIENT_SECRET_FILE" => None,
+        other => env(other),
+    })
+    .map_err(app_error)
+}
+
+fn app_error(e: QboError) -> Error {
+    match e {
+        QboError::Config(c) => Error::QboConfig(c),
+        e => Error::Connect(e),
+    }
 }

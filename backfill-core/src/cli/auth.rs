@@ -15,8 +15,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use qbo_client::{
-    AuthError, Authorization, OAuthApp, QboError, SecretString, TokenMetadata, TokenNote,
-    TokenStore, Url,
+    AuthError, Authorization, QboError, SecretString, TokenMetadata, TokenNote, TokenStore, Url,
 };
 use raw_sink::{PgConfig, Sink};
 use time::OffsetDateTime;
@@ -66,6 +65,11 @@ pub struct ConnectArgs {
     /// Where the refresh token is kept: db (the ledger schema) or file:PATH.
     #[arg(long, default_value = "db")]
     pub token_store: TokenStoreSpec,
+    /// Connect with this Intuit app (its client id) instead of QBO_CLIENT_ID's; its secret
+    /// comes from QBO_APPS_FILE. The app is recorded with the token: runs, revoke and
+    /// disconnect of the company use it.
+    #[arg(long, value_name = "CLIENT_ID")]
+    pub app: Option<String>,
 }
 
 /// Options of `auth status`.
@@ -162,10 +166,7 @@ fn loopback(uri: &Url) -> Option<(std::net::SocketAddr, String)> {
 
 async fn connect(args: &ConnectArgs) -> Result<ExitStatus, Error> {
     // Everything is checked before the person is sent to Intuit.
-    let app = OAuthApp::from_lookup(env).map_err(|e| match e {
-        QboError::Config(c) => Error::QboConfig(c),
-        e => connect_error(e),
-    })?;
+    let app = super::apps::oauth_app(args.app.as_deref(), None)?;
     let api_base = match env("QBO_BASE_URL").filter(|v| !v.trim().is_empty()) {
         Some(v) => Url::parse(v.trim())
             .map_err(|e| Error::Usage(format!("QBO_BASE_URL {v:?} is not a URL: {e}")))?,
@@ -272,10 +273,15 @@ async fn connect(args: &ConnectArgs) -> Result<ExitStatus, Error> {
         TokenStoreSpec::Db => String::new(),
         TokenStoreSpec::File(p) => format!(" --token-store file:{}", p.display()),
     };
+    let apps_note = if args.app.is_some() {
+        " Runs of this company need QBO_APPS_FILE with this app's secret."
+    } else {
+        ""
+    };
     println!(
         "Connected {name} (realm {realm}) with app {}; its refresh token is stored in {}.\n\
          Next: QBO_REALM_ID={realm} qb-backfill --entity Customer --start 2024-01-01 --end 2024-02-01{store_flag}\n\
-         (QBO_REFRESH_TOKEN is not needed: the stored token is used and kept rotated.) \
+         (QBO_REFRESH_TOKEN is not needed: the stored token is used and kept rotated.){apps_note} \
          Check the connection with: qb-backfill auth status --realm {realm}{store_flag}",
         app.client_id(),
         opened.what
@@ -522,10 +528,6 @@ async fn status(args: &StatusArgs) -> Result<ExitStatus, Error> {
 }
 
 async fn revoke(args: &RealmArgs, offboard: bool) -> Result<ExitStatus, Error> {
-    let app = OAuthApp::from_lookup(env).map_err(|e| match e {
-        QboError::Config(c) => Error::QboConfig(c),
-        e => connect_error(e),
-    })?;
     let realm = args.realm.trim();
     let opened = open_store(&args.token_store, realm).await?;
     let token: Option<SecretString> = opened.store.load(realm).await.map_err(Error::TokenStore)?;
@@ -552,6 +554,16 @@ async fn revoke(args: &RealmArgs, offboard: bool) -> Result<ExitStatus, Error> {
             opened.what
         )));
     };
+    // The grant is revoked by the app it was given to, the one the store recorded.
+    let connected_with = opened
+        .store
+        .metadata(Some(realm))
+        .await
+        .map_err(Error::TokenStore)?
+        .into_iter()
+        .next()
+        .and_then(|m| m.client_id);
+    let app = super::apps::oauth_app(connected_with.as_deref(), Some(realm))?;
     match app.revoke(&token).await {
         Ok(()) => {}
         // Offboarding goes on when Intuit already forgot the grant.
@@ -565,10 +577,16 @@ async fn revoke(args: &RealmArgs, offboard: bool) -> Result<ExitStatus, Error> {
         .remove(realm)
         .await
         .map_err(Error::TokenStore)?;
-    tracing::info!(realm, removed, "company_revoked");
+    tracing::info!(
+        realm,
+        removed,
+        client_id = app.client_id(),
+        "company_revoked"
+    );
     println!(
-        "Revoked the connection of realm {realm} at Intuit and removed its token from {}. \
-         Runs for it now exit 3 until it is connected again (`qb-backfill auth connect`).",
+        "Revoked the connection of realm {realm} at Intuit (app {}) and removed its token from \
+         {}. Runs for it now exit 3 until it is connected again (`qb-backfill auth connect`).",
+        app.client_id(),
         opened.what
     );
     if offboard {
@@ -582,7 +600,7 @@ fn print_offboarding(realm: &str) {
         "Offboarding realm {realm}: its raw rows and ledger stay until you delete them, e.g.\n  \
          DELETE FROM raw.qb_customers WHERE realm_id = '{realm}';  -- and every raw.qb_* table\n  \
          DELETE FROM backfill.windows WHERE realm_id = '{realm}';\n\
-         Remove the company's app secret (QBO_CLIENT_SECRET[_FILE]) if its app served only it. \
+         Remove the company's app secret (QBO_CLIENT_SECRET[_FILE], or its entry in QBO_APPS_FILE) if its app served only it. \
          See docs/RUNBOOK.md (disconnecting a company)."
     );
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use qbo_client::{QboClient, QboConfig, RateLimit, RetryPolicy, TokenCipher, TokenStore};
 use raw_sink::{BudgetReservation, PgConfig, Sink};
 
+use super::realms::Share;
 use super::reliability::{self, ReliabilityArgs};
 use super::reports::QboArgs;
 use super::run::{RunArgs, TokenStoreSpec};
@@ -142,8 +143,21 @@ impl Session {
 /// this process registered as a worker of `pipeline` with its share of the realm's budget.
 /// When the month's budget is spent, `max_requests` is 0 and no worker is registered (no share
 /// is waited for): the command stops before its first call (and records that it did).
+/// The company is `QBO_REALM_ID`'s; [`session_for`] names another.
 pub(crate) async fn session(args: &QboArgs, pipeline: &str) -> Result<Session, Error> {
     let qbo = QboConfig::from_env().map_err(Error::QboConfig)?;
+    session_for(args, pipeline, qbo, None).await
+}
+
+/// [`session`] for the company of `qbo`. With `share` (one company of several,
+/// [`super::realms::for_each_company`], which reserved the app's month for it) the session
+/// spends at most that and reserves nothing itself.
+pub(crate) async fn session_for(
+    args: &QboArgs,
+    pipeline: &str,
+    qbo: QboConfig,
+    share: Option<Share>,
+) -> Result<Session, Error> {
     let pg = PgConfig::from_env().map_err(Error::PgConfig)?;
     let token_key = crate::token_key_from_env()?;
     let file_store = file_token_store(&args.token_store, &qbo.realm_id, token_key.clone()).await?;
@@ -155,9 +169,10 @@ pub(crate) async fn session(args: &QboArgs, pipeline: &str) -> Result<Session, E
     let qbo = super::apps::with_company_app(store.as_ref(), qbo).await?;
     // Expiries within 30 days are warned about in every run's log.
     super::auth::warn_expiring(store.as_ref(), &qbo.realm_id, &qbo.credentials.client_id).await;
-    let (max_requests, reservation) = match args.monthly_requests {
-        None => (args.max_requests, None),
-        Some(quota) => {
+    let (max_requests, reservation, month_spent) = match (share, args.monthly_requests) {
+        (Some(share), _) => (share.max_requests, None, share.month_spent),
+        (None, None) => (args.max_requests, None, None),
+        (None, Some(quota)) => {
             let grant = reserve_monthly(
                 &sink,
                 &qbo.credentials.client_id,
@@ -167,10 +182,14 @@ pub(crate) async fn session(args: &QboArgs, pipeline: &str) -> Result<Session, E
                 args.max_requests,
             )
             .await?;
-            (Some(grant.granted), Some(grant).filter(|g| g.granted > 0))
+            let spent = (grant.granted == 0).then_some(quota);
+            (
+                Some(grant.granted),
+                Some(grant).filter(|g| g.granted > 0),
+                spent,
+            )
         }
     };
-    let month_spent = args.monthly_requests.filter(|_| max_requests == Some(0));
     let limits = ClientLimits {
         realm_budget: RateLimit {
             per_minute: args.requests_per_min,

@@ -83,6 +83,8 @@ Examples:
   # Keep every backfilled entity current (daily), or reconcile one after a long gap:
   qb-backfill sync --all
   qb-backfill --entity Invoice reconcile
+  # The same for every connected company, four at once, within the app's monthly quota:
+  qb-backfill --all-realms --realms-in-flight 4 --monthly-requests 400000 sync --all
 
 Entities (table; name lists include inactive records with Active IN (true, false), transactions
 may be windowed on TxnDate):

@@ -360,6 +360,39 @@ mod tests {
     }
 
     #[test]
+    fn sync_and_reconcile_take_the_companies_before_the_subcommand() {
+        let cli = parse(&["--realm", "1", "--realm", "2", "reconcile"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Reconcile(_))));
+        assert_eq!(cli.run.realms.realms, ["1", "2"]);
+        assert!(cli.run.realms.names_companies());
+        let any = parse_any(&[
+            "--all-realms",
+            "--realms-in-flight",
+            "3",
+            "--monthly-requests",
+            "90",
+            "sync",
+            "--all",
+        ])
+        .unwrap();
+        let r = &any.cli.run.realms;
+        assert!(r.all_realms && r.names_companies());
+        assert_eq!((r.realms_in_flight, r.monthly_requests), (3, Some(90)));
+        // A monthly budget alone keeps the one company of QBO_REALM_ID.
+        let cli = parse(&["--monthly-requests", "9", "sync"]).unwrap();
+        assert!(!cli.run.realms.names_companies());
+        assert!(parse(&["--all-realms", "--realm", "1", "sync"]).is_err());
+        let any = parse_any(&["auth", "connect", "--paste", "--app", "ABc"]).unwrap();
+        let Some(Command::Auth {
+            action: AuthAction::Connect(c),
+        }) = any.cli.command
+        else {
+            panic!("not auth connect");
+        };
+        assert_eq!(c.app.as_deref(), Some("ABc"));
+    }
+
+    #[test]
     fn generic_cli_maps_entity_names_case_insensitively() {
         let any = parse_any(&[
             "--entity",

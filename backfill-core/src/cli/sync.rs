@@ -1,11 +1,15 @@
 //! `sync`: keeps a backfilled entity current (changed records, CDC deletions), one entity or,
-//! with `--all` in `qb-backfill`, every entity backfilled in the company.
+//! with `--all` in `qb-backfill`, every entity backfilled in the company; in one company
+//! (`QBO_REALM_ID`) or, with `--realm` / `--all-realms`, in each company they select.
 
+use std::future::Future;
 use std::time::Duration;
 
 use clap::Args;
+use qbo_client::QboConfig;
 
 use super::connect::{self, Session};
+use super::realms::{self, Selection, Share};
 use super::reports::QboArgs;
 use super::run::RunArgs;
 use crate::entity::ENTITIES;
@@ -48,7 +52,7 @@ impl Default for SyncArgs {
     }
 }
 
-fn print_sync(name: &str, r: &SyncReport) {
+fn print_sync(name: &str, realm: &str, r: &SyncReport) {
     let t = &r.row.tally;
     let marks = r
         .row
@@ -62,8 +66,8 @@ fn print_sync(name: &str, r: &SyncReport) {
         })
         .unwrap_or_default();
     println!(
-        "{} sync {}: inserted {}, updated {}, unchanged {}, tombstoned {} (CDC deletes refuted \
-         by a read: {}), QBO calls {}{marks}{}",
+        "{} sync {} of realm {realm}: inserted {}, updated {}, unchanged {}, tombstoned {} (CDC \
+         deletes refuted by a read: {}), QBO calls {}{marks}{}",
         name,
         r.row.id,
         t.inserted,
@@ -80,7 +84,32 @@ fn print_sync(name: &str, r: &SyncReport) {
     );
 }
 
-/// `sync` of entity `E`.
+/// Runs `one` for the company of `QBO_REALM_ID`, or with `--realm` / `--all-realms` for every
+/// company they select ([`realms::for_each_company`]: each with its own session, token, worker
+/// and share of `--monthly-requests`; the exit status the worst of them).
+pub(super) async fn per_company<F, Fut>(
+    run: &RunArgs,
+    what: &str,
+    one: F,
+) -> Result<ExitStatus, Error>
+where
+    F: Fn(QboConfig, Option<Share>) -> Fut,
+    Fut: Future<Output = Result<ExitStatus, Error>>,
+{
+    if !run.realms.names_companies() {
+        let qbo = QboConfig::from_env().map_err(Error::QboConfig)?;
+        return one(qbo, None).await;
+    }
+    let sel = Selection {
+        realms: &run.realms,
+        token_store: &run.token_store,
+        max_requests: run.max_requests,
+        what,
+    };
+    realms::for_each_company(sel, |qbo, share| one(qbo, Some(share))).await
+}
+
+/// `sync` of entity `E`, for each company the options name.
 pub(super) async fn sync_cmd<E: Entity>(
     args: &SyncArgs,
     run: &RunArgs,
@@ -90,17 +119,22 @@ pub(super) async fn sync_cmd<E: Entity>(
             "--all syncs every backfilled entity: use it with qb-backfill, without --entity".into(),
         ));
     }
-    let session = connect::session(&QboArgs::from(run), "sync").await?;
-    let result =
-        crate::sync::sync::<E>(&session.client, &session.sink, &args.config(run, &session)).await;
-    session.end(ended(&result)).await;
-    print_sync(E::NAME, &result?);
-    Ok(ExitStatus::Success)
+    per_company(run, "sync", |qbo, share| async move {
+        let session = connect::session_for(&QboArgs::from(run), "sync", qbo, share).await?;
+        let result =
+            crate::sync::sync::<E>(&session.client, &session.sink, &args.config(run, &session))
+                .await;
+        let realm = session.client.realm_id().to_owned();
+        session.end(ended(&result)).await;
+        print_sync(E::NAME, &realm, &result?);
+        Ok(ExitStatus::Success)
+    })
+    .await
 }
 
-/// `qb-backfill sync --all`: every entity backfilled in the company, synced together (one CDC
-/// call names them all, [`crate::sync::sync_many`]). A failing entity does not stop the
-/// others; the exit status is the first failure's.
+/// `qb-backfill sync --all`: every entity backfilled in the company (in each company the
+/// options name), synced together (one CDC call names them all, [`crate::sync::sync_many`]).
+/// A failing entity does not stop the others; a company's exit status is its first failure's.
 pub(super) async fn sync_all_cmd(
     bin: &str,
     args: &SyncArgs,
@@ -111,7 +145,27 @@ pub(super) async fn sync_all_cmd(
             "sync needs --entity NAME (or QB_ENTITY), or --all for every backfilled entity".into(),
         ));
     }
-    let session = connect::session(&QboArgs::from(run), "sync").await?;
+    let many = run.realms.names_companies();
+    per_company(run, "sync", |qbo, share| async move {
+        let session = connect::session_for(&QboArgs::from(run), "sync", qbo, share).await?;
+        let realm = session.client.realm_id().to_owned();
+        let label = if many {
+            format!("{bin}: realm {realm}")
+        } else {
+            bin.to_owned()
+        };
+        sync_company(&label, args, run, session).await
+    })
+    .await
+}
+
+/// Every entity backfilled in the session's company, synced together.
+async fn sync_company(
+    label: &str,
+    args: &SyncArgs,
+    run: &RunArgs,
+    session: Session,
+) -> Result<ExitStatus, Error> {
     let realm = session.client.realm_id().to_owned();
     let entities = match session.sink.ledger().backfilled_pipelines(&realm).await {
         Ok(pipelines) => ENTITIES
@@ -136,9 +190,9 @@ pub(super) async fn sync_all_cmd(
         crate::sync::sync_many(&session.client, &session.sink, &cfg, &entities).await
     {
         match outcome {
-            Ok(report) => print_sync(info.name, &report),
+            Ok(report) => print_sync(info.name, &realm, &report),
             Err(err) => {
-                super::progress_safe_eprintln(bin, &err);
+                super::progress_safe_eprintln(label, &err);
                 if status == ExitStatus::Success {
                     status = err.exit_status();
                 }

@@ -7,6 +7,8 @@ mod books;
 mod common;
 mod generic;
 mod realms;
+mod realms_auth;
+mod realms_sync;
 mod report;
 mod serve;
 mod sync;

@@ -7,7 +7,7 @@ use time::macros::datetime;
 
 use crate::common::*;
 
-const REALMS: [&str; 3] = ["9130000000000101", "9130000000000102", "9130000000000103"];
+pub(crate) const REALMS: [&str; 3] = ["9130000000000101", "9130000000000102", "9130000000000103"];
 
 async fn three_companies() -> SimHandle {
     Sim::builder()
@@ -27,7 +27,7 @@ async fn three_companies() -> SimHandle {
 }
 
 /// Stores each company's refresh token, as `auth connect` would have.
-async fn connect_all(sim: &SimHandle, db: &TestDb) {
+pub(crate) async fn connect_all(sim: &SimHandle, db: &TestDb) {
     let sink = db.migrated_sink().await;
     let client = sink.pool().get().await.unwrap();
     for r in sim.realm_ids() {
@@ -41,13 +41,13 @@ async fn connect_all(sim: &SimHandle, db: &TestDb) {
     }
 }
 
-fn many(sim: &SimHandle, url: &str, args: &[&str]) -> std::process::Command {
+pub(crate) fn many(sim: &SimHandle, url: &str, args: &[&str]) -> std::process::Command {
     let mut c = command(sim, url, args);
     c.env_remove("QBO_REFRESH_TOKEN").env_remove("QBO_REALM_ID");
     c
 }
 
-async fn count(db: &TestDb, sql: &str, realm: &str) -> i64 {
+pub(crate) async fn count(db: &TestDb, sql: &str, realm: &str) -> i64 {
     let sink = db.sink().await;
     let client = sink.pool().get().await.unwrap();
     client.query_one(sql, &[&realm]).await.unwrap().get(0)
@@ -227,8 +227,8 @@ async fn the_monthly_budget_stops_a_run_and_the_next_month_resumes() {
     sim.shutdown().await.unwrap();
 }
 
-const APP_B: &str = "ABsecondAppClientId0000000000000000000000000000000";
-const APP_B_SECRET: &str = "secondAppSecret0XYZ";
+pub(crate) const APP_B: &str = "ABsecondAppClientId0000000000000000000000000000000";
+pub(crate) const APP_B_SECRET: &str = "secondAppSecret0XYZ";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_companies_on_two_apps_in_one_invocation() {

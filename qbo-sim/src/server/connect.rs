@@ -13,7 +13,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 
-use super::oauth::{client_ok, form_pairs, no_store, oauth_error};
+use super::oauth::{client_ok, form_pairs, no_store, oauth_error, presented_client_id};
 use super::respond;
 use super::{Shared, Tag, lock, tagged};
 use crate::config::Consent;
@@ -210,9 +210,30 @@ pub(crate) async fn revoke(
         );
     };
     let mut tag = tag;
-    if let Some(realm) = lock(&shared.tokens).revoke(&token) {
-        lock(&shared.stats).stats.revocations += 1;
-        tag.realm = Some(realm);
+    let client_id = presented_client_id(&headers, &form).unwrap_or_default();
+    match lock(&shared.tokens).revoke(&token, &client_id) {
+        Ok(Some(realm)) => {
+            let mut stats = lock(&shared.stats);
+            stats.stats.revocations += 1;
+            *stats
+                .stats
+                .revocations_by_client
+                .entry(client_id)
+                .or_default() += 1;
+            tag.realm = Some(realm);
+        }
+        Ok(None) => {}
+        Err(realm) => {
+            tag.realm = Some(realm);
+            return tagged(
+                oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    Some("the token was issued to another client"),
+                ),
+                tag,
+            );
+        }
     }
     tagged(
         no_store(respond::full(
