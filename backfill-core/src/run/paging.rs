@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use futures::future::{AbortHandle, AbortRegistration, Abortable, Either};
+use futures::future::{AbortHandle, AbortRegistration, Abortable, BoxFuture, Either};
 use futures::stream::{FuturesUnordered, StreamExt};
 use qbo_client::Page;
 use raw_sink::Window as WindowRow;
@@ -27,8 +27,9 @@ use super::pages::{Ends, OverlapChain, PagePlan};
 use super::write::write_page;
 use super::{Ctx, duration_ms};
 
-/// A query's first page fetched ahead (by the probe, with its COUNT), with its memory.
-pub(super) type Prefetched<'c> = (Page, Reservation<'c>);
+/// A query's first page requested ahead (by the probe, with its COUNT), possibly still in
+/// flight, with its memory.
+pub(super) type Prefetched<'c> = BoxFuture<'c, Result<(Page, Reservation<'c>), AttemptError>>;
 
 /// Pages `range` once (see the module's invariants); `first` is its page 1 if already fetched.
 pub(super) async fn load_attempt<'c>(
@@ -59,11 +60,19 @@ pub(super) async fn load_attempt<'c>(
     let mut aborts: BTreeMap<usize, AbortHandle> = BTreeMap::new();
     let mut issued = 0usize;
     if let Some(page) = first {
-        // The probe's page 1 arrives as if just fetched.
+        // The probe's page 1 (a request like the others, sent earlier); fetched again if it
+        // failed.
         let (handle, reg) = AbortHandle::new_pair();
         aborts.insert(0, handle);
+        let q = base.with_start_position(1);
         in_flight.push(Abortable::new(
-            Either::Right(futures::future::ready((0, 1, Ok(page)))),
+            Either::Right(async move {
+                let page = match page.await {
+                    Err(AttemptError::Qbo(_)) => fetch_page(ctx, q).await,
+                    p => p,
+                };
+                (0, 1, page)
+            }),
             reg,
         ));
         issued = 1;
@@ -122,7 +131,11 @@ pub(super) async fn load_attempt<'c>(
             arrived = in_flight.next(), if !in_flight.is_empty() => {
                 // An abandoned request (replanned, ended or failed): nothing to do.
                 let Some(Ok((k, start, result))) = arrived else { continue };
-                if plan.get(k).is_none_or(|p| p.start != start) || ended || failure.is_some() {
+                let stopping = matches!(failure, Some(AttemptError::Interrupted));
+                if plan.get(k).is_none_or(|p| p.start != start)
+                    || ended
+                    || (failure.is_some() && !stopping)
+                {
                     continue;
                 }
                 aborts.remove(&k);
@@ -133,6 +146,11 @@ pub(super) async fn load_attempt<'c>(
                         continue;
                     }
                 };
+                if stopping {
+                    // A request sent before the stop (the budget's) came back: written.
+                    ready.push_back((k, page, reservation));
+                    continue;
+                }
                 event!(ctx, info, "page_loaded",
                     window_start = %format_utc(range.start),
                     window_end = %format_utc(range.end),
@@ -275,8 +293,10 @@ fn abandon_after(
     *issued = (*issued).min(k + 1).min(plan.len());
 }
 
-/// Records the attempt's first failure and stops it: nothing more is requested; pages waiting
-/// to be written are dropped, except on a stop (they are written, as the loop promises).
+/// Records the attempt's first failure and stops it: nothing more is requested, requests in
+/// flight are abandoned and pages waiting to be written are dropped; except on a stop, where
+/// pages fetched are written, as the loop promises, and requests in flight end by themselves
+/// (abandoned on a signal, awaited when the request budget ran out after they were sent).
 fn fail(
     failure: &mut Option<AttemptError>,
     ready: &mut VecDeque<(usize, Page, Reservation<'_>)>,
@@ -288,9 +308,9 @@ fn fail(
     }
     if !matches!(e, AttemptError::Interrupted) {
         ready.clear();
-    }
-    for handle in aborts.values() {
-        handle.abort();
+        for handle in aborts.values() {
+            handle.abort();
+        }
     }
     *failure = Some(e);
 }

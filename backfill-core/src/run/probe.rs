@@ -13,6 +13,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use futures::future::{Either, ready, select};
 use raw_sink::{Window as WindowRow, WindowOutcome, WindowStatus};
 
 use crate::Error;
@@ -22,6 +23,7 @@ use crate::window::format_utc;
 use super::failure::{error_chain, qbo_error, stops_the_run};
 use super::fetch::{QueryKind, build_query, count_range, fetch_page};
 use super::load::{AttemptError, load};
+use super::paging::Prefetched;
 use super::{
     Ctx, SEGMENT_PAGES, Task, TaskResult, WindowProblem, interrupted, row_window, segment_window,
     window_ids,
@@ -42,16 +44,23 @@ pub(super) async fn probe(
     let count = loop {
         let counting = count_range(ctx, range);
         let counted = if dense && attempt == 1 {
-            let page = async {
+            let page: Prefetched<'_> = Box::pin(async move {
                 let q = build_query(ctx, QueryKind::Select, range)
                     .map_err(AttemptError::Qbo)?
                     .with_start_position(1);
                 fetch_page(ctx, q).await
-            };
-            let (counted, page) = tokio::join!(counting, page);
-            // A page that failed is simply fetched again by the load.
-            first = page.ok();
-            counted
+            });
+            // The COUNT decides; the page, still in flight, goes on with the load.
+            match select(Box::pin(counting), page).await {
+                Either::Left((counted, page)) => {
+                    first = Some(page);
+                    counted
+                }
+                Either::Right((page, counting)) => {
+                    first = Some(Box::pin(ready(page)));
+                    counting.await
+                }
+            }
         } else {
             counting.await
         };
