@@ -48,7 +48,9 @@ pub use dbretry::{DbRetry, parse_duration};
 pub use entity::*;
 pub use error::{AUTH_RUNBOOK, Error, ExitStatus};
 pub use progress::Progress;
-pub use run::{RunConfig, RunReport, WindowProblem, run};
+pub use run::{
+    DEFAULT_MEMORY_BUDGET, RunConfig, RunReport, WindowProblem, parse_memory_budget, run,
+};
 pub use shutdown::{Shutdown, StopReason};
 pub use token_store::{
     PgTokenStore, TOKEN_RESCUE_DIR_ENV, TokenStoreLocation, open_token_store, token_key_from_env,

@@ -33,9 +33,14 @@ pub struct RunArgs {
     /// Timestamp that places a record in a window.
     #[arg(long, value_parser = parse_window_field_arg, help = "Window field: MetaData.CreateTime (default), MetaData.LastUpdatedTime, or TxnDate (transactions)")]
     pub window_field: Option<WindowField>,
-    /// Segments (runs of windows) in flight at once; pages held in memory are capped at this + 1.
+    /// Segments (runs of windows) in play at once; their pages are fetched in parallel within
+    /// --memory-budget and the realm's --max-in-flight.
     #[arg(long, default_value = "4")]
     pub concurrency: NonZeroUsize,
+    /// Bytes of pages held in memory at once, counted from before each request is sent until
+    /// the page is written: e.g. 64MB, 512K, 1G (powers of 1024).
+    #[arg(long, default_value = "64MB", value_parser = crate::parse_memory_budget)]
+    pub memory_budget: u64,
     /// Skip the COUNT verification of each window.
     #[arg(long)]
     pub no_verify: bool,
@@ -315,6 +320,7 @@ pub(crate) async fn pipeline_for<E: Entity>(
     // The requested end names the trigger, so that a re-run of a clipped range finds it again.
     cfg.range_end = range_end;
     cfg.concurrency = args.concurrency.get();
+    cfg.memory_budget = args.memory_budget;
     cfg.verify = !args.no_verify;
     cfg.force = args.force;
     cfg.page_size = args.page_size;
@@ -524,6 +530,7 @@ mod tests {
         assert!(cli.command.is_none());
         let r = &cli.run;
         assert_eq!(r.concurrency.get(), 4);
+        assert_eq!(r.memory_budget, 64 * 1024 * 1024);
         assert_eq!(r.requests_per_min, 500);
         assert_eq!(r.max_in_flight, 10);
         assert_eq!(r.page_size, 1000);

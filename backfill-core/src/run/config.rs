@@ -65,6 +65,9 @@ pub struct RunConfig {
     pub max_api_calls: Option<u64>,
     /// Retries of database statements while the database is unreachable.
     pub db_retry: DbRetry,
+    /// Bytes of pages held in memory at once, from before a page's request is sent until the
+    /// page is written (`--memory-budget`); a page larger than this is still fetched, alone.
+    pub memory_budget: u64,
 }
 
 impl RunConfig {
@@ -113,6 +116,7 @@ impl RunConfig {
             shutdown: Shutdown::new(),
             max_api_calls: None,
             db_retry: DbRetry::default(),
+            memory_budget: super::budget::DEFAULT_MEMORY_BUDGET,
         }
     }
 }

@@ -135,7 +135,10 @@ pub(super) async fn drive(ctx: &Ctx<'_>) -> Result<DriveOutcome, (Error, DriveOu
                 for seg in adjacent_segments(claimed) {
                     held.extend(seg.iter().map(|w| w.id));
                     queue.push_back(if cfg.probe && seg.len() > 1 {
-                        Task::Probe(seg)
+                        Task::Probe {
+                            windows: seg,
+                            dense: false,
+                        }
                     } else {
                         Task::Load {
                             windows: seg,

@@ -21,11 +21,12 @@ use crate::claim::lease_lost;
 use crate::window::format_utc;
 
 use super::failure::{error_chain, is_database_failure, qbo_error, stops_the_run};
-use super::fetch::{count_range, load_attempt, load_narrowed};
+use super::fetch::{count_range, load_narrowed};
+use super::paging::{Prefetched, load_attempt};
 use super::probe::finished_windows;
 use super::{
     Ctx, Task, TaskResult, WindowProblem, duration_ms, ensure_token, interrupted, row_window,
-    segment_window, stoppable, window_ids,
+    segment_window, window_ids,
 };
 
 /// Per-window tallies of one loading attempt.
@@ -110,12 +111,15 @@ pub(super) enum Reading {
 }
 
 /// Loads adjacent windows with one paged query per attempt, verifies, and records the outcome.
+/// `first`, the query's first page when the probe fetched it with its COUNT, serves the first
+/// attempt.
 /// A multi-window segment that cannot be loaded and verified, for any reason, is split into
 /// single windows, so that one bad window never fails its neighbours.
-pub(super) async fn load(
-    ctx: &Ctx<'_>,
+pub(super) async fn load<'c>(
+    ctx: &'c Ctx<'_>,
     windows: Vec<WindowRow>,
     mut expected: Option<u64>,
+    mut first: Option<Prefetched<'c>>,
 ) -> Result<TaskResult, Error> {
     let cfg = ctx.cfg;
     let range = segment_window(&windows);
@@ -152,7 +156,7 @@ pub(super) async fn load(
             attempt,
             narrowed = reading == Reading::Narrowed);
         let result = match reading {
-            Reading::Paged => load_attempt(ctx, &windows, range, expected).await,
+            Reading::Paged => load_attempt(ctx, &windows, range, expected, first.take()).await,
             Reading::Narrowed => load_narrowed(ctx, &windows, range).await,
         };
         match result {
@@ -173,7 +177,7 @@ pub(super) async fn load(
                     last_error = None;
                     break;
                 }
-                let Some(counted) = stoppable(ctx, count_range(ctx, range)).await else {
+                let Some(counted) = count_range(ctx, range).await else {
                     return Ok(interrupted(&windows));
                 };
                 match counted {

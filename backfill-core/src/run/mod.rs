@@ -10,31 +10,43 @@
 //!    source count 0 in one statement; one holding at most [`SEGMENT_PAGES`] pages of records
 //!    (or a single window) is loaded with one paged query whose records are split into their
 //!    windows, the COUNT verifying the load; a larger one is split in one level into parts
-//!    sized from its COUNT (see `split_parts`) and those are probed again;
+//!    sized from its COUNT (see `split_parts`) and those are probed again, a part the COUNT
+//!    says is dense with its first page requested together with its COUNT;
 //! 4. a window (or small segment) is paged with overlapping pages: each page starts `overlap`
 //!    rows before the previous one ended and those rows must be the same ids, otherwise records
 //!    were inserted or deleted mid-paging and the window is paged again (bounded attempts);
-//! 5. each page is upserted with the window's progress in one transaction while the next page
-//!    (and, when a COUNT says they exist, further ones while page permits are free) is fetched;
-//!    pages in memory are capped process-wide at `concurrency + 1`;
+//!    when a COUNT is known, every page it implies is requested at once, and pages are
+//!    compared as soon as neighbours have both arrived, whatever their order;
+//! 5. each page is upserted with the window's progress in one transaction as soon as it
+//!    arrives (one write at a time per segment, segments in parallel); pages in memory are
+//!    bounded process-wide by bytes (`--memory-budget`, reserved before each request is sent),
+//!    requests in flight by the client's per-realm limiter (rate and cap), independently: a
+//!    page waiting to be written holds memory, not a request slot, so requests in flight
+//!    settle at min(cap, rate × latency) whenever enough pages are wanted;
 //! 6. verification: the COUNT for the same filter must equal the distinct ids loaded, else the
 //!    window is paged again and finally marked `mismatch`;
-//! 7. up to `concurrency` segments/windows in flight; a failed window never stops the others;
+//! 7. up to `concurrency` segments/windows in play (probing or loading); a failed window never
+//!    stops the others;
 //! 8. a worker with nothing left to claim waits while other workers hold windows of the plan
 //!    (their process may die, and then their windows are claimed again), then ends;
 //! 9. a stop request ([`crate::Shutdown`]) ends the run cleanly: no new request, fetched pages
 //!    written, running windows back to `pending`, leases released, run `interrupted`;
-//!    database statements that fail for a retryable reason are retried ([`crate::DbRetry`]).
+//!    database statements that fail for a retryable reason are retried ([`crate::DbRetry`]);
+//!    the request budget (`max_api_calls`) is claimed before each request is sent, so
+//!    requests in parallel never pass it.
 //!
 //! Files, in the order data flows (each states the invariants it enforces): `config` (what a
 //! run is asked to do), `drive` (claims, segments, the task queue: steps 2, 7, 8), `probe`
-//! (step 3), `load` (attempts, verification, window outcomes: steps 4 and 6), `fetch` (queries
-//! and paging: step 4), `write` (step 5), `catch_up` (the TxnDate catch-up), `outcome` (the
-//! run's end, status and trigger), `failure` (how errors map onto the run). This file holds
-//! the shape of a run, [`run()`], and the state its stages share.
+//! (step 3), `load` (attempts, verification, window outcomes: steps 4 and 6), `paging` (one
+//! paged reading, pages in parallel: step 4), `pages` (its pure parts: the positions to
+//! request and the overlap check), `fetch` (the queries and the two choke points every QBO
+//! request of the loop goes through: `count_range` and `fetch_page`), `budget` (the memory
+//! budget), `write` (step 5), `catch_up` (the TxnDate catch-up), `outcome` (the run's end,
+//! status and trigger), `failure` (how errors map onto the run). This file holds the shape of
+//! a run, [`run()`], and the state its stages share.
 
 use std::future::Future;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use qbo_client::{QboClient, QboError};
@@ -142,10 +154,10 @@ struct Ctx<'a> {
     worker: Worker,
     /// One token check at a time per process (each holds a database lock across processes).
     token_gate: tokio::sync::Mutex<()>,
-    /// Pages held in memory (from the start of their fetch until they are written), across all
-    /// segments: `concurrency + 1`, so segments still fetch ahead while others write, but peak
-    /// memory no longer grows with two pages per segment.
-    pages: tokio::sync::Semaphore,
+    /// Bytes of pages in memory (from before their request until they are written), across
+    /// all segments: `--memory-budget`.
+    memory: budget::MemoryBudget,
+    /// Requests the loop sent (or is about to send): claimed by [`Ctx::claim_call`].
     requests: AtomicU64,
     /// The client's API call count when the run started.
     calls_at_start: u64,
@@ -168,6 +180,7 @@ macro_rules! event {
     };
 }
 
+mod budget;
 mod catch_up;
 mod config;
 mod drive;
@@ -175,9 +188,12 @@ mod failure;
 mod fetch;
 mod load;
 mod outcome;
+mod pages;
+mod paging;
 mod probe;
 mod write;
 
+pub use budget::{DEFAULT_MEMORY_BUDGET, parse_memory_budget};
 pub use config::RunConfig;
 pub(crate) use failure::error_chain;
 
@@ -190,8 +206,13 @@ use probe::probe;
 
 /// A unit of work in the queue.
 enum Task {
-    /// COUNT a segment of adjacent pending windows and decide what to do with it.
-    Probe(Vec<WindowRow>),
+    /// COUNT a segment of adjacent pending windows and decide what to do with it; `dense`
+    /// when its parent's COUNT spread over its windows says it holds at least half a page
+    /// (its first page is then requested together with its COUNT).
+    Probe {
+        windows: Vec<WindowRow>,
+        dense: bool,
+    },
     /// Load adjacent windows with one paged query; `expected` is a COUNT already taken.
     Load {
         windows: Vec<WindowRow>,
@@ -215,9 +236,11 @@ enum TaskResult {
 }
 
 /// Most pages a probed segment of several windows is loaded with as one paged query (larger
-/// ones are split, see [`split_parts`]). Bigger segments save COUNT requests; smaller ones
-/// cost less to page again window by window when a segment fails verification.
-pub(crate) const SEGMENT_PAGES: u64 = 8;
+/// ones are split, see `probe::split_parts`). Bigger segments save COUNT requests and give
+/// the fetcher more pages to request at once (a segment's pages are fetched in parallel);
+/// smaller ones cost less to page again window by window when a segment fails verification.
+/// 24: 100k invoices cost 7 COUNTs for ~101 pages (8 cost 18).
+pub(crate) const SEGMENT_PAGES: u64 = 24;
 
 /// Runs pipeline `E` over `cfg.windows` for the client's realm.
 ///
@@ -332,7 +355,7 @@ pub async fn run<E: Entity>(
         run_id,
         worker: worker.clone(),
         token_gate: tokio::sync::Mutex::new(()),
-        pages: tokio::sync::Semaphore::new(cfg.concurrency.max(1) + 1),
+        memory: budget::MemoryBudget::new(cfg.memory_budget),
         requests: AtomicU64::new(0),
         calls_at_start: client.api_calls(),
         rows: AtomicU64::new(0),
@@ -399,6 +422,34 @@ impl Ctx<'_> {
         }
     }
 
+    /// Claims one request of the loop before it is sent: `false` (nothing may be sent) once a
+    /// stop is requested or the run's request budget is spent, counting both the API calls
+    /// made (retries included) and the requests other tasks claimed but have not sent yet, so
+    /// that requests sent in parallel never pass `max_api_calls`.
+    fn claim_call(&self) -> bool {
+        if !self.may_call() {
+            return false;
+        }
+        let before = self.requests.fetch_add(1, Ordering::Relaxed);
+        match self.cfg.max_api_calls {
+            Some(max) if before >= max => {
+                self.requests.fetch_sub(1, Ordering::Relaxed);
+                // Spent by requests claimed meanwhile: stop as `may_call` does.
+                if self.cfg.shutdown.request(StopReason::Budget) {
+                    event!(
+                        self,
+                        warn,
+                        "request_budget_spent",
+                        max_api_calls = max,
+                        api_calls = self.api_calls()
+                    );
+                }
+                false
+            }
+            _ => true,
+        }
+    }
+
     /// A ledger statement with the run's database retries.
     async fn db<T, F, Fut>(&self, what: &str, op: F) -> Result<T, SinkError>
     where
@@ -416,6 +467,23 @@ async fn stoppable<T>(ctx: &Ctx<'_>, fut: impl Future<Output = T>) -> Option<T> 
         biased;
         _ = ctx.cfg.shutdown.requested() => None,
         v = fut => Some(v),
+    }
+}
+
+/// A request already sent (`fut`), unless a stop is requested first: `None` then, and `fut`
+/// is dropped; but a request the budget paid for is awaited when the stop is the request
+/// budget's own (it was sent before the budget ran out: its answer is used, and every call
+/// counted reached QBO).
+async fn sent<T>(ctx: &Ctx<'_>, fut: impl Future<Output = T>) -> Option<T> {
+    let mut fut = std::pin::pin!(fut);
+    let reason = tokio::select! {
+        biased;
+        reason = ctx.cfg.shutdown.requested() => reason,
+        v = &mut fut => return Some(v),
+    };
+    match reason {
+        StopReason::Budget => Some(fut.await),
+        _ => None,
     }
 }
 
@@ -442,8 +510,8 @@ fn interrupted(windows: &[WindowRow]) -> TaskResult {
 
 async fn run_task(ctx: &Ctx<'_>, task: Task) -> Result<TaskResult, Error> {
     match task {
-        Task::Probe(seg) => probe(ctx, seg).await,
-        Task::Load { windows, expected } => load(ctx, windows, expected).await,
+        Task::Probe { windows, dense } => probe(ctx, windows, dense).await,
+        Task::Load { windows, expected } => load(ctx, windows, expected, None).await,
     }
 }
 

@@ -1,14 +1,19 @@
 //! Sparse probing: [`probe`] COUNTs a segment of adjacent windows and decides: all empty
 //! (marked `done` with source count 0 at once), load as one query (at most
-//! [`SEGMENT_PAGES`](super::SEGMENT_PAGES) pages, or a single window), or split in one level
-//! into parts sized from the COUNT ([`split_parts`], [`split_even`]) that are probed again.
+//! [`SEGMENT_PAGES`](super::SEGMENT_PAGES) pages, or a single window: the probing task goes
+//! on as the load), or split in one level into parts sized from the COUNT ([`split_parts`],
+//! [`split_even`]) that are probed again. A part its parent's COUNT says is dense
+//! ([`is_dense`]) requests its first page together with its COUNT.
 //!
 //! Invariants: a segment is never marked empty without a COUNT of zero for its whole range;
-//! split parts stay adjacent, cover the segment exactly and are never more than its windows.
+//! split parts stay adjacent, cover the segment exactly and are never more than its windows;
+//! only parts known dense spend a page request before their COUNT is known (a sparse range
+//! stays COUNT-first).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use futures::future::{Either, ready, select};
 use raw_sink::{Window as WindowRow, WindowOutcome, WindowStatus};
 
 use crate::Error;
@@ -16,18 +21,50 @@ use crate::claim::lease_lost;
 use crate::window::format_utc;
 
 use super::failure::{error_chain, qbo_error, stops_the_run};
-use super::fetch::count_range;
+use super::fetch::{QueryKind, build_query, count_range, fetch_page};
+use super::load::{AttemptError, load};
+use super::paging::Prefetched;
 use super::{
     Ctx, SEGMENT_PAGES, Task, TaskResult, WindowProblem, interrupted, row_window, segment_window,
-    stoppable, window_ids,
+    window_ids,
 };
 
-/// COUNTs a segment and decides: all empty, load as one, split, or one by one.
-pub(super) async fn probe(ctx: &Ctx<'_>, seg: Vec<WindowRow>) -> Result<TaskResult, Error> {
+/// COUNTs a segment and decides: all empty, load as one, split, or one by one. A `dense`
+/// segment (see [`Task::Probe`]) requests its first page together with its COUNT, so that no
+/// serial round trip precedes its pages; the page serves the load if the COUNT says to load
+/// it as one query, and is dropped otherwise (one request spent).
+pub(super) async fn probe(
+    ctx: &Ctx<'_>,
+    seg: Vec<WindowRow>,
+    dense: bool,
+) -> Result<TaskResult, Error> {
     let range = segment_window(&seg);
     let mut attempt = 1;
+    let mut first = None;
     let count = loop {
-        let Some(counted) = stoppable(ctx, count_range(ctx, range)).await else {
+        let counting = count_range(ctx, range);
+        let counted = if dense && attempt == 1 {
+            let page: Prefetched<'_> = Box::pin(async move {
+                let q = build_query(ctx, QueryKind::Select, range)
+                    .map_err(AttemptError::Qbo)?
+                    .with_start_position(1);
+                fetch_page(ctx, q).await
+            });
+            // The COUNT decides; the page, still in flight, goes on with the load.
+            match select(Box::pin(counting), page).await {
+                Either::Left((counted, page)) => {
+                    first = Some(page);
+                    counted
+                }
+                Either::Right((page, counting)) => {
+                    first = Some(Box::pin(ready(page)));
+                    counting.await
+                }
+            }
+        } else {
+            counting.await
+        };
+        let Some(counted) = counted else {
             return Ok(interrupted(&seg));
         };
         match counted {
@@ -80,25 +117,33 @@ pub(super) async fn probe(ctx: &Ctx<'_>, seg: Vec<WindowRow>) -> Result<TaskResu
     // never saves a page (pages(a) + pages(b) >= pages(a + b)), it only costs two more COUNTs,
     // and loading dense windows one by one costs a verification COUNT each.
     if n == 1 || count <= page.saturating_mul(SEGMENT_PAGES) {
-        return Ok(TaskResult::Split(vec![Task::Load {
-            windows: seg,
-            expected: Some(count),
-        }]));
+        // This task goes on as the segment's load (its page 1 may be here already).
+        return load(ctx, seg, Some(count), first).await;
     }
+    drop(first);
     let parts = split_parts(count, n, page);
     Ok(TaskResult::Split(
         split_even(seg, parts)
             .into_iter()
-            .map(Task::Probe)
+            .map(|windows| {
+                let dense = is_dense(count, n, windows.len() as u64, page);
+                Task::Probe { windows, dense }
+            })
             .collect(),
     ))
+}
+
+/// Whether a part of `part` windows of a segment of `windows` windows holding `count` records
+/// holds at least half a page of `page` rows were they spread evenly.
+pub(super) fn is_dense(count: u64, windows: u64, part: u64, page: u64) -> bool {
+    count.saturating_mul(part).saturating_mul(2) >= page.saturating_mul(windows.max(1))
 }
 
 /// Into how many parts a segment of `windows` windows holding `count` records is split: as
 /// many as would each hold about three quarters of [`SEGMENT_PAGES`] pages were the records
 /// spread evenly, and at least two. A dense range then costs one level of COUNTs instead of
-/// log2 levels (3 years holding 50k invoices: 10 COUNTs instead of 15), and the parts of a
-/// bunched range that hold its records are split again.
+/// log2 levels (3 years holding 50k invoices: 4 COUNTs), and the parts of a bunched range
+/// that hold its records are split again.
 pub(super) fn split_parts(count: u64, windows: u64, page: u64) -> u64 {
     let target = (page.saturating_mul(SEGMENT_PAGES) * 3 / 4).max(1);
     count.div_ceil(target).clamp(2, windows.max(2))
@@ -189,14 +234,27 @@ mod tests {
 
     #[test]
     fn a_dense_segment_is_split_in_one_level_a_bunched_one_at_least_in_halves() {
-        // 50k records over 1,096 days, 1,000-row pages: parts of ~6,000 records.
-        assert_eq!(split_parts(50_000, 1096, 1000), 9);
+        // 50k records over 1,096 days, 1,000-row pages: parts of ~18,000 records.
+        assert_eq!(split_parts(50_000, 1096, 1000), 3);
+        assert_eq!(split_parts(100_000, 182, 1000), 6);
         // Just over a segment's worth: halves.
-        assert_eq!(split_parts(8_001, 1096, 1000), 2);
+        assert_eq!(split_parts(24_001, 1096, 1000), 2);
         // Never more parts than windows, never fewer than two.
         assert_eq!(split_parts(1_000_000, 3, 1000), 3);
         assert_eq!(split_parts(10, 2, 1), 2);
         assert_eq!(split_parts(5, 10, 0), 5);
+    }
+
+    #[test]
+    fn a_part_holding_half_a_page_by_its_parents_count_is_dense() {
+        // 100k records over 182 days, parts of 10 days: ~5,500 records each.
+        assert!(is_dense(100_000, 182, 10, 1000));
+        // 20k records over 1,096 days, parts of 274 days: ~5,000 evenly (bunched in fact).
+        assert!(is_dense(20_000, 1096, 274, 1000));
+        // 9k records over 1,096 days, parts of 20 days: ~164 each.
+        assert!(!is_dense(9_000, 1096, 20, 1000));
+        assert!(is_dense(1_000, 2, 1, 1000));
+        assert!(!is_dense(999, 2, 1, 1000));
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod evidence;
 mod fake_qbo;
 mod faults;
 mod paging_change;
+mod pipeline;
 mod realms;
 mod report;
 mod rerun;

@@ -65,18 +65,28 @@ impl QboClient {
         let inner = &self.inner;
         let mut history = RetryState::new();
         let mut refreshed_after_401 = false;
+        let mut proven_refreshes = 0u32;
         loop {
             let token = inner.tokens.access_token().await?;
             let outcome = self.attempt(what, &token.value, &decode).await;
             let (class, err) = match outcome {
                 Ok(answer) => {
                     inner.outage.succeeded();
-                    inner.tokens.api_call_succeeded().await;
+                    inner.tokens.api_call_succeeded(token.generation).await;
                     return Ok(answer);
                 }
                 Err(f) => f,
             };
-            if class == FailureClass::Unauthorized && !refreshed_after_401 {
+            // One forced refresh per request; another only when the token refused is one QBO
+            // had accepted (it expired or was revoked while requests were in parallel), at
+            // most a few times: a fresh token refused is final.
+            if class == FailureClass::Unauthorized
+                && (!refreshed_after_401
+                    || (inner.tokens.proven(token.generation) && proven_refreshes < 3))
+            {
+                if refreshed_after_401 {
+                    proven_refreshes += 1;
+                }
                 refreshed_after_401 = true;
                 tracing::warn!(
                     realm = inner.realm_id.as_str(),

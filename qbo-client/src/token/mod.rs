@@ -101,6 +101,8 @@ pub(crate) struct TokenProvider {
     first_success_noted: AtomicBool,
     /// Successful API answers since the last one recorded.
     successes_unnoted: AtomicU64,
+    /// One more than the newest access-token generation QBO accepted (0: none yet).
+    proven: AtomicU64,
 }
 
 impl TokenProvider {
@@ -113,13 +115,16 @@ impl TokenProvider {
             state: tokio::sync::Mutex::new(State::default()),
             first_success_noted: AtomicBool::new(false),
             successes_unnoted: AtomicU64::new(0),
+            proven: AtomicU64::new(0),
         }
     }
 
     /// An API call answered successfully: the first one of this client is recorded in the
     /// store at once ([`TokenNote::Succeeded`]); later ones are only counted, for
     /// [`TokenProvider::note_last_success`]. A refresh alone is not a successful call.
-    pub(crate) async fn api_call_succeeded(&self) {
+    pub(crate) async fn api_call_succeeded(&self, generation: u64) {
+        self.proven
+            .fetch_max(generation.saturating_add(1), Ordering::Relaxed);
         if self.first_success_noted.swap(true, Ordering::AcqRel) {
             self.successes_unnoted.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -180,6 +185,13 @@ impl TokenProvider {
             return Ok(t);
         }
         self.refresh_locked(&mut state).await
+    }
+
+    /// Whether QBO has accepted the access token of `generation` (or a newer one): a 401 for
+    /// it then means the token expired or was revoked since, not that fresh credentials are
+    /// refused.
+    pub(crate) fn proven(&self, generation: u64) -> bool {
+        self.proven.load(Ordering::Relaxed) > generation
     }
 
     /// After a 401 with the token of `stale_generation`: refresh, unless another request did.

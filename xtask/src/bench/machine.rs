@@ -86,6 +86,7 @@ pub(super) fn machine_info(env: &Env) -> Value {
             "scale": env.sizes.scale,
         },
         "concurrency": env.opts.concurrency,
+        "memory_budget": env.opts.memory_budget,
         "date_utc": utc_now(),
     })
 }

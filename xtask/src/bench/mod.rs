@@ -47,7 +47,7 @@ use sparse::scenario_sparse;
 use table::{markdown_table, print_outcome, results_json};
 
 pub(crate) const USAGE: &str = "\
-usage: cargo xtask bench [SCENARIO...] [--quick] [--concurrency N] [--keep]
+usage: cargo xtask bench [SCENARIO...] [--quick] [--concurrency N] [--memory-budget SIZE] [--keep]
 
 scenarios (default: all, in this order):
   ingest   200k invoices over one year, simulator at zero latency and no API limits, into a fresh
@@ -66,6 +66,7 @@ scenarios (default: all, in this order):
 options:
   --quick          smaller datasets (ingest 50k, api 10k, scale 250k, latency 20k) for a fast look
   --concurrency N  pass --concurrency N to every pipeline run (default: the pipeline's default)
+  --memory-budget SIZE  pass --memory-budget SIZE to every pipeline run (e.g. 32MB)
   --keep           keep the benchmark databases (qb_bench_*) afterwards
 ";
 
@@ -112,6 +113,8 @@ struct Options {
     scenarios: Vec<Scenario>,
     quick: bool,
     concurrency: Option<u32>,
+    /// `--memory-budget` passed to every pipeline run, as given (e.g. `32MB`).
+    memory_budget: Option<String>,
     keep: bool,
 }
 
@@ -149,6 +152,7 @@ fn parse_args(args: &[&str]) -> Result<Options> {
         scenarios: Vec::new(),
         quick: false,
         concurrency: None,
+        memory_budget: None,
         keep: false,
     };
     let mut it = args.iter();
@@ -163,6 +167,12 @@ fn parse_args(args: &[&str]) -> Result<Options> {
                         format!("--concurrency {v:?} is not a positive integer")
                     })?;
                 o.concurrency = Some(n);
+            }
+            "--memory-budget" => {
+                let v = it
+                    .next()
+                    .context("--memory-budget needs a value such as 32MB")?;
+                o.memory_budget = Some((*v).to_owned());
             }
             other => match Scenario::parse(other) {
                 Some(s) if !o.scenarios.contains(&s) => o.scenarios.push(s),
@@ -417,6 +427,10 @@ mod tests {
         assert_eq!(o.scenarios, vec![Scenario::Ingest, Scenario::Scale]);
         assert!(o.quick);
         assert_eq!(o.concurrency, Some(8));
+        assert_eq!(o.memory_budget, None);
+        let o = parse_args(&["latency", "--memory-budget", "32MB"]).unwrap();
+        assert_eq!(o.memory_budget.as_deref(), Some("32MB"));
+        assert!(parse_args(&["--memory-budget"]).is_err());
         let all = parse_args(&[]).unwrap();
         assert_eq!(all.scenarios, Scenario::ALL.to_vec());
         assert!(parse_args(&["nope"]).is_err());

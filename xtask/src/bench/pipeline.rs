@@ -41,6 +41,10 @@ pub(super) fn pipeline_args(
         a.push("--concurrency".into());
         a.push(c.to_string());
     }
+    if let Some(b) = &env.opts.memory_budget {
+        a.push("--memory-budget".into());
+        a.push(b.clone());
+    }
     a
 }
 

@@ -29,6 +29,10 @@ async fn a_stop_request_releases_everything_and_the_next_run_resumes() {
     let mut cfg = config("2023-07-01", "2023-07-11", "stop");
     cfg.page_size = 10;
     cfg.concurrency = 2;
+    // One page in memory at a time: a window's pages are requested one after the other, so a
+    // window is still mid-paging when the requests start hanging (with the default budget
+    // every page of a window is requested at once and it finishes before the stop).
+    cfg.memory_budget = 1;
     let shutdown = Shutdown::new();
     cfg.shutdown = shutdown.clone();
     let watcher = {

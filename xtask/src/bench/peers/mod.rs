@@ -259,6 +259,7 @@ pub(crate) fn bench_peers(root: &Path, args: &[&str]) -> Result<ExitCode> {
             scenarios: Vec::new(),
             quick: false,
             concurrency: None,
+            memory_budget: None,
             keep: popts.keep,
         },
         sizes: Sizes::new(false),

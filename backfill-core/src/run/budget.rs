@@ -1,0 +1,232 @@
+//! The memory budget of a run (`--memory-budget`): bytes of pages in memory, counted from
+//! before a page's request is sent until the page is written.
+//!
+//! Invariants: a request reserves its page's *estimated* bytes ([`MemoryBudget::estimate`]:
+//! the bytes per row observed so far, or [`START_BYTES_PER_ROW`] before any page arrived,
+//! times MAXRESULTS) before it is sent, and the reservation is re-sized to the page's real
+//! size once it arrives ([`Reservation::resize`]); the reservation is released when the page
+//! is written (dropped). Reservations are granted first come, first served. A reservation
+//! larger than the whole budget is cut to the whole budget, so it waits until nothing else is
+//! reserved and is then admitted: a page larger than the budget still progresses, alone. A
+//! page that turns out larger than its reservation takes what is free and otherwise stays as
+//! it is (it is already in memory; waiting could only stall the writer that would free it).
+//! Request slots (the realm's rate and in-flight cap) are the client's, independent of this.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use qbo_client::{Page, PageItem};
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+/// The default `--memory-budget`: 64 MiB.
+pub const DEFAULT_MEMORY_BUDGET: u64 = 64 * 1024 * 1024;
+
+/// The estimate of a row's bytes before any page has arrived: conservative for QBO invoices
+/// (a large invoice is about 4 KB of JSON).
+pub(super) const START_BYTES_PER_ROW: u64 = 4096;
+
+/// The budget is counted in units of this many bytes (a semaphore permit each).
+const UNIT: u64 = 1024;
+
+/// Bytes of pages in memory, shared by every segment of a run.
+pub(super) struct MemoryBudget {
+    units: Semaphore,
+    total_units: u32,
+    bytes_seen: AtomicU64,
+    rows_seen: AtomicU64,
+}
+
+/// Bytes of one page, reserved from the budget until dropped.
+pub(super) struct Reservation<'a> {
+    budget: &'a MemoryBudget,
+    permit: SemaphorePermit<'a>,
+}
+
+impl MemoryBudget {
+    /// A budget of `bytes` (at least one unit).
+    pub(super) fn new(bytes: u64) -> MemoryBudget {
+        let total_units = u32::try_from(bytes.div_ceil(UNIT).max(1)).unwrap_or(u32::MAX);
+        MemoryBudget {
+            units: Semaphore::new(total_units as usize),
+            total_units,
+            bytes_seen: AtomicU64::new(0),
+            rows_seen: AtomicU64::new(0),
+        }
+    }
+
+    /// The estimated bytes of a page of `rows` rows.
+    pub(super) fn estimate(&self, rows: u32) -> u64 {
+        let seen = self.rows_seen.load(Ordering::Relaxed);
+        let per_row = if seen == 0 {
+            START_BYTES_PER_ROW
+        } else {
+            self.bytes_seen
+                .load(Ordering::Relaxed)
+                .div_ceil(seen)
+                .max(1)
+        };
+        per_row.saturating_mul(u64::from(rows.max(1)))
+    }
+
+    /// Records a page's real size, for later estimates.
+    pub(super) fn observe(&self, rows: usize, bytes: u64) {
+        if rows > 0 {
+            self.rows_seen.fetch_add(rows as u64, Ordering::Relaxed);
+            self.bytes_seen.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Waits until `bytes` (at most the whole budget) are free and reserves them. `None` only
+    /// if the budget was closed, which it never is.
+    pub(super) async fn reserve(&self, bytes: u64) -> Option<Reservation<'_>> {
+        let permit = self.units.acquire_many(self.units_for(bytes)).await.ok()?;
+        Some(Reservation {
+            budget: self,
+            permit,
+        })
+    }
+
+    /// Bytes currently free.
+    #[cfg(test)]
+    pub(super) fn free(&self) -> u64 {
+        self.units.available_permits() as u64 * UNIT
+    }
+
+    fn units_for(&self, bytes: u64) -> u32 {
+        u32::try_from(bytes.div_ceil(UNIT).max(1))
+            .unwrap_or(u32::MAX)
+            .min(self.total_units)
+    }
+}
+
+impl Reservation<'_> {
+    /// Re-sizes the reservation to a page's real `bytes`: a smaller page gives the difference
+    /// back at once; a larger one takes what is free of the difference, without waiting.
+    pub(super) fn resize(&mut self, bytes: u64) {
+        let want = self.budget.units_for(bytes) as usize;
+        let have = self.permit.num_permits();
+        if want < have {
+            if let Some(extra) = self.permit.split(have - want) {
+                drop(extra);
+            }
+        } else if want > have {
+            let more = u32::try_from(want - have).unwrap_or(u32::MAX);
+            let free = u32::try_from(self.budget.units.available_permits()).unwrap_or(u32::MAX);
+            if let Ok(p) = self.budget.units.try_acquire_many(more.min(free).max(1)) {
+                self.permit.merge(p);
+            }
+        }
+    }
+
+    /// Bytes held.
+    #[cfg(test)]
+    pub(super) fn bytes(&self) -> u64 {
+        self.permit.num_permits() as u64 * UNIT
+    }
+}
+
+/// What a page occupies in memory: its items' JSON text and ids, plus a small per-item
+/// overhead.
+pub(super) fn page_bytes(page: &Page) -> u64 {
+    const PER_ITEM: u64 = 96;
+    page.items()
+        .map(|item| match item {
+            PageItem::Record(r) => r.raw.get().len() + r.id.len(),
+            PageItem::Reject(r) => r.raw.get().len() + r.reason.len(),
+        } as u64 + PER_ITEM)
+        .sum()
+}
+
+/// Parses `--memory-budget`: a number of bytes with an optional unit `K`, `M` or `G` (powers
+/// of 1024; `KB`, `MB`, `GB`, `KiB`, `MiB`, `GiB` are the same), e.g. `64MB`.
+///
+/// # Errors
+/// A one-line message naming the accepted form when `s` is not such a size or is zero.
+pub fn parse_memory_budget(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let bad = || format!("--memory-budget {s:?} is not a size such as 64MB, 512K or 1G");
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let factor: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1024,
+        "M" | "MB" | "MIB" => 1024 * 1024,
+        "G" | "GB" | "GIB" => 1024 * 1024 * 1024,
+        _ => return Err(bad()),
+    };
+    match n.checked_mul(factor) {
+        Some(0) => Err(format!("--memory-budget {s:?} must be more than zero")),
+        Some(b) => Ok(b),
+        None => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn reservations_wait_for_free_bytes_and_are_released_when_dropped() {
+        let b = MemoryBudget::new(10 * UNIT);
+        let r1 = b.reserve(6 * UNIT).await.unwrap();
+        assert_eq!(b.free(), 4 * UNIT);
+        // 6 more do not fit: the reservation waits.
+        let waiting = tokio::time::timeout(Duration::from_millis(20), b.reserve(6 * UNIT)).await;
+        assert!(waiting.is_err(), "reserved past the budget");
+        drop(r1);
+        let r2 = b.reserve(6 * UNIT).await.unwrap();
+        assert_eq!(r2.bytes(), 6 * UNIT);
+        drop(r2);
+        assert_eq!(b.free(), 10 * UNIT);
+    }
+
+    #[tokio::test]
+    async fn a_page_larger_than_the_budget_is_admitted_alone() {
+        let b = MemoryBudget::new(10 * UNIT);
+        let small = b.reserve(UNIT).await.unwrap();
+        let big = tokio::time::timeout(Duration::from_millis(20), b.reserve(100 * UNIT)).await;
+        assert!(big.is_err(), "admitted while something else was reserved");
+        drop(small);
+        let big = b.reserve(100 * UNIT).await.unwrap();
+        assert_eq!(big.bytes(), 10 * UNIT, "cut to the whole budget");
+        assert_eq!(b.free(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_reservation_is_resized_to_the_real_page() {
+        let b = MemoryBudget::new(10 * UNIT);
+        let mut r = b.reserve(8 * UNIT).await.unwrap();
+        r.resize(3 * UNIT);
+        assert_eq!((r.bytes(), b.free()), (3 * UNIT, 7 * UNIT));
+        // Larger than reserved: takes what is free, never blocks.
+        let other = b.reserve(5 * UNIT).await.unwrap();
+        r.resize(9 * UNIT);
+        assert_eq!((r.bytes(), b.free()), (5 * UNIT, 0));
+        drop(other);
+        drop(r);
+        assert_eq!(b.free(), 10 * UNIT);
+    }
+
+    #[test]
+    fn estimates_start_conservative_and_follow_observed_rows() {
+        let b = MemoryBudget::new(DEFAULT_MEMORY_BUDGET);
+        assert_eq!(b.estimate(1000), 1000 * START_BYTES_PER_ROW);
+        b.observe(1000, 1_500_000);
+        assert_eq!(b.estimate(1000), 1_500_000);
+        b.observe(0, 99);
+        b.observe(1000, 500_000);
+        assert_eq!(b.estimate(100), 100_000);
+    }
+
+    #[test]
+    fn memory_budgets_parse_with_binary_units() {
+        assert_eq!(parse_memory_budget("64MB"), Ok(64 * 1024 * 1024));
+        assert_eq!(parse_memory_budget("512k"), Ok(512 * 1024));
+        assert_eq!(parse_memory_budget("1GiB"), Ok(1024 * 1024 * 1024));
+        assert_eq!(parse_memory_budget("4096"), Ok(4096));
+        assert!(parse_memory_budget("0MB").is_err());
+        assert!(parse_memory_budget("lots").is_err());
+        assert!(parse_memory_budget("5TB").is_err());
+    }
+}
