@@ -407,15 +407,7 @@ impl Ctx<'_> {
     fn may_call(&self) -> bool {
         match self.cfg.max_api_calls {
             Some(max) if self.api_calls() >= max => {
-                if self.cfg.shutdown.request(StopReason::Budget) {
-                    event!(
-                        self,
-                        warn,
-                        "request_budget_spent",
-                        max_api_calls = max,
-                        api_calls = self.api_calls()
-                    );
-                }
+                self.budget_spent(max);
                 false
             }
             _ => !self.cfg.shutdown.is_requested(),
@@ -435,18 +427,23 @@ impl Ctx<'_> {
             Some(max) if before >= max => {
                 self.requests.fetch_sub(1, Ordering::Relaxed);
                 // Spent by requests claimed meanwhile: stop as `may_call` does.
-                if self.cfg.shutdown.request(StopReason::Budget) {
-                    event!(
-                        self,
-                        warn,
-                        "request_budget_spent",
-                        max_api_calls = max,
-                        api_calls = self.api_calls()
-                    );
-                }
+                self.budget_spent(max);
                 false
             }
             _ => true,
+        }
+    }
+
+    /// Requests the stop of a spent request budget, logging it once (the first request wins).
+    fn budget_spent(&self, max: u64) {
+        if self.cfg.shutdown.request(StopReason::Budget) {
+            event!(
+                self,
+                warn,
+                "request_budget_spent",
+                max_api_calls = max,
+                api_calls = self.api_calls()
+            );
         }
     }
 
