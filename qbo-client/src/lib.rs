@@ -71,6 +71,7 @@
 //! # }
 //! ```
 
+mod body;
 mod client;
 mod config;
 mod diagnosis;
@@ -99,7 +100,7 @@ pub use diagnosis::{Diagnosis, Remedy};
 pub use error::{AuthError, Endpoint, QboError};
 pub use fault::{Fault, FaultDetail};
 pub use limit::{BATCH_REQUESTS_PER_MINUTE, RateLimit};
-pub use page::{Page, PageItem, Record, RecordReject};
+pub use page::{Page, PageItem, RawJson, Record, RecordReject};
 pub use query::{
     DEFAULT_MAX_RESULTS, MAX_RESULTS_LIMIT, Op, Order, Query, QueryBuilder, QueryError, Value,
 };

@@ -1,12 +1,15 @@
 //! Query responses: pages of raw records and COUNT results.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use time::{Date, OffsetDateTime};
 
+use crate::body::{Body, BodyText};
 use crate::error::{Endpoint, QboError};
 use crate::fault::FaultBody;
 use crate::retry::FailureClass;
@@ -115,7 +118,67 @@ pub struct Record {
     /// `TxnDate` of transactions.
     pub txn_date: Option<Date>,
     /// The entity's exact JSON text (numbers untouched; never re-serialised).
-    pub raw: Box<RawValue>,
+    pub raw: RawJson,
+}
+
+/// A record's exact JSON text, held as a slice of the response body it came in: the records
+/// of a page share that one buffer (a page costs its body once, not its body plus a copy of
+/// every record), and it is freed when the last of them is dropped.
+#[derive(Clone)]
+pub struct RawJson {
+    body: Arc<BodyText>,
+    start: usize,
+    end: usize,
+}
+
+impl RawJson {
+    /// JSON text of its own (not a slice of a body). The text is not checked: it is what the
+    /// caller says QBO sent.
+    pub fn new(text: impl Into<String>) -> Self {
+        let body = Body::owned(text.into());
+        let end = body.text().len();
+        Self {
+            body: body.0,
+            start: 0,
+            end,
+        }
+    }
+
+    /// `part` as a slice of `body` when it lies within it (as every value decoded from the
+    /// body does), else as a copy.
+    pub(crate) fn within(body: &Body, part: &str) -> Self {
+        let base = body.text().as_ptr() as usize;
+        let at = part.as_ptr() as usize;
+        match at.checked_sub(base) {
+            Some(start) if body.text().get(start..start + part.len()).is_some() => {
+                Self {
+                    body: Arc::clone(&body.0),
+                    start,
+                    end: start + part.len(),
+                }
+            }
+            _ => Self::new(part),
+        }
+    }
+
+    /// The JSON text.
+    #[must_use]
+    pub fn get(&self) -> &str {
+        // `start..end` is a slice of the body on character boundaries (checked when made).
+        &self.body.text()[self.start..self.end]
+    }
+}
+
+impl fmt::Debug for RawJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("RawJson").field(&self.get()).finish()
+    }
+}
+
+impl fmt::Display for RawJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.get())
+    }
 }
 
 pub(crate) fn page_number(start_position: u32, max_results: u32) -> u32 {
@@ -270,14 +333,16 @@ pub(crate) struct PageRequest<'a> {
 /// A decoded page: its records and the items that are not usable records.
 pub(crate) type Decoded = (Vec<Record>, Vec<RecordReject>);
 
-/// Decodes a page body into records (raw JSON kept byte for byte). The page as a whole must be
+/// Decodes a page's answer `part` of `body` (the whole body, or a batch item of it) into
+/// records (raw JSON kept byte for byte, as slices of `body`). The page as a whole must be
 /// well-formed; an item of it that is not a usable record becomes a [`RecordReject`].
 pub(crate) fn decode_page(
-    body: &[u8],
+    body: &Body,
+    part: &str,
     req: &PageRequest<'_>,
     intuit_tid: Option<&String>,
 ) -> Result<Decoded, Failure> {
-    let map = envelope(body, intuit_tid)?;
+    let map = envelope(part.as_bytes(), intuit_tid)?;
     let mut list_key: Option<&String> = None;
     for key in map.keys() {
         if COUNTERS.contains(&key.as_str()) {
@@ -329,7 +394,7 @@ pub(crate) fn decode_page(
     let mut records = Vec::with_capacity(items.len());
     let mut rejects = Vec::new();
     for (i, raw) in items.into_iter().enumerate() {
-        match decode_record(raw, || format!("{prefix}[{i}]")) {
+        match decode_record(body, raw, || format!("{prefix}[{i}]")) {
             Ok(record) => records.push(record),
             Err(mut reject) => {
                 reject.position = i;
@@ -349,10 +414,11 @@ pub(crate) fn decode_page(
     Ok((records, rejects))
 }
 
-/// One item of a list (a page's or a CDC answer's) as a [`Record`], or why it is not one
-/// (naming the field, prefixed by `at()`, only built for a reject; `position` is the caller's
-/// to set).
+/// One item of a list (a page's or a CDC answer's) of `body` as a [`Record`], or why it is not
+/// one (naming the field, prefixed by `at()`, only built for a reject; `position` is the
+/// caller's to set).
 pub(crate) fn decode_record(
+    body: &Body,
     raw: &RawValue,
     at: impl FnOnce() -> String,
 ) -> Result<Record, RecordReject> {
@@ -363,7 +429,7 @@ pub(crate) fn decode_record(
             create_time: meta.meta.create_time,
             last_updated_time: meta.meta.last_updated_time,
             txn_date: meta.txn_date,
-            raw: raw.to_owned(),
+            raw: RawJson::within(body, raw.get()),
         }),
         Err(e) => {
             let id = serde_json::from_str::<IdOnly>(raw.get())
@@ -434,6 +500,38 @@ mod tests {
     use super::*;
     use time::macros::{date, datetime};
 
+    fn decode(
+        body: &[u8],
+        req: &PageRequest<'_>,
+        tid: Option<&String>,
+    ) -> Result<Decoded, Failure> {
+        let body = Body::new(body.to_vec(), None).unwrap();
+        decode_page(&body, body.text(), req, tid)
+    }
+
+    #[test]
+    fn records_share_their_pages_body() {
+        let text = r#"{"QueryResponse":{"Invoice":[
+            {"Id":"1","MetaData":{"CreateTime":"2023-01-01T00:00:00Z","LastUpdatedTime":"2023-01-01T00:00:00Z"},"Amt":1.10},
+            {"Id":"2","MetaData":{"CreateTime":"2023-01-02T00:00:00Z","LastUpdatedTime":"2023-01-02T00:00:00Z"}}
+        ],"startPosition":1,"maxResults":2}}"#;
+        let body = Body::new(text.as_bytes().to_vec(), None).unwrap();
+        let (recs, _) = decode_page(&body, body.text(), &req("Invoice"), None).unwrap();
+        // Both records are slices of the one body: no copy per record.
+        assert_eq!(Arc::strong_count(&body.0), 3);
+        assert!(recs[0].raw.get().ends_with(r#""Amt":1.10}"#));
+        let base = body.text().as_ptr() as usize;
+        let at = recs[1].raw.get().as_ptr() as usize;
+        assert!(at > base && at < base + text.len());
+        drop(body);
+        // The records keep the body alive.
+        assert!(recs[1].raw.get().starts_with(r#"{"Id":"2""#));
+        // Text that is not part of the body is copied.
+        let other = Body::new(b"{}".to_vec(), None).unwrap();
+        assert_eq!(RawJson::within(&other, "[1]").get(), "[1]");
+        assert_eq!(format!("{}", RawJson::new("{\"a\":1}")), "{\"a\":1}");
+    }
+
     fn req(entity: &str) -> PageRequest<'_> {
         PageRequest {
             entity,
@@ -449,7 +547,7 @@ mod tests {
         let body = format!(
             r#"{{"QueryResponse":{{"Invoice":[{INVOICE}],"startPosition":1,"maxResults":1}},"time":"2015-07-29T09:29:56.229-07:00"}}"#
         );
-        let (recs, rejects) = decode_page(body.as_bytes(), &req("Invoice"), None).unwrap();
+        let (recs, rejects) = decode(body.as_bytes(), &req("Invoice"), None).unwrap();
         assert!(rejects.is_empty());
         assert_eq!(recs.len(), 1);
         let r = &recs[0];
@@ -463,10 +561,10 @@ mod tests {
     #[test]
     fn entity_key_is_case_insensitive_and_empty_pages_are_empty() {
         let body = br#"{"QueryResponse":{"customer":[{"Id":"1","MetaData":{"CreateTime":"2023-01-01T00:00:00Z","LastUpdatedTime":"2023-01-01T00:00:00Z"}}]}}"#;
-        let (recs, _) = decode_page(body, &req("Customer"), None).unwrap();
+        let (recs, _) = decode(body, &req("Customer"), None).unwrap();
         assert_eq!(recs[0].txn_date, None);
         assert!(
-            decode_page(
+            decode(
                 br#"{"QueryResponse":{},"time":"x"}"#,
                 &req("Customer"),
                 None
@@ -476,14 +574,14 @@ mod tests {
             .is_empty()
         );
         let err =
-            decode_page(br#"{"QueryResponse":{"Item":[]}}"#, &req("Customer"), None).unwrap_err();
+            decode(br#"{"QueryResponse":{"Item":[]}}"#, &req("Customer"), None).unwrap_err();
         assert_eq!(err.0, FailureClass::Rejected);
     }
 
     #[test]
     fn an_unusable_item_is_rejected_alone_and_its_reason_names_the_field() {
         let body = br#"{"QueryResponse":{"Invoice":[{"Id":"1","MetaData":{"CreateTime":"2023-01-01T00:00:00Z","LastUpdatedTime":"2023-01-01T00:00:00Z"}},{"Id":"2","MetaData":{"CreateTime":"yesterday","LastUpdatedTime":"2023-01-01T00:00:00Z"}},{"Id":7,"MetaData":{}},{"Id":"8"}]}}"#;
-        let (recs, rejects) = decode_page(body, &req("Invoice"), None).unwrap();
+        let (recs, rejects) = decode(body, &req("Invoice"), None).unwrap();
         assert_eq!(recs.len(), 1);
         assert_eq!(recs[0].id, "1");
         let seen: Vec<(usize, Option<&str>)> = rejects
@@ -514,7 +612,7 @@ mod tests {
     #[test]
     fn items_keep_qbo_order_across_records_and_rejects() {
         let body = br#"{"QueryResponse":{"Invoice":[{"Id":"8"},{"Id":"1","MetaData":{"CreateTime":"2023-01-01T00:00:00Z","LastUpdatedTime":"2023-01-01T00:00:00Z"}},{"x":1}]}}"#;
-        let (records, rejects) = decode_page(body, &req("Invoice"), None).unwrap();
+        let (records, rejects) = decode(body, &req("Invoice"), None).unwrap();
         let page = Page {
             page_number: 1,
             start_position: 1,
@@ -536,17 +634,17 @@ mod tests {
         let full = format!(r#"{{"QueryResponse":{{"Invoice":[{INVOICE}]}}}}"#);
         let cut = &full.as_bytes()[..full.len() / 2];
         assert_eq!(
-            decode_page(cut, &req("Invoice"), None).unwrap_err().0,
+            decode(cut, &req("Invoice"), None).unwrap_err().0,
             FailureClass::TruncatedBody
         );
         assert_eq!(
-            decode_page(b"<html>oops</html>", &req("Invoice"), None)
+            decode(b"<html>oops</html>", &req("Invoice"), None)
                 .unwrap_err()
                 .0,
             FailureClass::Malformed
         );
         assert_eq!(
-            decode_page(b"", &req("Invoice"), None).unwrap_err().0,
+            decode(b"", &req("Invoice"), None).unwrap_err().0,
             FailureClass::TruncatedBody
         );
     }
@@ -555,7 +653,7 @@ mod tests {
     fn fault_inside_200() {
         let body = br#"{"Fault":{"Error":[{"Message":"Error parsing query","Detail":"QueryParserError: Encountered \"<EOF>\"","code":"4000"}],"type":"ValidationFault"},"time":"2015-07-29T09:29:56.229-07:00"}"#;
         let tid = Some("tid-1".to_owned());
-        let (class, err) = decode_page(body, &req("Invoice"), tid.as_ref()).unwrap_err();
+        let (class, err) = decode(body, &req("Invoice"), tid.as_ref()).unwrap_err();
         assert_eq!(class, FailureClass::Validation);
         assert_eq!(err.fault().unwrap().code(), Some("4000"));
         assert_eq!(err.intuit_tid(), Some("tid-1"));
@@ -582,14 +680,14 @@ mod tests {
         let body = format!(
             r#"{{"QueryResponse":{{"Invoice":[{INVOICE}],"startPosition":5,"maxResults":1}}}}"#
         );
-        assert!(decode_page(body.as_bytes(), &req("Invoice"), None).is_err());
+        assert!(decode(body.as_bytes(), &req("Invoice"), None).is_err());
         let body = format!(r#"{{"QueryResponse":{{"Invoice":[{INVOICE},{INVOICE}]}}}}"#);
         let small = PageRequest {
             entity: "Invoice",
             start_position: 1,
             max_results: 1,
         };
-        assert!(decode_page(body.as_bytes(), &small, None).is_err());
+        assert!(decode(body.as_bytes(), &small, None).is_err());
     }
 
     #[test]

@@ -8,13 +8,12 @@
 //!
 //! ```no_run
 //! use raw_sink::{PageMeta, PgConfig, RawRow, RawTable, Sink};
-//! use serde_json::value::RawValue;
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let sink = Sink::connect(&PgConfig::from_env()?).await?;
 //! sink.migrate().await?;
 //!
-//! let payload = RawValue::from_string(r#"{"Id":"1","Balance":1.00000000000000000001}"#.into())?;
+//! let payload = r#"{"Id":"1","Balance":1.00000000000000000001}"#;
 //! let meta = PageMeta {
 //!     realm_id: "9130".into(),
 //!     window_start: time::macros::datetime!(2024-01-01 0:00 UTC),
@@ -24,7 +23,7 @@
 //!     request_payload: "SELECT * FROM Customer STARTPOSITION 1 MAXRESULTS 1000".into(),
 //! };
 //! let counts = sink
-//!     .upsert_page(RawTable::CUSTOMERS, &meta, &[RawRow { id: "1", payload: &payload }], None)
+//!     .upsert_page(RawTable::CUSTOMERS, &meta, &[RawRow { id: "1", payload }], None)
 //!     .await?;
 //! assert_eq!(counts.inserted + counts.updated + counts.unchanged, 1);
 //! # Ok(())

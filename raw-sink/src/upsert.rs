@@ -2,7 +2,6 @@
 //! page statement's SQL. The write paths that run it (chunking, the cached statement, the
 //! row-by-row fallback that quarantines records) are in [`crate::write`].
 
-use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
 use crate::ledger::{RunId, WindowId};
@@ -98,8 +97,9 @@ pub(crate) struct OwnedReject {
 pub struct RawRow<'a> {
     /// QBO `Id`.
     pub id: &'a str,
-    /// The entity object, raw JSON text (never parsed into floats).
-    pub payload: &'a RawValue,
+    /// The entity object, its JSON text exactly as received (never parsed into floats; an
+    /// invalid one is refused by PostgreSQL and quarantined by [`Sink::write_page`](crate::Sink::write_page)).
+    pub payload: &'a str,
 }
 
 /// What an upsert did, per distinct id of the page.

@@ -58,7 +58,7 @@ fn chunks(rows: &[RawRow<'_>], max_bytes: usize) -> Vec<std::ops::Range<usize>> 
     let mut start = 0;
     let mut bytes = 0usize;
     for (i, row) in rows.iter().enumerate() {
-        let len = row.payload.get().len();
+        let len = row.payload.len();
         if i > start && bytes + len > max_bytes {
             out.push(start..i);
             start = i;
@@ -175,7 +175,7 @@ impl<'a> Prepared<'a> {
         let unique = dedupe(rows);
         Prepared {
             ids: unique.iter().map(|r| r.id).collect(),
-            payloads: unique.iter().map(|r| r.payload.get()).collect(),
+            payloads: unique.iter().map(|r| r.payload).collect(),
             parts: chunks(&unique, CHUNK_BYTES),
             duplicates: rows.len() - unique.len(),
         }
@@ -207,7 +207,7 @@ impl Sink {
         rows: &[RawRow<'_>],
         window: Option<WindowId>,
     ) -> Result<UpsertCounts, SinkError> {
-        if let Some(bad) = rows.iter().find(|r| has_nul_escape(r.payload.get())) {
+        if let Some(bad) = rows.iter().find(|r| has_nul_escape(r.payload)) {
             return Err(SinkError::InvalidPayload {
                 id: bad.id.to_owned(),
                 reason: "the JSON holds \\u0000, which PostgreSQL jsonb cannot store",
@@ -263,11 +263,11 @@ impl Sink {
             .rows
             .iter()
             .filter(|r| {
-                let bad = has_nul_escape(r.payload.get());
+                let bad = has_nul_escape(r.payload);
                 if bad {
                     rejects.push(OwnedReject {
                         record_id: Some(r.id.to_owned()),
-                        raw_text: r.payload.get().to_owned(),
+                        raw_text: r.payload.to_owned(),
                         reason: "the JSON holds \\u0000, which PostgreSQL jsonb cannot store"
                             .to_owned(),
                     });
@@ -479,21 +479,21 @@ mod tests {
         let rows = [
             RawRow {
                 id: "a",
-                payload: &a1,
+                payload: a1.get(),
             },
             RawRow {
                 id: "b",
-                payload: &b,
+                payload: b.get(),
             },
             RawRow {
                 id: "a",
-                payload: &a2,
+                payload: a2.get(),
             },
         ];
         let unique = dedupe(&rows);
         assert_eq!(unique.len(), 2);
         assert_eq!(unique[0].id, "a");
-        assert_eq!(unique[0].payload.get(), "3");
+        assert_eq!(unique[0].payload, "3");
         assert_eq!(unique[1].id, "b");
     }
 
@@ -507,7 +507,10 @@ mod tests {
         let rows: Vec<RawRow<'_>> = ids
             .iter()
             .zip(&payloads)
-            .map(|(id, payload)| RawRow { id, payload })
+            .map(|(id, payload)| RawRow {
+                id,
+                payload: payload.get(),
+            })
             .collect();
         // 8 bytes a chunk; the 9-byte row is a chunk of its own.
         assert_eq!(chunks(&rows, 8), vec![0..2, 2..3, 3..4, 4..6]);

@@ -74,7 +74,7 @@ pub(super) async fn catch_up(ctx: &Ctx<'_>, since: OffsetDateTime) -> Result<u64
             if let Some(i) = window_of(&rows, key) {
                 by_window[i].push(RawRow {
                     id: &r.id,
-                    payload: &r.raw,
+                    payload: r.raw.get(),
                 });
             }
         }

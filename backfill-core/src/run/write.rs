@@ -77,7 +77,7 @@ pub(super) async fn write_page(
                 })?;
                 rows[idx].push(RawRow {
                     id: &r.id,
-                    payload: &r.raw,
+                    payload: r.raw.get(),
                 });
             }
             // Without a usable timestamp a reject belongs to the query's window only when the

@@ -130,7 +130,7 @@ async fn write(
         .iter()
         .map(|r| RawRow {
             id: &r.id,
-            payload: &r.raw,
+            payload: r.raw.get(),
         })
         .collect();
     let bad: Vec<RejectRow<'_>> = rejects

@@ -29,6 +29,7 @@ use super::QboClient;
 use super::request::Call;
 use crate::error::{Endpoint, QboError};
 use crate::fault::FaultBody;
+use crate::body::Body;
 use crate::page::{
     Failure, Page, PageRequest, decode_count, decode_failure, decode_page, fault_in_ok_body,
     malformed, page_number,
@@ -352,11 +353,11 @@ struct ItemId {
 type ItemResults = Vec<Result<BatchValue, QboError>>;
 
 fn decode_batch(
-    body: &[u8],
+    body: &Body,
     prepared: &[Prepared<'_>],
     intuit_tid: Option<&String>,
 ) -> Result<ItemResults, Failure> {
-    let de = &mut serde_json::Deserializer::from_slice(body);
+    let de = &mut serde_json::Deserializer::from_str(body.text());
     let env: Envelope<'_> =
         serde_path_to_error::deserialize(de).map_err(|e| decode_failure(e, intuit_tid, None))?;
     if let Some(f) = env.fault {
@@ -387,9 +388,9 @@ fn decode_batch(
                 intuit_tid,
             ));
         }
-        let item = raw.get().as_bytes();
+        let item = raw.get();
         let result = match &prepared[k].expect {
-            Expect::Page(req) => decode_page(item, req, intuit_tid).map(|(records, rejects)| {
+            Expect::Page(req) => decode_page(body, item, req, intuit_tid).map(|(records, rejects)| {
                 BatchValue::Page(Page {
                     page_number: page_number(req.start_position, req.max_results),
                     start_position: req.start_position,
@@ -401,7 +402,7 @@ fn decode_batch(
                     latency: Duration::ZERO,
                 })
             }),
-            Expect::Count => decode_count(item, intuit_tid).map(BatchValue::Count),
+            Expect::Count => decode_count(item.as_bytes(), intuit_tid).map(BatchValue::Count),
         };
         slots[k] = Some(result.map_err(|(_, e)| e));
     }
@@ -495,11 +496,10 @@ mod tests {
     use super::*;
 
     fn page(start_position: u32, max_results: u32, rows: usize) -> Page {
-        let raw = RawValue::from_string(
-            r#"{"Id":"1","MetaData":{"CreateTime":"2023-01-01T00:00:00Z","LastUpdatedTime":"2023-01-01T00:00:00Z"}}"#.into(),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        let record = crate::page::decode_record(&raw, String::new)
+        let text = r#"{"Id":"1","MetaData":{"CreateTime":"2023-01-01T00:00:00Z","LastUpdatedTime":"2023-01-01T00:00:00Z"}}"#;
+        let body = Body::new(text.as_bytes().to_vec(), None).unwrap_or_else(|e| panic!("{e}"));
+        let raw: &RawValue = serde_json::from_str(body.text()).unwrap_or_else(|e| panic!("{e}"));
+        let record = crate::page::decode_record(&body, raw, String::new)
             .unwrap_or_else(|r| panic!("{}", r.reason));
         Page {
             page_number: 1,
@@ -609,7 +609,7 @@ mod tests {
         ],"time":"2023-01-01T00:00:00.000-08:00"}"#;
         let tid = Some("tid-1".to_owned());
         let out =
-            decode_batch(body, &prepared, tid.as_ref()).unwrap_or_else(|(_, e)| panic!("{e}"));
+            decode_batch(&Body::new(body.to_vec(), None).unwrap(), &prepared, tid.as_ref()).unwrap_or_else(|(_, e)| panic!("{e}"));
         match &out[0] {
             Ok(BatchValue::Page(p)) => {
                 assert_eq!(p.records.len(), 1);
@@ -632,12 +632,12 @@ mod tests {
             br#"{"BatchItemResponse":[{"bId":"n","QueryResponse":{}},{"bId":"n","QueryResponse":{}}]}"#,
             br#"{"time":"x"}"#,
         ] {
-            let (class, _) = decode_batch(bad, &prepared, None)
+            let (class, _) = decode_batch(&Body::new(bad.to_vec(), None).unwrap(), &prepared, None)
                 .err()
                 .unwrap_or_else(|| panic!("accepted {}", String::from_utf8_lossy(bad)));
             assert_eq!(class, FailureClass::Rejected);
         }
-        let (class, _) = decode_batch(br#"{"BatchItemResponse":["#, &prepared, None)
+        let (class, _) = decode_batch(&Body::new(br#"{"BatchItemResponse":["#.to_vec(), None).unwrap(), &prepared, None)
             .err()
             .unwrap_or_else(|| panic!("accepted a cut body"));
         assert_eq!(class, FailureClass::TruncatedBody);

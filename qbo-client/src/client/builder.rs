@@ -180,6 +180,7 @@ impl QboClientBuilder {
                 calls: std::sync::atomic::AtomicU64::new(0),
                 batches: std::sync::atomic::AtomicU64::new(0),
                 batch_items: std::sync::atomic::AtomicU64::new(0),
+                bodies: Arc::default(),
             }),
         })
     }

@@ -20,7 +20,10 @@ use super::QboClient;
 use super::request::Call;
 use crate::error::{Endpoint, QboError};
 use crate::fault::FaultBody;
-use crate::page::{Failure, Record, RecordReject, decode_record, fault_in_ok_body, malformed};
+use crate::body::Body;
+use crate::page::{
+    Failure, Record, RecordReject, decode_record, fault_in_ok_body, malformed,
+};
 use crate::query::{MAX_RESULTS_LIMIT, Op, Query, QueryError};
 use crate::retry::FailureClass;
 use crate::timefmt::{parse_datetime, render_utc};
@@ -134,13 +137,16 @@ struct StubTimes {
     last_updated_time: Option<String>,
 }
 
+/// A decoded CDC answer: its entities and QBO's `time`.
+pub(crate) type DecodedCdc = (Vec<CdcEntity>, Option<OffsetDateTime>);
+
 /// Decodes a CDC body: every `QueryResponse` element's entity lists (`startPosition`,
 /// `maxResults`, `totalCount` ignored), stubs with `"status":"Deleted"` apart.
 pub(crate) fn decode_cdc(
-    body: &[u8],
+    body: &Body,
     intuit_tid: Option<&String>,
-) -> Result<(Vec<CdcEntity>, Option<OffsetDateTime>), Failure> {
-    let env: Envelope<'_> = serde_json::from_slice(body)
+) -> Result<DecodedCdc, Failure> {
+    let env: Envelope<'_> = serde_json::from_str(body.text())
         .map_err(|e| malformed(format!("CDC answer: {e}"), intuit_tid))?;
     if let Some(f) = env.fault {
         return Err(fault_in_ok_body(f, intuit_tid));
@@ -190,7 +196,7 @@ pub(crate) fn decode_cdc(
                         });
                         continue;
                     }
-                    match decode_record(raw, || format!("CDCResponse.QueryResponse.{key}[{i}]")) {
+                    match decode_record(body, raw, || format!("CDCResponse.QueryResponse.{key}[{i}]")) {
                         Ok(r) => entity.records.push(r),
                         Err(mut reject) => {
                             reject.position = i;
@@ -238,7 +244,7 @@ impl QboClient {
         );
         let answer = self
             .run(&q.render(), |body, tid| {
-                crate::page::decode_count(body, tid).map(|n| (n, answer_time(body)))
+                crate::page::decode_count(body.bytes(), tid).map(|n| (n, answer_time(body.bytes())))
             })
             .instrument(span)
             .await?;
@@ -341,6 +347,10 @@ impl QboClient {
 mod tests {
     use super::*;
 
+    fn decode(body: &[u8], tid: Option<&String>) -> Result<DecodedCdc, Failure> {
+        decode_cdc(&Body::new(body.to_vec(), None).unwrap(), tid)
+    }
+
     #[test]
     fn records_and_deleted_stubs_per_entity() {
         let body = br#"{"CDCResponse":[{"QueryResponse":[{"Invoice":[
@@ -348,7 +358,7 @@ mod tests {
             {"domain":"QBO","status":"Deleted","Id":"979","MetaData":{"LastUpdatedTime":"2024-01-03T10:00:00-08:00"}},
             {"Id":"8"}
         ],"startPosition":1,"maxResults":3},{}]}],"time":"2024-01-04T09:00:00.123-08:00"}"#;
-        let (entities, time) = decode_cdc(body, None).unwrap();
+        let (entities, time) = decode(body, None).unwrap();
         assert_eq!(entities.len(), 1);
         let inv = &entities[0];
         assert_eq!(inv.entity, "Invoice");
@@ -376,7 +386,7 @@ mod tests {
             br#"{"CDCResponse":[{"QueryResponse":[{},{}]}]}"#,
             br#"{"CDCResponse":[{}]}"#,
         ] {
-            let (entities, _) = decode_cdc(body, None).unwrap();
+            let (entities, _) = decode(body, None).unwrap();
             assert!(entities.iter().all(|e| e.objects() == 0), "{entities:?}");
         }
     }
@@ -385,10 +395,10 @@ mod tests {
     fn faults_and_garbage_are_errors() {
         let fault = br#"{"Fault":{"Error":[{"Message":"m","Detail":"changedSince too old","code":"2020"}],"type":"ValidationFault"}}"#;
         assert!(matches!(
-            decode_cdc(fault, None),
+            decode(fault, None),
             Err((_, QboError::Fault { .. }))
         ));
-        assert!(decode_cdc(b"{\"QueryResponse\":{}}", None).is_err());
-        assert!(decode_cdc(b"not json", None).is_err());
+        assert!(decode(b"{\"QueryResponse\":{}}", None).is_err());
+        assert!(decode(b"not json", None).is_err());
     }
 }

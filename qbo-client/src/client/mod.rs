@@ -68,6 +68,8 @@ struct Inner {
     batches: std::sync::atomic::AtomicU64,
     /// Items those batch requests carried (every attempt's).
     batch_items: std::sync::atomic::AtomicU64,
+    /// Buffers of large answers, reused (see [`crate::body`]).
+    bodies: Arc<crate::body::BodyPool>,
 }
 
 impl std::fmt::Debug for QboClient {
@@ -154,7 +156,7 @@ impl QboClient {
             start_position = req.start_position
         );
         let answer = self
-            .run(&text, |body, tid| decode_page(body, &req, tid))
+            .run(&text, |body, tid| decode_page(body, body.text(), &req, tid))
             .instrument(span)
             .await?;
         Ok(Page {
@@ -252,7 +254,10 @@ impl QboClient {
             realm = self.inner.realm_id.as_str(),
             entity = q.entity()
         );
-        let answer = self.run(&text, decode_count).instrument(span).await?;
+        let answer = self
+            .run(&text, |body, tid| decode_count(body.bytes(), tid))
+            .instrument(span)
+            .await?;
         Ok(answer.value)
     }
 

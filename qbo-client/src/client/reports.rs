@@ -93,7 +93,9 @@ impl QboClient {
             })?;
         let span = tracing::debug_span!("qbo_report", realm = self.inner.realm_id.as_str(), name);
         let answer = self
-            .call(&Call::Get { url: &url, params }, decode_report)
+            .call(&Call::Get { url: &url, params }, |body, tid| {
+                decode_report(body.bytes(), tid)
+            })
             .instrument(span)
             .await?;
         Ok(ReportJson {

@@ -11,6 +11,7 @@ use super::{POST_THRESHOLD, QboClient};
 use crate::error::{Endpoint, QboError};
 use crate::fault::{Fault, looks_like_xml};
 use crate::http::{intuit_tid_of, retry_after_of, snippet};
+use crate::body::{Body, BodyPool};
 use crate::page::Failure;
 use crate::retry::{Decision, FailureClass, RetryState, past_horizon};
 
@@ -52,7 +53,7 @@ impl QboClient {
     /// The request loop: token, limiter, send, classify, 401 → one forced refresh, retries.
     pub(super) async fn run<T, D>(&self, text: &str, decode: D) -> Result<Answer<T>, QboError>
     where
-        D: Fn(&[u8], Option<&String>) -> Result<T, Failure>,
+        D: Fn(&Body, Option<&String>) -> Result<T, Failure>,
     {
         self.call(&Call::Query(text), decode).await
     }
@@ -60,7 +61,7 @@ impl QboClient {
     /// [`QboClient::run`] for any [`Call`].
     pub(super) async fn call<T, D>(&self, what: &Call<'_>, decode: D) -> Result<Answer<T>, QboError>
     where
-        D: Fn(&[u8], Option<&String>) -> Result<T, Failure>,
+        D: Fn(&Body, Option<&String>) -> Result<T, Failure>,
     {
         let inner = &self.inner;
         let mut history = RetryState::new();
@@ -156,7 +157,7 @@ impl QboClient {
         decode: &D,
     ) -> Result<Answer<T>, Failure>
     where
-        D: Fn(&[u8], Option<&String>) -> Result<T, Failure>,
+        D: Fn(&Body, Option<&String>) -> Result<T, Failure>,
     {
         let inner = &self.inner;
         let endpoint = Endpoint::Api;
@@ -229,7 +230,7 @@ impl QboClient {
         let status = resp.status().as_u16();
         let intuit_tid = intuit_tid_of(resp.headers());
         let retry_after = retry_after_of(resp.headers());
-        let body = match read_body(resp).await {
+        let body = match read_body(resp, &inner.bodies).await {
             Ok(b) => b,
             Err(e) if e.is_timeout() => {
                 return Err((
@@ -268,6 +269,17 @@ impl QboClient {
                     ),
                 });
             }
+            let body = Body::new(body, Some(&inner.bodies)).map_err(|e| {
+                (
+                    FailureClass::Malformed,
+                    QboError::Malformed {
+                        endpoint,
+                        detail: format!("the answer is not UTF-8 text ({e})"),
+                        class: FailureClass::Malformed,
+                        intuit_tid: intuit_tid.clone(),
+                    },
+                )
+            })?;
             let value = decode(&body, intuit_tid.as_ref())?;
             return Ok(Answer {
                 value,
@@ -295,14 +307,18 @@ impl QboClient {
     }
 }
 
-/// Reads a response body into one buffer, chunk by chunk, sized from `Content-Length` when the
-/// server sends it. (`Response::bytes` collects every chunk first and then joins them, holding a
-/// page of records twice at its peak; pages are the largest allocations of a run.)
-async fn read_body(mut resp: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+/// Reads a response body into one buffer (a pooled one for a large body, see [`crate::body`]),
+/// chunk by chunk, sized from `Content-Length` when the server sends it. (`Response::bytes`
+/// collects every chunk first and then joins them, holding a page of records twice at its
+/// peak; pages are the largest allocations of a run.)
+async fn read_body(
+    mut resp: reqwest::Response,
+    pool: &BodyPool,
+) -> Result<Vec<u8>, reqwest::Error> {
     /// Never trust a declared length for more than this up front; larger bodies still grow.
     const MAX_PREALLOCATION: u64 = 64 << 20;
     let hint = resp.content_length().unwrap_or(0).min(MAX_PREALLOCATION);
-    let mut body = Vec::with_capacity(usize::try_from(hint).unwrap_or(0));
+    let mut body = pool.buffer(usize::try_from(hint).unwrap_or(0));
     while let Some(chunk) = resp.chunk().await? {
         body.extend_from_slice(&chunk);
     }

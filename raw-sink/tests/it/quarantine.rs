@@ -75,7 +75,10 @@ fn invoice(id: &str, sync: u32, updated: &str, v: &str) -> Box<RawValue> {
 fn as_rows(items: &[(String, Box<RawValue>)]) -> Vec<RawRow<'_>> {
     items
         .iter()
-        .map(|(id, payload)| RawRow { id, payload })
+        .map(|(id, payload)| RawRow {
+            id,
+            payload: payload.get(),
+        })
         .collect()
 }
 

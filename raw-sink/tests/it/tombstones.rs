@@ -17,7 +17,10 @@ async fn load(sink: &Sink, items: &[(&str, &str)]) -> UpsertCounts {
     let rows: Vec<RawRow<'_>> = items
         .iter()
         .zip(&payloads)
-        .map(|((id, _), payload)| RawRow { id, payload })
+        .map(|((id, _), payload)| RawRow {
+            id,
+            payload: payload.get(),
+        })
         .collect();
     sink.upsert_page(T, &meta(1), &rows, None).await.unwrap()
 }

@@ -15,7 +15,10 @@ use crate::{REALM, day, meta, raw};
 fn rows<'a>(items: &'a [(String, Box<RawValue>)]) -> Vec<RawRow<'a>> {
     items
         .iter()
-        .map(|(id, payload)| RawRow { id, payload })
+        .map(|(id, payload)| RawRow {
+            id,
+            payload: payload.get(),
+        })
         .collect()
 }
 
