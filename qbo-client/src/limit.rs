@@ -105,6 +105,9 @@ pub const BATCH_REQUESTS_PER_MINUTE: u32 = 40;
 pub(crate) struct BatchLimiter {
     per_minute: u32,
     rate: Option<DefaultDirectRateLimiter>,
+    /// A slot [`BatchLimiter::try_take`] took from `rate` and kept for the next
+    /// [`BatchLimiter::acquire`] (at most one is kept, so the budget is never exceeded).
+    kept: std::sync::atomic::AtomicBool,
 }
 
 impl BatchLimiter {
@@ -112,15 +115,38 @@ impl BatchLimiter {
         Self {
             per_minute,
             rate: quota(per_minute).map(governor::RateLimiter::direct),
+            kept: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
-    /// Waits for one slot of the batch budget. Taken before the realm's [`RealmLimiter`]
-    /// permit, so that a batch waiting for its budget holds no concurrency slot.
+    /// Waits for one slot of the batch budget (or uses the one [`BatchLimiter::try_take`]
+    /// kept). Taken before the realm's [`RealmLimiter`] permit, so that a batch waiting for
+    /// its budget holds no concurrency slot.
     pub(crate) async fn acquire(&self) {
+        if self.kept.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
         if let Some(rate) = &self.rate {
             rate.until_ready().await;
         }
+    }
+
+    /// Whether a batch request sent now would not wait for the batch budget, without
+    /// waiting: when the budget has a slot free, the slot is taken and kept for the next
+    /// [`BatchLimiter::acquire`] (so the answer stays true until a batch uses it).
+    pub(crate) fn try_take(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let Some(rate) = &self.rate else { return true };
+        if self.kept.load(Ordering::Acquire) {
+            return true;
+        }
+        if rate.check().is_err() {
+            return false;
+        }
+        // Should another caller have kept one meanwhile, this slot is spent unused: the kept
+        // slots never exceed one.
+        self.kept.store(true, Ordering::Release);
+        true
     }
 
     pub(crate) fn per_minute(&self) -> u32 {
@@ -278,6 +304,22 @@ mod tests {
         // 40 a minute: never more than 40 in any 60-second window.
         let times = simulate(BATCH_REQUESTS_PER_MINUTE, 200);
         assert_eq!(max_in_window(&times, Duration::from_secs(60)), 40);
+    }
+
+    #[tokio::test]
+    async fn a_free_batch_slot_is_seen_without_waiting_and_kept_for_the_next_batch() {
+        let l = BatchLimiter::new(60);
+        // The first slot is free: seen, and kept (asking again does not spend another).
+        assert!(l.try_take());
+        assert!(l.try_take());
+        // The kept slot serves the next batch at once.
+        tokio::time::timeout(Duration::from_millis(100), l.acquire())
+            .await
+            .unwrap_or_else(|_| panic!("the kept slot was not used"));
+        // The budget's next slot is a second away: not free now.
+        assert!(!l.try_take());
+        // Unlimited: always free.
+        assert!(BatchLimiter::new(0).try_take());
     }
 
     #[tokio::test]

@@ -116,6 +116,16 @@ impl QboClient {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Whether a batch request ([`QboClient::batch`]) sent now would find a slot of the realm's
+    /// batch budget free, without waiting. A free slot is kept for the next batch request of
+    /// the realm, so a caller that sees `true` and sends a batch at once does not wait for the
+    /// batch budget (the request budget and the concurrency cap still apply). A caller that
+    /// sees `false` may send its queries as single queries instead.
+    #[must_use]
+    pub fn batch_slot_free(&self) -> bool {
+        self.inner.batch_limiter.try_take()
+    }
+
     /// Records in the token store (for `auth status`) that an API call succeeded, if one did
     /// since the last success recorded. The client records its first successful answer by
     /// itself; call this once when a run ends, so the store holds the run's last success
