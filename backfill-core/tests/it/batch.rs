@@ -67,10 +67,13 @@ fn batch_config(trigger: &str) -> RunConfig {
 }
 
 async fn timed_run(client: &QboClient, sink: &Sink, cfg: &RunConfig) -> RunReport {
-    tokio::time::timeout(RUN_TIMEOUT, backfill_core::run::<Invoice>(client, sink, cfg))
-        .await
-        .unwrap_or_else(|_| panic!("the run did not end within {RUN_TIMEOUT:?}"))
-        .unwrap()
+    tokio::time::timeout(
+        RUN_TIMEOUT,
+        backfill_core::run::<Invoice>(client, sink, cfg),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("the run did not end within {RUN_TIMEOUT:?}"))
+    .unwrap()
 }
 
 /// Every invoice of the range is loaded with the simulator's payload; returns how many.
@@ -169,7 +172,10 @@ async fn a_batch_backfill_equals_a_single_query_backfill() {
     assert_eq!(batched.api_calls, batched.requests, "no retry, no re-read");
     assert_eq!(executed(&sim), batched.requests);
     assert!(batched.api_requests < batched.api_calls);
-    assert_eq!((batched.batch_items_cut, batched.batch_items_failed), (0, 0));
+    assert_eq!(
+        (batched.batch_items_cut, batched.batch_items_failed),
+        (0, 0)
+    );
     assert!(!batched.batch_cap_per_batch);
 
     // The ledger holds both counts.
@@ -190,12 +196,7 @@ async fn a_batch_backfill_equals_a_single_query_backfill() {
     );
     assert_eq!(
         got,
-        (
-            want.0 as i64,
-            want.1 as i64,
-            want.2 as i64,
-            want.3 as i64
-        )
+        (want.0 as i64, want.1 as i64, want.2 as i64, want.3 as i64)
     );
     sim.shutdown().await.unwrap();
 }

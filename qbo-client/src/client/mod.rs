@@ -117,10 +117,11 @@ impl QboClient {
     }
 
     /// Whether a batch request ([`QboClient::batch`]) sent now would find a slot of the realm's
-    /// batch budget free, without waiting. A free slot is kept for the next batch request of
-    /// the realm, so a caller that sees `true` and sends a batch at once does not wait for the
-    /// batch budget (the request budget and the concurrency cap still apply). A caller that
-    /// sees `false` may send its queries as single queries instead.
+    /// batch budget free, without waiting or taking it. `true` promises the slot to this
+    /// caller: until a batch request takes it (or ten seconds pass), every other caller of the
+    /// realm in this process is told `false`, so one free slot never starts several batches.
+    /// A caller that sees `true` should send its batch at once; one that sees `false` may send
+    /// its queries as single queries instead.
     #[must_use]
     pub fn batch_slot_free(&self) -> bool {
         self.inner.batch_limiter.try_take()
