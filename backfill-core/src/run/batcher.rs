@@ -208,18 +208,15 @@ pub(super) async fn serve(ctx: &Ctx<'_>) -> Infallible {
         }
         let lingered = since.is_some_and(|t| t.elapsed() >= LINGER);
         if lingered || queue.len() >= BATCH_MAX_ITEMS {
-            while queue.len() >= 2 && ctx.client.batch_slot_free() {
-                let group = pack(&mut queue, batcher.per_batch_cap());
-                if group.len() == 1 {
-                    // Packed alone (a page of 1,000 rows under the per-batch cap): single.
-                    singles.extend(
-                        group
-                            .into_iter()
-                            .map(|i| Box::pin(answer_single(ctx, i)) as _),
-                    );
-                } else {
-                    batches.push(Box::pin(send_batch(ctx, group)));
+            loop {
+                // Packed first, so that a free slot is only asked for (and promised) when a
+                // batch of at least two items is there to take it.
+                let picked = pack(&queue, batcher.per_batch_cap());
+                if picked.len() < 2 || !ctx.client.batch_slot_free() {
+                    break;
                 }
+                let group = take(&mut queue, &picked);
+                batches.push(Box::pin(send_batch(ctx, group)));
             }
             while singles.len() < SINGLE_LANES
                 && let Some(item) = queue.pop_front()
@@ -250,24 +247,34 @@ pub(super) async fn serve(ctx: &Ctx<'_>) -> Infallible {
     }
 }
 
-/// The next batch's items from the front of `queue`: up to [`BATCH_MAX_ITEMS`], and under the
-/// per-batch cap only as many as expect at most [`BATCH_MAX_OBJECTS`] rows in all (at least
-/// one).
-fn pack(queue: &mut VecDeque<Item>, per_batch_cap: bool) -> Vec<Item> {
-    let mut group = Vec::new();
+/// Which items of `queue` the next batch takes (their positions, ascending): the first
+/// [`BATCH_MAX_ITEMS`]; under the per-batch cap, the first that fit together within
+/// [`BATCH_MAX_OBJECTS`] expected rows (COUNTs and short pages fill in beside a full page).
+fn pack(queue: &VecDeque<Item>, per_batch_cap: bool) -> Vec<usize> {
+    let mut picked = Vec::new();
     let mut rows = 0u64;
-    while group.len() < BATCH_MAX_ITEMS
-        && let Some(next) = queue.front()
-    {
-        let r = next.rows();
-        if per_batch_cap && !group.is_empty() && rows + r > BATCH_MAX_OBJECTS as u64 {
+    for (i, item) in queue.iter().enumerate() {
+        if picked.len() == BATCH_MAX_ITEMS {
             break;
         }
-        rows += r;
-        if let Some(item) = queue.pop_front() {
-            group.push(item);
+        let r = item.rows();
+        if per_batch_cap && rows + r > BATCH_MAX_OBJECTS as u64 && !picked.is_empty() {
+            continue;
         }
+        rows += r;
+        picked.push(i);
     }
+    picked
+}
+
+/// Removes the items at `picked` (ascending positions) from `queue`, in order.
+fn take(queue: &mut VecDeque<Item>, picked: &[usize]) -> Vec<Item> {
+    let mut group: Vec<Item> = picked
+        .iter()
+        .rev()
+        .filter_map(|&i| queue.remove(i))
+        .collect();
+    group.reverse();
     group
 }
 
@@ -352,4 +359,58 @@ async fn send_batch(ctx: &Ctx<'_>, items: Vec<Item>) {
         }
     }
     join_all(again.into_iter().map(|i| answer_single(ctx, i))).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(q: &str, start: u32, expected: Option<ExpectedRows>) -> Item {
+        let mut query = if q == "count" {
+            Query::count("Invoice")
+        } else {
+            Query::select("Invoice").max_results(1000)
+        };
+        if q != "count" {
+            query = query.start_position(start);
+        }
+        let (reply, _) = oneshot::channel();
+        Item {
+            query: query.build().unwrap_or_else(|e| panic!("{e}")),
+            expected,
+            reply,
+        }
+    }
+
+    #[test]
+    fn batches_take_thirty_or_under_the_per_batch_cap_what_fits_in_1000_rows() {
+        let count = Some(ExpectedRows::Count(2300));
+        let mut queue: VecDeque<Item> =
+            (0..40).map(|i| item("page", 1 + i * 1000, count)).collect();
+        assert_eq!(pack(&queue, false), (0..30).collect::<Vec<_>>());
+        // Pages 1 and 2 hold 1,000 rows each, page 3 holds 300, pages beyond none: a full
+        // page, the COUNT, and only what expects no row fit beside it.
+        queue.insert(1, item("count", 0, None));
+        let picked = pack(&queue, true);
+        assert_eq!(&picked[..2], &[0, 1], "a full page and a COUNT");
+        assert_eq!(picked[2..], (4..32).collect::<Vec<_>>()[..], "{picked:?}");
+        let group = take(&mut queue, &picked);
+        assert_eq!(group.len(), picked.len());
+        assert!(group[1].query.is_count());
+        assert_eq!(queue.len(), 41 - picked.len());
+        // An unknown page counts as full.
+        let unknown = VecDeque::from([
+            item(
+                "page",
+                1,
+                Some(ExpectedRows::MaxResults { window_ends: true }),
+            ),
+            item(
+                "page",
+                1,
+                Some(ExpectedRows::MaxResults { window_ends: true }),
+            ),
+        ]);
+        assert_eq!(pack(&unknown, true), vec![0]);
+    }
 }

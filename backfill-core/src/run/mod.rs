@@ -33,15 +33,20 @@
 //!    written, running windows back to `pending`, leases released, run `interrupted`;
 //!    database statements that fail for a retryable reason are retried ([`crate::DbRetry`]);
 //!    the request budget (`max_api_calls`) is claimed before each request is sent, so
-//!    requests in parallel never pass it.
+//!    requests in parallel never pass it;
+//! 10. with `--batch` ([`RunConfig::batch`]), the queries of both choke points go through the
+//!     run's batcher, which packs them into batch requests when the batch budget has a slot
+//!     and checks every page it gets back against what it should hold; each query still claims
+//!     one call (the budget counts queries), and its page's memory is reserved before it
+//!     reaches the batcher.
 //!
 //! Files, in the order data flows (each states the invariants it enforces): `config` (what a
 //! run is asked to do), `drive` (claims, segments, the task queue: steps 2, 7, 8), `probe`
 //! (step 3), `load` (attempts, verification, window outcomes: steps 4 and 6), `paging` (one
 //! paged reading, pages in parallel: step 4), `pages` (its pure parts: the positions to
 //! request and the overlap check), `fetch` (the queries and the two choke points every QBO
-//! request of the loop goes through: `count_range` and `fetch_page`), `budget` (the memory
-//! budget), `write` (step 5), `catch_up` (the TxnDate catch-up), `outcome` (the run's end,
+//! request of the loop goes through: `count_range` and `fetch_page`), `batcher` (`--batch`:
+//! batch requests under those two choke points, step 10), `budget` (the memory budget), `write` (step 5), `catch_up` (the TxnDate catch-up), `outcome` (the run's end,
 //! status and trigger), `failure` (how errors map onto the run). This file holds the shape of
 //! a run, [`run()`], and the state its stages share.
 
