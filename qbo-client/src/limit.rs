@@ -1,8 +1,8 @@
 //! Proactive rate limiting, per realm and shared by every client of the process: a GCRA
 //! limiter (governor) for the per-minute budget plus a semaphore for the concurrency cap, and
-//! a second GCRA limiter for QBO's batch budget (40 batch requests a minute). A batch request
-//! takes one slot of each: it is a request like any other for the 500 a minute and the 10 in
-//! flight, and one of the 40.
+//! evenly spaced slots for QBO's batch budget (40 batch requests a minute, [`BatchLimiter`]).
+//! A batch request takes one slot of each: it is a request like any other for the 500 a minute
+//! and the 10 in flight, and one of the 40, taken last, right before it is sent.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -101,26 +101,89 @@ impl RealmLimiter {
 /// QBO's batch budget: batch requests a minute per realm and app.
 pub const BATCH_REQUESTS_PER_MINUTE: u32 = 40;
 
-/// The batch budget of one realm (batch requests per minute; `0` = unlimited).
+/// The batch budget of one realm (batch requests per minute; `0` = unlimited): evenly spaced
+/// slots (a hair over 60 s / N apart, as [`quota`] spaces requests), each taken right before a
+/// batch is sent, after the request budget's permit, so that batch requests leave at least one
+/// spacing apart whatever they waited for before (taken earlier, a wait for the request
+/// budget in between could bunch them up beyond the budget).
 pub(crate) struct BatchLimiter {
     per_minute: u32,
-    rate: Option<DefaultDirectRateLimiter>,
+    /// Slot spacing; `None` = unlimited.
+    period: Option<Duration>,
+    state: Mutex<BatchState>,
 }
+
+struct BatchState {
+    /// When the next slot is free.
+    next: tokio::time::Instant,
+    /// When a caller of [`BatchLimiter::try_take`] was promised the next slot (its batch has
+    /// not taken it yet): no other caller is told the slot is free meanwhile.
+    promised: Option<tokio::time::Instant>,
+}
+
+/// How long a promise of [`BatchLimiter::try_take`] holds when its batch never comes (it was
+/// dropped before being sent).
+const PROMISE_FOR: Duration = Duration::from_secs(10);
 
 impl BatchLimiter {
     fn new(per_minute: u32) -> Self {
+        let period = (per_minute > 0)
+            .then(|| Duration::from_micros(60_000_000u64.div_ceil(u64::from(per_minute)) + 1));
         Self {
             per_minute,
-            rate: quota(per_minute).map(governor::RateLimiter::direct),
+            period,
+            state: Mutex::new(BatchState {
+                next: tokio::time::Instant::now(),
+                promised: None,
+            }),
         }
     }
 
-    /// Waits for one slot of the batch budget. Taken before the realm's [`RealmLimiter`]
-    /// permit, so that a batch waiting for its budget holds no concurrency slot.
+    fn lock(&self) -> std::sync::MutexGuard<'_, BatchState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits for one slot of the batch budget and takes it. Taken after the realm's
+    /// [`RealmLimiter`] permit, right before the batch is sent; a caller that was promised the
+    /// slot ([`BatchLimiter::try_take`]) normally finds it free.
     pub(crate) async fn acquire(&self) {
-        if let Some(rate) = &self.rate {
-            rate.until_ready().await;
+        let Some(period) = self.period else { return };
+        let mut first = true;
+        loop {
+            let wait = {
+                let mut st = self.lock();
+                if first {
+                    st.promised = None;
+                    first = false;
+                }
+                let now = tokio::time::Instant::now();
+                if now >= st.next {
+                    st.next = now + period;
+                    return;
+                }
+                st.next
+            };
+            tokio::time::sleep_until(wait).await;
         }
+    }
+
+    /// Whether a batch request sent now would find a slot free, without waiting or taking
+    /// it: `true` promises the next slot to this caller (others are told `false` until a
+    /// batch takes it, or for [`PROMISE_FOR`] if none does), so that one free slot never
+    /// starts several batches.
+    pub(crate) fn try_take(&self) -> bool {
+        if self.period.is_none() {
+            return true;
+        }
+        let mut st = self.lock();
+        let now = tokio::time::Instant::now();
+        if st.promised.is_some_and(|at| now < at + PROMISE_FOR) || now < st.next {
+            return false;
+        }
+        st.promised = Some(now);
+        true
     }
 
     pub(crate) fn per_minute(&self) -> u32 {
@@ -278,6 +341,41 @@ mod tests {
         // 40 a minute: never more than 40 in any 60-second window.
         let times = simulate(BATCH_REQUESTS_PER_MINUTE, 200);
         assert_eq!(max_in_window(&times, Duration::from_secs(60)), 40);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_free_batch_slot_is_seen_without_waiting_and_promised_to_one_batch() {
+        let l = BatchLimiter::new(60);
+        // The first slot is free: seen once; until a batch takes it, nobody else is told so.
+        assert!(l.try_take());
+        assert!(!l.try_take(), "one free slot started two batches");
+        // The promised batch takes it at once.
+        tokio::time::timeout(Duration::from_millis(1), l.acquire())
+            .await
+            .unwrap_or_else(|_| panic!("the promised slot was not free"));
+        // The next slot is a second away: not free now, free then.
+        assert!(!l.try_take());
+        tokio::time::advance(Duration::from_millis(1001)).await;
+        assert!(l.try_take());
+        // A promise whose batch never comes lapses.
+        tokio::time::advance(PROMISE_FOR).await;
+        assert!(l.try_take());
+        // Unlimited: always free.
+        assert!(BatchLimiter::new(0).try_take());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn batch_slots_are_spaced_when_taken() {
+        let l = BatchLimiter::new(BATCH_REQUESTS_PER_MINUTE);
+        let start = tokio::time::Instant::now();
+        let mut at = Vec::new();
+        for _ in 0..81 {
+            l.acquire().await;
+            at.push(start.elapsed());
+        }
+        // 40 a minute: never more than 40 in any 60-second window.
+        assert_eq!(max_in_window(&at, Duration::from_secs(60)), 40);
+        assert!(at[80] >= Duration::from_secs(120), "{:?}", at[80]);
     }
 
     #[tokio::test]

@@ -58,7 +58,8 @@ ORDER BY (w.status <> 'done' OR NOT w.verified OR w.rejected > 0
 /// NULL; `$3` = how many.
 pub const RUNS_SQL: &str = r#"SELECT id, pipeline, realm_id, range_start, range_end, window_field, trigger_name, status,
        windows_planned, windows_done, windows_skipped, windows_failed, windows_mismatch,
-       rows, inserted, updated, unchanged, api_calls, error, started_at, finished_at
+       rows, inserted, updated, unchanged, api_calls, api_requests, api_batches, api_batch_items,
+       error, started_at, finished_at
 FROM backfill.runs
 WHERE pipeline = ANY($1::text[])
   AND ($2::text IS NULL OR realm_id = $2)
@@ -77,7 +78,8 @@ ORDER BY created_at, pipeline, realm_id, name"#;
 /// last two finished runs, the earlier first. `$1` = pipelines; `$2` = realm or NULL.
 pub const RERUNS_SQL: &str = r#"SELECT id, pipeline, realm_id, range_start, range_end, window_field, trigger_name, status,
        windows_planned, windows_done, windows_skipped, windows_failed, windows_mismatch,
-       rows, inserted, updated, unchanged, api_calls, error, started_at, finished_at,
+       rows, inserted, updated, unchanged, api_calls, api_requests, api_batches, api_batch_items,
+       error, started_at, finished_at,
        nth, runs_of_range
 FROM (
     SELECT r.*,
@@ -394,6 +396,9 @@ fn run_from_row(row: &Row) -> Result<Run, SinkError> {
             updated: count(row, "updated")?,
             unchanged: count(row, "unchanged")?,
             api_calls: count(row, "api_calls")?,
+            api_requests: count(row, "api_requests")?,
+            api_batches: count(row, "api_batches")?,
+            api_batch_items: count(row, "api_batch_items")?,
             error: col(row, "error")?,
         },
         started_at: col(row, "started_at")?,

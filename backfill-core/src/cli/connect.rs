@@ -52,6 +52,8 @@ pub(crate) async fn token_store(
 pub(crate) struct ClientLimits {
     /// The realm's budget, shared by every process of the realm.
     pub(crate) realm_budget: RateLimit,
+    /// The realm's batch requests per minute (QBO: 40), shared like `realm_budget`.
+    pub(crate) realm_batch_per_minute: u32,
     /// `--give-up-after`.
     pub(crate) give_up_after: Duration,
 }
@@ -79,7 +81,10 @@ pub(crate) async fn client_with_share(
     )
     .await?;
     let rate = worker.rate_limit().unwrap_or(limits.realm_budget);
-    match build_client(qbo, store, rate, limits.give_up_after) {
+    // The batch budget is split like the request budget, so that the workers of a realm
+    // together stay within it.
+    let batch = batch_share(limits.realm_batch_per_minute, args.workers);
+    match build_client(qbo, store, rate, batch, limits.give_up_after) {
         Ok(client) => Ok((client, worker)),
         Err(e) => {
             worker.stop("the QBO client could not be built").await;
@@ -88,16 +93,26 @@ pub(crate) async fn client_with_share(
     }
 }
 
-/// The QBO client with `store`, limited to `rate`, retrying for `give_up_after`.
+/// One worker's share of the realm's `per_minute` batch requests when `workers` processes
+/// share the realm (as [`crate::claim::BudgetRequest::share`] splits the request budget): at
+/// least one a minute.
+pub(crate) fn batch_share(per_minute: u32, workers: u32) -> u32 {
+    (per_minute / workers.max(1)).max(1)
+}
+
+/// The QBO client with `store`, limited to `rate` and `batch_per_minute`, retrying for
+/// `give_up_after`.
 fn build_client(
     qbo: QboConfig,
     store: Arc<dyn TokenStore>,
     rate: RateLimit,
+    batch_per_minute: u32,
     give_up_after: Duration,
 ) -> Result<QboClient, qbo_client::QboError> {
     QboClient::builder(qbo)
         .token_store(store)
         .rate_limit(rate)
+        .batch_rate_limit(batch_per_minute)
         .retry_policy(RetryPolicy::default().with_give_up_after(give_up_after))
         .build()
 }
@@ -195,13 +210,20 @@ pub(crate) async fn session_for(
             per_minute: args.requests_per_min,
             max_concurrency: args.max_in_flight,
         },
+        realm_batch_per_minute: qbo_client::BATCH_REQUESTS_PER_MINUTE,
         give_up_after: args.give_up_after.as_duration(),
     };
     let realm = qbo.realm_id.clone();
     let (client, worker) = if month_spent.is_some() {
         // Nothing will be asked: no share of the realm's budget to wait for.
-        let client = build_client(qbo, store, limits.realm_budget, limits.give_up_after)
-            .map_err(Error::Qbo)?;
+        let client = build_client(
+            qbo,
+            store,
+            limits.realm_budget,
+            limits.realm_batch_per_minute,
+            limits.give_up_after,
+        )
+        .map_err(Error::Qbo)?;
         (client, None)
     } else {
         let shared = client_with_share(
@@ -311,5 +333,19 @@ impl From<&RunArgs> for QboArgs {
             monthly_requests: run.realms.monthly_requests,
             reliability: run.reliability.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::batch_share;
+
+    #[test]
+    fn the_batch_budget_is_split_between_workers() {
+        assert_eq!(batch_share(40, 1), 40);
+        assert_eq!(batch_share(40, 2), 20);
+        assert_eq!(batch_share(40, 3), 13);
+        assert_eq!(batch_share(40, 0), 40);
+        assert_eq!(batch_share(40, 100), 1);
     }
 }

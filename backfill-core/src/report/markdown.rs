@@ -200,7 +200,7 @@ impl Report {
                 r.inserted,
                 r.updated,
                 r.unchanged,
-                r.api_calls,
+                calls(r),
                 r.started_at,
                 opt(r.finished_at.as_deref()),
                 md(r.error.as_deref().unwrap_or(""))
@@ -321,4 +321,15 @@ fn opt(s: Option<&str>) -> &str {
 /// with an escape sequence, a newline) shown as escapes instead of being interpreted.
 pub(super) fn md(s: &str) -> String {
     crate::window::printable(&s.replace(['\n', '\r'], " ")).replace('|', "\\|")
+}
+
+/// A run's QBO calls: its queries, and with batch requests how they travelled.
+fn calls(r: &super::RunRow) -> String {
+    if r.api_batches == 0 {
+        return r.api_calls.to_string();
+    }
+    format!(
+        "{} ({} requests: {} batches of {} queries)",
+        r.api_calls, r.api_requests, r.api_batches, r.api_batch_items
+    )
 }

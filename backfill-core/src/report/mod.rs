@@ -276,8 +276,15 @@ pub struct RunRow {
     pub updated: u64,
     /// Unchanged ids.
     pub unchanged: u64,
-    /// QBO API calls made (retries included): what Intuit meters.
+    /// QBO API calls made (retries included), counted as queries (a batch request counts as
+    /// its items): what `--max-requests` and `--monthly-requests` count.
     pub api_calls: u64,
+    /// HTTP requests sent to QBO (retries included; a batch request is one).
+    pub api_requests: u64,
+    /// Of `api_requests`, the batch requests (`--batch`).
+    pub api_batches: u64,
+    /// Query items those batch requests carried.
+    pub api_batch_items: u64,
     /// Start.
     pub started_at: String,
     /// End.

@@ -165,6 +165,18 @@ impl Report {
             self.triggers.len(),
             tally(self.triggers.iter().map(|t| t.status.as_str()))
         );
+        let batches: u64 = self.runs.iter().map(|r| r.api_batches).sum();
+        if batches > 0 {
+            let _ = writeln!(
+                s,
+                "QBO calls of the runs listed: {} queries in {} requests ({} batch requests \
+                 carrying {} queries)",
+                self.runs.iter().map(|r| r.api_calls).sum::<u64>(),
+                self.runs.iter().map(|r| r.api_requests).sum::<u64>(),
+                batches,
+                self.runs.iter().map(|r| r.api_batch_items).sum::<u64>()
+            );
+        }
         let _ = writeln!(
             s,
             "status: {}",

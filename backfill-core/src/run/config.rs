@@ -68,6 +68,11 @@ pub struct RunConfig {
     /// Bytes of pages held in memory at once, from before a page's request is sent until the
     /// page is written (`--memory-budget`); a page larger than this is still fetched, alone.
     pub memory_budget: u64,
+    /// Send the loop's queries (pages and COUNTs) packed into batch requests of up to 30
+    /// items when the realm's batch budget has a slot free, and as single queries otherwise
+    /// (`--batch`, off by default; see `run/batcher.rs`). Every query still counts as one call
+    /// toward `max_api_calls`.
+    pub batch: bool,
 }
 
 impl RunConfig {
@@ -117,6 +122,7 @@ impl RunConfig {
             max_api_calls: None,
             db_retry: DbRetry::default(),
             memory_budget: super::budget::DEFAULT_MEMORY_BUDGET,
+            batch: false,
         }
     }
 }

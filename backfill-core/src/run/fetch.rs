@@ -6,9 +6,12 @@
 //! Invariants: every QBO query of the loop goes through [`count_range`] or [`fetch_page`];
 //! neither sends a request once a stop is requested or the request budget is spent
 //! ([`Ctx::claim_call`], which counts the request); a page reserves its estimated bytes from
-//! the memory budget before its request is sent and holds them until it is written.
+//! the memory budget before its request is sent and holds them until it is written. With
+//! `--batch`, both hand their query to the run's [`super::batcher`] after those two steps, and
+//! only then: a page with what it should hold ([`ExpectedRows`]), so that a page the batch cut
+//! is read again alone; a page whose expectation is unknown (`None`) goes as a single query.
 
-use qbo_client::{Op, Order, Page, QboError, Query, Value};
+use qbo_client::{ExpectedRows, Op, Order, Page, QboError, Query, Value};
 use raw_sink::Window as WindowRow;
 use time::{OffsetDateTime, UtcOffset};
 
@@ -95,17 +98,23 @@ pub(super) async fn count_range(ctx: &Ctx<'_>, range: Window) -> Option<Result<u
     if !ctx.claim_call() {
         return None;
     }
-    sent(ctx, ctx.client.count(&q)).await
+    match &ctx.batcher {
+        Some(b) => sent(ctx, b.count(ctx, q)).await,
+        None => sent(ctx, ctx.client.count(&q)).await,
+    }
 }
 
 /// Fetches one page: reserves its estimated bytes from the memory budget before the request
 /// is sent, and re-sizes the reservation to the page's real size once it arrives. The caller
 /// holds the reservation until the page is written. The client's limiter (rate, requests in
 /// flight) is taken inside `query_page` only once the memory is reserved, and is released as
-/// soon as the answer is read.
+/// soon as the answer is read. With `--batch`, a page with an `expected` goes through the
+/// batcher, checked against it; without one (nothing can tell a cut page from a short one) it
+/// goes as a single query.
 pub(super) async fn fetch_page<'c>(
     ctx: &'c Ctx<'_>,
     q: Result<Query, qbo_client::QueryError>,
+    expected: Option<ExpectedRows>,
 ) -> Result<(Page, Reservation<'c>), AttemptError> {
     let q = q.map_err(|e| AttemptError::Qbo(e.into()))?;
     let rows = q.max_results().unwrap_or(ctx.cfg.page_size);
@@ -117,7 +126,11 @@ pub(super) async fn fetch_page<'c>(
     if !ctx.claim_call() {
         return Err(AttemptError::Interrupted);
     }
-    match sent(ctx, ctx.client.query_page(&q)).await {
+    let answer = match (&ctx.batcher, expected) {
+        (Some(b), Some(expected)) => sent(ctx, b.page(ctx, q, expected)).await,
+        _ => sent(ctx, ctx.client.query_page(&q)).await,
+    };
+    match answer {
         None => Err(AttemptError::Interrupted),
         Some(Ok(page)) => {
             let bytes = page_bytes(&page);
@@ -146,7 +159,8 @@ pub(super) async fn load_narrowed(
         let q = build_query(ctx, QueryKind::Select, part)
             .map_err(AttemptError::Qbo)?
             .with_start_position(1);
-        let (page, reservation) = fetch_page(ctx, q).await?;
+        // A narrowed page's size is what decides whether to halve it: never batched.
+        let (page, reservation) = fetch_page(ctx, q, None).await?;
         let seconds = (part.end - part.start).whole_seconds();
         if page.len() >= page_size && seconds >= 2 {
             drop(reservation);

@@ -33,15 +33,20 @@
 //!    written, running windows back to `pending`, leases released, run `interrupted`;
 //!    database statements that fail for a retryable reason are retried ([`crate::DbRetry`]);
 //!    the request budget (`max_api_calls`) is claimed before each request is sent, so
-//!    requests in parallel never pass it.
+//!    requests in parallel never pass it;
+//! 10. with `--batch` ([`RunConfig::batch`]), the queries of both choke points go through the
+//!     run's batcher, which packs them into batch requests when the batch budget has a slot
+//!     and checks every page it gets back against what it should hold; each query still claims
+//!     one call (the budget counts queries), and its page's memory is reserved before it
+//!     reaches the batcher.
 //!
 //! Files, in the order data flows (each states the invariants it enforces): `config` (what a
 //! run is asked to do), `drive` (claims, segments, the task queue: steps 2, 7, 8), `probe`
 //! (step 3), `load` (attempts, verification, window outcomes: steps 4 and 6), `paging` (one
 //! paged reading, pages in parallel: step 4), `pages` (its pure parts: the positions to
 //! request and the overlap check), `fetch` (the queries and the two choke points every QBO
-//! request of the loop goes through: `count_range` and `fetch_page`), `budget` (the memory
-//! budget), `write` (step 5), `catch_up` (the TxnDate catch-up), `outcome` (the run's end,
+//! request of the loop goes through: `count_range` and `fetch_page`), `batcher` (`--batch`:
+//! batch requests under those two choke points, step 10), `budget` (the memory budget), `write` (step 5), `catch_up` (the TxnDate catch-up), `outcome` (the run's end,
 //! status and trigger), `failure` (how errors map onto the run). This file holds the shape of
 //! a run, [`run()`], and the state its stages share.
 
@@ -96,9 +101,24 @@ pub struct RunReport {
     pub counts: UpsertCounts,
     /// QBO queries issued by the loop (pages and COUNTs; the client's retries not included).
     pub requests: u64,
-    /// QBO API calls the run made, retries included: what Intuit meters. Also in
-    /// `backfill.runs.api_calls`.
+    /// QBO API calls the run made, retries included, counted as queries (a batch request
+    /// counts as its items): what `max_api_calls` counts. Also in `backfill.runs.api_calls`.
     pub api_calls: u64,
+    /// HTTP requests the run sent to QBO, retries included (a batch request is one): what the
+    /// 500 requests a minute count. Equals `api_calls` without `--batch`.
+    pub api_requests: u64,
+    /// Of `api_requests`, the batch requests (`--batch`).
+    pub api_batches: u64,
+    /// Query items those batch requests carried (each counted in `api_calls`).
+    pub api_batch_items: u64,
+    /// Batch items whose page the batch cut (shorter than its COUNT promised), read again
+    /// alone as single queries.
+    pub batch_items_cut: u64,
+    /// Batch items that failed alone (their own fault), sent again alone as single queries.
+    pub batch_items_failed: u64,
+    /// Whether the run saw QBO cap a whole batch at 1,000 objects (the per-batch reading of
+    /// the cap): later batches were packed to expect at most 1,000 rows in all.
+    pub batch_cap_per_batch: bool,
     /// Records of the plan's windows kept in `raw.qb_rejects` (QBO returned them; PostgreSQL
     /// cannot store them).
     pub rejected: u64,
@@ -159,8 +179,10 @@ struct Ctx<'a> {
     memory: budget::MemoryBudget,
     /// Requests the loop sent (or is about to send): claimed by [`Ctx::claim_call`].
     requests: AtomicU64,
-    /// The client's API call count when the run started.
-    calls_at_start: u64,
+    /// The client's counts when the run started.
+    calls_at_start: Meter,
+    /// `--batch`: the queue of queries packed into batch requests.
+    batcher: Option<batcher::Batcher>,
     rows: AtomicU64,
     inserted: AtomicU64,
     updated: AtomicU64,
@@ -180,6 +202,7 @@ macro_rules! event {
     };
 }
 
+mod batcher;
 mod budget;
 mod catch_up;
 mod config;
@@ -357,7 +380,8 @@ pub async fn run<E: Entity>(
         token_gate: tokio::sync::Mutex::new(()),
         memory: budget::MemoryBudget::new(cfg.memory_budget),
         requests: AtomicU64::new(0),
-        calls_at_start: client.api_calls(),
+        calls_at_start: Meter::of(client),
+        batcher: cfg.batch.then(batcher::Batcher::new),
         rows: AtomicU64::new(0),
         inserted: AtomicU64::new(0),
         updated: AtomicU64::new(0),
@@ -366,16 +390,25 @@ pub async fn run<E: Entity>(
     };
 
     let run_started = OffsetDateTime::now_utc();
-    let mut outcome = drive(&ctx).await;
-    if let Ok(d) = &mut outcome
-        && d.interrupted.is_none()
-        && cfg.window_field.is_date()
-    {
-        match catch_up(&ctx, run_started - CATCH_UP_MARGIN).await {
-            Ok(n) => d.caught_up = n,
-            Err(e) => outcome = Err((e, std::mem::take(d))),
+    let work = async {
+        let mut outcome = drive(&ctx).await;
+        if let Ok(d) = &mut outcome
+            && d.interrupted.is_none()
+            && cfg.window_field.is_date()
+        {
+            match catch_up(&ctx, run_started - CATCH_UP_MARGIN).await {
+                Ok(n) => d.caught_up = n,
+                Err(e) => outcome = Err((e, std::mem::take(d))),
+            }
         }
-    }
+        outcome
+    };
+    // The batcher is served while the run works, and dropped with whatever it holds when the
+    // work ends (nothing: every query's caller awaited its answer).
+    let outcome = tokio::select! {
+        outcome = work => outcome,
+        never = batcher::serve(&ctx) => match never {},
+    };
     let result = conclude(&ctx, &key, outcome, started).await;
     if own_worker {
         worker
@@ -396,10 +429,53 @@ fn spans(windows: &[Window]) -> Vec<WindowSpan> {
         .collect()
 }
 
+/// What the client counted: HTTP requests, of which batch requests, and their items.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Meter {
+    /// HTTP requests (a batch is one), retries included.
+    pub(crate) requests: u64,
+    /// Of which batch requests.
+    pub(crate) batches: u64,
+    /// Items those batch requests carried.
+    pub(crate) batch_items: u64,
+}
+
+impl Meter {
+    fn of(client: &QboClient) -> Meter {
+        Meter {
+            requests: client.api_calls(),
+            batches: client.api_batches(),
+            batch_items: client.api_batch_items(),
+        }
+    }
+
+    /// Queries: single queries plus batch items (a batch counted as its items): the metered
+    /// figure the run's budgets use (`api_calls`).
+    pub(crate) fn queries(self) -> u64 {
+        self.requests
+            .saturating_sub(self.batches)
+            .saturating_add(self.batch_items)
+    }
+
+    fn since(self, start: Meter) -> Meter {
+        Meter {
+            requests: self.requests.saturating_sub(start.requests),
+            batches: self.batches.saturating_sub(start.batches),
+            batch_items: self.batch_items.saturating_sub(start.batch_items),
+        }
+    }
+}
+
 impl Ctx<'_> {
-    /// QBO API calls made since the run started.
+    /// What the client counted since the run started.
+    fn meter(&self) -> Meter {
+        Meter::of(self.client).since(self.calls_at_start)
+    }
+
+    /// QBO API calls made since the run started, counted as queries: a single query is one,
+    /// a batch request counts as its items (see [`Meter::queries`]). Retries included.
     fn api_calls(&self) -> u64 {
-        self.client.api_calls().saturating_sub(self.calls_at_start)
+        self.meter().queries()
     }
 
     /// Whether the run may send one more request: `false` (and a stop requested, so that the

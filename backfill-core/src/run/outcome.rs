@@ -24,7 +24,7 @@ use crate::window::format_utc;
 
 use super::drive::DriveOutcome;
 use super::failure::error_chain;
-use super::{Ctx, RunReport, WindowProblem, duration_ms, row_window, spans};
+use super::{Ctx, Meter, RunReport, WindowProblem, duration_ms, row_window, spans};
 
 /// Records the end of the run (ledger, trigger, events) and builds the report.
 pub(super) async fn conclude(
@@ -47,7 +47,13 @@ pub(super) async fn conclude(
     };
     let rows = ctx.rows.load(Ordering::Relaxed);
     let requests = ctx.requests.load(Ordering::Relaxed);
-    let api_calls = ctx.api_calls();
+    let meter = ctx.meter();
+    let batched = ctx
+        .batcher
+        .as_ref()
+        .map(super::batcher::Batcher::tally)
+        .unwrap_or_default();
+    let api_calls = meter.queries();
     cfg.progress.finish();
 
     let drive = match outcome {
@@ -56,7 +62,7 @@ pub(super) async fn conclude(
             let msg = error_chain(&e);
             let mut summary = run_summary(RunStatus::Failed, &partial, rows, counts);
             summary.error = Some(msg.clone());
-            summary.api_calls = api_calls;
+            metered(&mut summary, meter);
             // Best effort, briefly: the ledger may be the thing that failed. Windows not
             // released here keep their lease until it expires, then anyone resumes them.
             let quick =
@@ -133,7 +139,7 @@ pub(super) async fn conclude(
         RunStatus::Partial
     };
     let mut summary = run_summary(status, &drive, rows, counts);
-    summary.api_calls = api_calls;
+    metered(&mut summary, meter);
     summary.error = match drive.interrupted {
         Some(StopReason::Budget) => Some(format!(
             "stopped: the request budget of {} QBO calls (--max-requests) is spent; the next \
@@ -219,6 +225,12 @@ pub(super) async fn conclude(
         unchanged = counts.unchanged,
         requests,
         api_calls,
+        api_requests = meter.requests,
+        api_batches = meter.batches,
+        api_batch_items = meter.batch_items,
+        batch_items_cut = batched.cut,
+        batch_items_failed = batched.failed,
+        batch_cap_per_batch = batched.cap_per_batch,
         rejected,
         unverified,
         caught_up = drive.caught_up,
@@ -248,6 +260,12 @@ pub(super) async fn conclude(
         counts,
         requests,
         api_calls,
+        api_requests: meter.requests,
+        api_batches: meter.batches,
+        api_batch_items: meter.batch_items,
+        batch_items_cut: batched.cut,
+        batch_items_failed: batched.failed,
+        batch_cap_per_batch: batched.cap_per_batch,
         rejected,
         unverified,
         caught_up: drive.caught_up,
@@ -266,6 +284,15 @@ pub(super) struct PlanState {
     rejected: u64,
     /// Windows of the plan done without verification.
     unverified: u64,
+}
+
+/// The run's QBO calls counted both ways into `s`: queries (`api_calls`, what the budgets
+/// use) and HTTP requests, batch requests and their items.
+fn metered(s: &mut RunSummary, meter: Meter) {
+    s.api_calls = meter.queries();
+    s.api_requests = meter.requests;
+    s.api_batches = meter.batches;
+    s.api_batch_items = meter.batch_items;
 }
 
 pub(super) fn run_summary(

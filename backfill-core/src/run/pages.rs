@@ -54,6 +54,16 @@ impl PagePlan {
         self.pages.get(k).copied()
     }
 
+    /// What a page of this query should hold, for checking a batch's answer: by the COUNT
+    /// when one is known; otherwise nothing can be said (a page may be short because the range
+    /// ends there), and a short page is replanned from where it ended by the paging itself.
+    pub(super) fn expected(&self) -> qbo_client::ExpectedRows {
+        match self.total {
+            Some(n) => qbo_client::ExpectedRows::Count(n),
+            None => qbo_client::ExpectedRows::MaxResults { window_ends: true },
+        }
+    }
+
     /// A COUNT taken meanwhile: plan the pages it implies.
     pub(super) fn set_total(&mut self, total: u64) {
         self.total = Some(total);

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use futures::future::{AbortHandle, AbortRegistration, Abortable, BoxFuture, Either};
 use futures::stream::{FuturesUnordered, StreamExt};
-use qbo_client::Page;
+use qbo_client::{ExpectedRows, Page};
 use raw_sink::Window as WindowRow;
 
 use crate::window::{Window, format_utc};
@@ -49,10 +49,10 @@ pub(super) async fn load_attempt<'c>(
     let mut tallies = vec![WindowTally::default(); windows.len()];
     let mut counted: Option<u64> = None;
 
-    let fetch = |k: usize, start: u32, reg: AbortRegistration| {
+    let fetch = |k: usize, start: u32, expected: ExpectedRows, reg: AbortRegistration| {
         let q = base.with_start_position(start);
         Abortable::new(
-            Either::Left(async move { (k, start, fetch_page(ctx, q).await) }),
+            Either::Left(async move { (k, start, fetch_page(ctx, q, Some(expected)).await) }),
             reg,
         )
     };
@@ -65,10 +65,11 @@ pub(super) async fn load_attempt<'c>(
         let (handle, reg) = AbortHandle::new_pair();
         aborts.insert(0, handle);
         let q = base.with_start_position(1);
+        let again = plan.expected();
         in_flight.push(Abortable::new(
             Either::Right(async move {
                 let page = match page.await {
-                    Err(AttemptError::Qbo(_)) => fetch_page(ctx, q).await,
+                    Err(AttemptError::Qbo(_)) => fetch_page(ctx, q, Some(again)).await,
                     p => p,
                 };
                 (0, 1, page)
@@ -91,7 +92,7 @@ pub(super) async fn load_attempt<'c>(
                 let Some(p) = plan.get(issued) else { break };
                 let (handle, reg) = AbortHandle::new_pair();
                 aborts.insert(issued, handle);
-                in_flight.push(fetch(issued, p.start, reg));
+                in_flight.push(fetch(issued, p.start, plan.expected(), reg));
                 issued += 1;
             }
         }

@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::future::{Either, ready, select};
+use qbo_client::ExpectedRows;
 use raw_sink::{Window as WindowRow, WindowOutcome, WindowStatus};
 
 use crate::Error;
@@ -48,7 +49,9 @@ pub(super) async fn probe(
                 let q = build_query(ctx, QueryKind::Select, range)
                     .map_err(AttemptError::Qbo)?
                     .with_start_position(1);
-                fetch_page(ctx, q).await
+                // Nothing known of its rows yet (a short page is fine): unchecked; the load
+                // pages on from where it really ended, by the COUNT.
+                fetch_page(ctx, q, Some(ExpectedRows::MaxResults { window_ends: true })).await
             });
             // The COUNT decides; the page, still in flight, goes on with the load.
             match select(Box::pin(counting), page).await {

@@ -1,6 +1,7 @@
 //! Integration tests of backfill-core: the loop against qbo-sim and a real PostgreSQL.
 #![allow(clippy::unwrap_used, missing_docs, unreachable_pub)]
 
+mod batch;
 mod chaos;
 mod common;
 mod edges;

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, missing_docs, unreachable_pub)]
 
 mod auth;
+mod batch;
 mod books;
 mod common;
 mod generic;

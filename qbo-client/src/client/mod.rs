@@ -118,6 +118,17 @@ impl QboClient {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Whether a batch request ([`QboClient::batch`]) sent now would find a slot of the realm's
+    /// batch budget free, without waiting or taking it. `true` promises the slot to this
+    /// caller: until a batch request takes it (or ten seconds pass), every other caller of the
+    /// realm in this process is told `false`, so one free slot never starts several batches.
+    /// A caller that sees `true` should send its batch at once; one that sees `false` may send
+    /// its queries as single queries instead.
+    #[must_use]
+    pub fn batch_slot_free(&self) -> bool {
+        self.inner.batch_limiter.try_take()
+    }
+
     /// Records in the token store (for `auth status`) that an API call succeeded, if one did
     /// since the last success recorded. The client records its first successful answer by
     /// itself; call this once when a run ends, so the store holds the run's last success

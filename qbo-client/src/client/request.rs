@@ -161,9 +161,12 @@ impl QboClient {
     {
         let inner = &self.inner;
         let endpoint = Endpoint::Api;
+        let permit = inner.limiter.acquire().await;
         if let Call::Batch { items, .. } = what {
-            // The batch budget first, so that waiting for it holds no concurrency slot; then
-            // the request budget like any request: a batch takes one slot of each.
+            // A batch takes one slot of each budget: the request budget's like any request,
+            // then the batch budget's, right before it is sent, so that batch requests leave
+            // spaced whatever they waited for (a caller that checked
+            // `QboClient::batch_slot_free` finds its slot free).
             inner.batch_limiter.acquire().await;
             inner
                 .batches
@@ -173,7 +176,6 @@ impl QboClient {
                 std::sync::atomic::Ordering::Relaxed,
             );
         }
-        let permit = inner.limiter.acquire().await;
         let started = Instant::now();
         let request = match what {
             Call::Query(text) if text.len() > POST_THRESHOLD => inner

@@ -62,8 +62,15 @@ pub struct RunSummary {
     pub updated: u64,
     /// Unchanged ids.
     pub unchanged: u64,
-    /// QBO API requests sent (every attempt, retries included; token refreshes not).
+    /// QBO queries sent (every attempt, retries included; token refreshes not): single
+    /// queries plus the items of batch requests. What the request budgets count.
     pub api_calls: u64,
+    /// HTTP requests sent to QBO (every attempt; a batch request is one, whatever its items).
+    pub api_requests: u64,
+    /// Of `api_requests`, the batch requests.
+    pub api_batches: u64,
+    /// Items the batch requests carried (each also counted in `api_calls`).
+    pub api_batch_items: u64,
     /// The error that stopped the run, if any (no secrets).
     pub error: Option<String>,
 }
@@ -83,6 +90,9 @@ impl RunSummary {
             updated: 0,
             unchanged: 0,
             api_calls: 0,
+            api_requests: 0,
+            api_batches: 0,
+            api_batch_items: 0,
             error: None,
         }
     }
@@ -117,8 +127,8 @@ pub struct Run {
 
 const COLS: &str = "id, pipeline, realm_id, range_start, range_end, window_field, trigger_name, \
                     status, windows_planned, windows_done, windows_skipped, windows_failed, \
-                    windows_mismatch, rows, inserted, updated, unchanged, api_calls, error, \
-                    started_at, finished_at";
+                    windows_mismatch, rows, inserted, updated, unchanged, api_calls, api_requests, \
+                    api_batches, api_batch_items, error, started_at, finished_at";
 
 fn from_row(row: &Row) -> Result<Run, SinkError> {
     Ok(Run {
@@ -141,6 +151,9 @@ fn from_row(row: &Row) -> Result<Run, SinkError> {
             updated: count_col(row, "updated")?,
             unchanged: count_col(row, "unchanged")?,
             api_calls: count_col(row, "api_calls")?,
+            api_requests: count_col(row, "api_requests")?,
+            api_batches: count_col(row, "api_batches")?,
+            api_batch_items: count_col(row, "api_batch_items")?,
             error: col(row, "error")?,
         },
         started_at: col(row, "started_at")?,
@@ -200,7 +213,8 @@ impl Ledger {
         let sql = format!(
             "UPDATE backfill.runs SET status = $2, windows_done = $3, windows_skipped = $4, \
              windows_failed = $5, windows_mismatch = $6, rows = $7, inserted = $8, \
-             updated = $9, unchanged = $10, error = $11, api_calls = $12, finished_at = now() \
+             updated = $9, unchanged = $10, error = $11, api_calls = $12, api_requests = $13, api_batches = $14, \
+             api_batch_items = $15, finished_at = now() \
              WHERE id = $1 AND status = 'running' RETURNING {COLS}"
         );
         let ctx = || format!("recording the end of run {id}");
@@ -224,6 +238,9 @@ impl Ledger {
                     &to_i64(summary.unchanged),
                     &summary.error,
                     &to_i64(summary.api_calls),
+                    &to_i64(summary.api_requests),
+                    &to_i64(summary.api_batches),
+                    &to_i64(summary.api_batch_items),
                 ],
             )
             .await

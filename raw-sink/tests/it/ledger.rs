@@ -186,6 +186,10 @@ async fn run_lifecycle() {
         updated: 30,
         unchanged: 4,
         api_calls: 57,
+        // 37 single queries and 3 batch requests of 20 items in all: 57 queries.
+        api_requests: 40,
+        api_batches: 3,
+        api_batch_items: 20,
         error: None,
         ..RunSummary::new(RunStatus::Partial)
     };

@@ -48,6 +48,7 @@ use table::{markdown_table, print_outcome, results_json};
 
 pub(crate) const USAGE: &str = "\
 usage: cargo xtask bench [SCENARIO...] [--quick] [--concurrency N] [--memory-budget SIZE] [--keep]
+                         [--batch] [--api-invoices N]
 
 scenarios (default: all, in this order):
   ingest   200k invoices over one year, simulator at zero latency and no API limits, into a fresh
@@ -68,6 +69,9 @@ options:
   --concurrency N  pass --concurrency N to every pipeline run (default: the pipeline's default)
   --memory-budget SIZE  pass --memory-budget SIZE to every pipeline run (e.g. 32MB)
   --keep           keep the benchmark databases (qb_bench_*) afterwards
+  --batch          run the api scenario's pipeline with --batch (batch requests, 40/min): batch
+                   requests, items, wall against the single-query and the batch floors
+  --api-invoices N the api scenario's invoices (default 50k, 10k with --quick)
 ";
 
 /// One benchmark scenario.
@@ -116,6 +120,10 @@ struct Options {
     /// `--memory-budget` passed to every pipeline run, as given (e.g. `32MB`).
     memory_budget: Option<String>,
     keep: bool,
+    /// `--batch`: the `api` scenario's pipeline runs with `--batch`.
+    batch: bool,
+    /// `--api-invoices N`: the `api` scenario's size.
+    api_invoices: Option<u64>,
 }
 
 /// Builds the release `qbo-sim` and the binaries of `package`; returns the target directory,
@@ -154,12 +162,23 @@ fn parse_args(args: &[&str]) -> Result<Options> {
         concurrency: None,
         memory_budget: None,
         keep: false,
+        batch: false,
+        api_invoices: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match *a {
             "--quick" => o.quick = true,
             "--keep" => o.keep = true,
+            "--batch" => o.batch = true,
+            "--api-invoices" => {
+                let v = it.next().context("--api-invoices needs a value")?;
+                let n: u64 =
+                    v.parse().ok().filter(|n| *n > 0).with_context(|| {
+                        format!("--api-invoices {v:?} is not a positive integer")
+                    })?;
+                o.api_invoices = Some(n);
+            }
             "--concurrency" => {
                 let v = it.next().context("--concurrency needs a value")?;
                 let n: u32 =
@@ -317,7 +336,10 @@ pub(crate) fn bench(root: &Path, args: &[&str]) -> Result<ExitCode> {
         time_bin,
         admin_url,
         clk_tck: clock_ticks(),
-        sizes: Sizes::new(opts.quick),
+        sizes: Sizes {
+            api: opts.api_invoices.unwrap_or(Sizes::new(opts.quick).api),
+            ..Sizes::new(opts.quick)
+        },
         opts,
     };
     let result = run_all(&env);

@@ -174,14 +174,17 @@ fn dechunk(body: &str) -> Result<String> {
     }
 }
 
-/// How many query requests the simulator logged, and seconds from the first to the last.
-/// The query requests of the simulator's log and the seconds from the first one's arrival to
-/// the last response (arrival plus `elapsed_us`).
-pub(super) fn query_phase(log: &Value) -> Option<(u64, f64)> {
+/// How many requests of `endpoints` (`query`, `batch`) the simulator logged, and the seconds
+/// from the first one's arrival to the last response (arrival plus `elapsed_us`).
+pub(super) fn api_phase(log: &Value, endpoints: &[&str]) -> Option<(u64, f64)> {
     let spans: Vec<(f64, f64)> = log
         .as_array()?
         .iter()
-        .filter(|r| r["endpoint"] == "query")
+        .filter(|r| {
+            r["endpoint"]
+                .as_str()
+                .is_some_and(|e| endpoints.contains(&e))
+        })
         .filter_map(|r| {
             let at = r["at"].as_str().and_then(rfc3339_secs)?;
             let elapsed = r["elapsed_us"].as_u64().unwrap_or(0) as f64 / 1e6;
@@ -250,7 +253,7 @@ mod tests {
             {"endpoint": "query", "at": "2026-01-01T00:00:01Z"},
             {"endpoint": "query", "at": "2026-01-01T00:00:03.5Z", "elapsed_us": 250_000},
         ]);
-        assert_eq!(query_phase(&log), Some((2, 2.75)));
-        assert_eq!(query_phase(&json!([])), None);
+        assert_eq!(api_phase(&log, &["query"]), Some((2, 2.75)));
+        assert_eq!(api_phase(&json!([]), &["query"]), None);
     }
 }

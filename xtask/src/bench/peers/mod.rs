@@ -261,6 +261,8 @@ pub(crate) fn bench_peers(root: &Path, args: &[&str]) -> Result<ExitCode> {
             concurrency: None,
             memory_budget: None,
             keep: popts.keep,
+            batch: false,
+            api_invoices: None,
         },
         sizes: Sizes::new(false),
     };
