@@ -150,13 +150,11 @@ impl RawJson {
         let base = body.text().as_ptr() as usize;
         let at = part.as_ptr() as usize;
         match at.checked_sub(base) {
-            Some(start) if body.text().get(start..start + part.len()).is_some() => {
-                Self {
-                    body: Arc::clone(&body.0),
-                    start,
-                    end: start + part.len(),
-                }
-            }
+            Some(start) if body.text().get(start..start + part.len()).is_some() => Self {
+                body: Arc::clone(&body.0),
+                start,
+                end: start + part.len(),
+            },
             _ => Self::new(part),
         }
     }
@@ -573,8 +571,7 @@ mod tests {
             .0
             .is_empty()
         );
-        let err =
-            decode(br#"{"QueryResponse":{"Item":[]}}"#, &req("Customer"), None).unwrap_err();
+        let err = decode(br#"{"QueryResponse":{"Item":[]}}"#, &req("Customer"), None).unwrap_err();
         assert_eq!(err.0, FailureClass::Rejected);
     }
 

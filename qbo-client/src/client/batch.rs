@@ -27,9 +27,9 @@ use tracing::Instrument;
 
 use super::QboClient;
 use super::request::Call;
+use crate::body::Body;
 use crate::error::{Endpoint, QboError};
 use crate::fault::FaultBody;
-use crate::body::Body;
 use crate::page::{
     Failure, Page, PageRequest, decode_count, decode_failure, decode_page, fault_in_ok_body,
     malformed, page_number,
@@ -390,18 +390,20 @@ fn decode_batch(
         }
         let item = raw.get();
         let result = match &prepared[k].expect {
-            Expect::Page(req) => decode_page(body, item, req, intuit_tid).map(|(records, rejects)| {
-                BatchValue::Page(Page {
-                    page_number: page_number(req.start_position, req.max_results),
-                    start_position: req.start_position,
-                    max_results: req.max_results,
-                    query: prepared[k].text.clone(),
-                    records,
-                    rejects,
-                    intuit_tid: intuit_tid.cloned(),
-                    latency: Duration::ZERO,
+            Expect::Page(req) => {
+                decode_page(body, item, req, intuit_tid).map(|(records, rejects)| {
+                    BatchValue::Page(Page {
+                        page_number: page_number(req.start_position, req.max_results),
+                        start_position: req.start_position,
+                        max_results: req.max_results,
+                        query: prepared[k].text.clone(),
+                        records,
+                        rejects,
+                        intuit_tid: intuit_tid.cloned(),
+                        latency: Duration::ZERO,
+                    })
                 })
-            }),
+            }
             Expect::Count => decode_count(item.as_bytes(), intuit_tid).map(BatchValue::Count),
         };
         slots[k] = Some(result.map_err(|(_, e)| e));
@@ -608,8 +610,12 @@ mod tests {
                 {"Id":"2"}],"startPosition":1,"maxResults":2}}
         ],"time":"2023-01-01T00:00:00.000-08:00"}"#;
         let tid = Some("tid-1".to_owned());
-        let out =
-            decode_batch(&Body::new(body.to_vec(), None).unwrap(), &prepared, tid.as_ref()).unwrap_or_else(|(_, e)| panic!("{e}"));
+        let out = decode_batch(
+            &Body::new(body.to_vec(), None).unwrap(),
+            &prepared,
+            tid.as_ref(),
+        )
+        .unwrap_or_else(|(_, e)| panic!("{e}"));
         match &out[0] {
             Ok(BatchValue::Page(p)) => {
                 assert_eq!(p.records.len(), 1);
@@ -637,9 +643,13 @@ mod tests {
                 .unwrap_or_else(|| panic!("accepted {}", String::from_utf8_lossy(bad)));
             assert_eq!(class, FailureClass::Rejected);
         }
-        let (class, _) = decode_batch(&Body::new(br#"{"BatchItemResponse":["#.to_vec(), None).unwrap(), &prepared, None)
-            .err()
-            .unwrap_or_else(|| panic!("accepted a cut body"));
+        let (class, _) = decode_batch(
+            &Body::new(br#"{"BatchItemResponse":["#.to_vec(), None).unwrap(),
+            &prepared,
+            None,
+        )
+        .err()
+        .unwrap_or_else(|| panic!("accepted a cut body"));
         assert_eq!(class, FailureClass::TruncatedBody);
     }
 }

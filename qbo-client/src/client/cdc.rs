@@ -18,12 +18,10 @@ use tracing::Instrument;
 
 use super::QboClient;
 use super::request::Call;
+use crate::body::Body;
 use crate::error::{Endpoint, QboError};
 use crate::fault::FaultBody;
-use crate::body::Body;
-use crate::page::{
-    Failure, Record, RecordReject, decode_record, fault_in_ok_body, malformed,
-};
+use crate::page::{Failure, Record, RecordReject, decode_record, fault_in_ok_body, malformed};
 use crate::query::{MAX_RESULTS_LIMIT, Op, Query, QueryError};
 use crate::retry::FailureClass;
 use crate::timefmt::{parse_datetime, render_utc};
@@ -142,10 +140,7 @@ pub(crate) type DecodedCdc = (Vec<CdcEntity>, Option<OffsetDateTime>);
 
 /// Decodes a CDC body: every `QueryResponse` element's entity lists (`startPosition`,
 /// `maxResults`, `totalCount` ignored), stubs with `"status":"Deleted"` apart.
-pub(crate) fn decode_cdc(
-    body: &Body,
-    intuit_tid: Option<&String>,
-) -> Result<DecodedCdc, Failure> {
+pub(crate) fn decode_cdc(body: &Body, intuit_tid: Option<&String>) -> Result<DecodedCdc, Failure> {
     let env: Envelope<'_> = serde_json::from_str(body.text())
         .map_err(|e| malformed(format!("CDC answer: {e}"), intuit_tid))?;
     if let Some(f) = env.fault {
@@ -196,7 +191,9 @@ pub(crate) fn decode_cdc(
                         });
                         continue;
                     }
-                    match decode_record(body, raw, || format!("CDCResponse.QueryResponse.{key}[{i}]")) {
+                    match decode_record(body, raw, || {
+                        format!("CDCResponse.QueryResponse.{key}[{i}]")
+                    }) {
                         Ok(r) => entity.records.push(r),
                         Err(mut reject) => {
                             reject.position = i;

@@ -8,10 +8,10 @@ use secrecy::ExposeSecret;
 use tokio::time::Instant;
 
 use super::{POST_THRESHOLD, QboClient};
+use crate::body::{Body, BodyPool};
 use crate::error::{Endpoint, QboError};
 use crate::fault::{Fault, looks_like_xml};
 use crate::http::{intuit_tid_of, retry_after_of, snippet};
-use crate::body::{Body, BodyPool};
 use crate::page::Failure;
 use crate::retry::{Decision, FailureClass, RetryState, past_horizon};
 
