@@ -11,8 +11,13 @@
 //! page that turns out larger than its reservation takes what is free and otherwise stays as
 //! it is (it is already in memory; waiting could only stall the writer that would free it).
 //! Request slots (the realm's rate and in-flight cap) are the client's, independent of this.
+//! Each paging attempt holds at most its share of the budget's pages at once
+//! ([`MemoryBudget::share`]: the budget's pages over the attempts paging now, at least
+//! [`MIN_SHARE`]), so that the segments in play interleave their requests and their writers
+//! (one per segment) work in parallel, instead of the first segment taking the whole budget
+//! while its one writer bounds the run.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use qbo_client::{Page, PageItem};
 use tokio::sync::{Semaphore, SemaphorePermit};
@@ -27,12 +32,29 @@ pub(super) const START_BYTES_PER_ROW: u64 = 4096;
 /// The budget is counted in units of this many bytes (a semaphore permit each).
 const UNIT: u64 = 1024;
 
+/// The fewest pages a paging attempt may hold at once, whatever its share: one being written
+/// while the next is fetched.
+pub(super) const MIN_SHARE: usize = 2;
+
 /// Bytes of pages in memory, shared by every segment of a run.
 pub(super) struct MemoryBudget {
     units: Semaphore,
     total_units: u32,
     bytes_seen: AtomicU64,
     rows_seen: AtomicU64,
+    /// Paging attempts running now ([`MemoryBudget::paging`]).
+    paging: AtomicUsize,
+}
+
+/// One paging attempt, counted among those sharing the budget until dropped.
+pub(super) struct Paging<'a> {
+    budget: &'a MemoryBudget,
+}
+
+impl Drop for Paging<'_> {
+    fn drop(&mut self) {
+        self.budget.paging.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Bytes of one page, reserved from the budget until dropped.
@@ -50,7 +72,26 @@ impl MemoryBudget {
             total_units,
             bytes_seen: AtomicU64::new(0),
             rows_seen: AtomicU64::new(0),
+            paging: AtomicUsize::new(0),
         }
+    }
+
+    /// Counts a paging attempt among those sharing the budget, until the result is dropped.
+    pub(super) fn paging(&self) -> Paging<'_> {
+        self.paging.fetch_add(1, Ordering::Relaxed);
+        Paging { budget: self }
+    }
+
+    /// Most pages of `rows` rows one paging attempt may hold at once (requested, arrived or
+    /// being written): the budget's pages (at the current estimate) over the attempts paging
+    /// now, at least [`MIN_SHARE`].
+    pub(super) fn share(&self, rows: u32) -> usize {
+        let budget = u64::from(self.total_units) * UNIT;
+        let pages = budget / self.estimate(rows).max(1);
+        let attempts = self.paging.load(Ordering::Relaxed).max(1) as u64;
+        usize::try_from(pages / attempts)
+            .unwrap_or(usize::MAX)
+            .max(MIN_SHARE)
     }
 
     /// The estimated bytes of a page of `rows` rows.
@@ -206,6 +247,25 @@ mod tests {
         drop(other);
         drop(r);
         assert_eq!(b.free(), 10 * UNIT);
+    }
+
+    #[test]
+    fn attempts_paging_at_once_share_the_budgets_pages() {
+        // 16 pages of 1,000 rows at the starting estimate.
+        let b = MemoryBudget::new(16 * 1000 * START_BYTES_PER_ROW);
+        assert_eq!(b.share(1000), 16, "alone, the whole budget");
+        let one = b.paging();
+        let two = b.paging();
+        assert_eq!(b.share(1000), 8);
+        let more: Vec<_> = (0..6).map(|_| b.paging()).collect();
+        assert_eq!(b.share(1000), 2);
+        let crowd: Vec<_> = (0..8).map(|_| b.paging()).collect();
+        assert_eq!(b.share(1000), MIN_SHARE, "never fewer than two");
+        drop((more, crowd, two));
+        assert_eq!(b.share(1000), 16);
+        // Small pages: many at once.
+        assert_eq!(b.share(10), 1600);
+        drop(one);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! One paged reading of a range: [`load_attempt`] requests the pages its [`PagePlan`] knows of
-//! all at once (every page a COUNT implies, else one at a time), writes each as it arrives, in
+//! in parallel (every page a COUNT implies, else one at a time; at most its share of the
+//! memory budget's pages held at once, see [`super::budget`]), writes each as it arrives, in
 //! any order, one write at a time, and decides in QBO's order where the query ends.
 //!
 //! Invariants: a page's items that repeat its predecessor's are not written again; pages are
@@ -59,6 +60,9 @@ pub(super) async fn load_attempt<'c>(
     let mut in_flight = FuturesUnordered::new();
     let mut aborts: BTreeMap<usize, AbortHandle> = BTreeMap::new();
     let mut issued = 0usize;
+    // This attempt's share of the memory budget's pages (see `budget`), taken again as other
+    // attempts start and end.
+    let _sharing = ctx.memory.paging();
     if let Some(page) = first {
         // The probe's page 1 (a request like the others, sent earlier); fetched again if it
         // failed.
@@ -88,7 +92,10 @@ pub(super) async fn load_attempt<'c>(
 
     loop {
         if failure.is_none() && !ended {
-            while issued < plan.len() {
+            let share = ctx.memory.share(page_size);
+            while issued < plan.len()
+                && in_flight.len() + ready.len() + usize::from(writing.is_some()) < share
+            {
                 let Some(p) = plan.get(issued) else { break };
                 let (handle, reg) = AbortHandle::new_pair();
                 aborts.insert(issued, handle);
