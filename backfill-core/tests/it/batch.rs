@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use backfill_core::{Entity, ExitStatus, Invoice, RunConfig, RunReport, StopReason};
-use qbo_client::{QboClient, QboConfig, RateLimit, RetryPolicy};
+use qbo_client::QboClient;
 use qbo_sim::{BatchItemFault, BatchObjectCap, Sim, SimBuilder, SimHandle};
 use raw_sink::Sink;
 use time::macros::datetime;
@@ -30,32 +30,15 @@ fn data() -> SimBuilder {
 
 /// A client with no request or batch budget (the simulator's own limits apply).
 fn batch_client(sim: &SimHandle) -> QboClient {
-    let realm = sim.realm_id();
-    let token = sim.refresh_token_for(&realm).unwrap();
-    let cfg = QboConfig::new(
-        qbo_client::Environment::Sandbox,
-        &realm,
-        qbo_client::Credentials::new(sim.client_id(), sim.client_secret(), token),
+    test_builder(
+        sim_config(sim, &sim.realm_id()),
+        Duration::from_millis(50),
+        8,
     )
-    .with_base_url(&sim.base_url())
+    .batch_rate_limit(0)
+    .request_timeout(Duration::from_secs(10))
+    .build()
     .unwrap()
-    .with_token_url(&sim.token_url())
-    .unwrap();
-    QboClient::builder(cfg)
-        .rate_limit(RateLimit::unlimited())
-        .batch_rate_limit(0)
-        .retry_policy(
-            RetryPolicy::default()
-                .with_backoff(
-                    Duration::from_millis(5),
-                    Duration::from_millis(5),
-                    Duration::from_millis(50),
-                )
-                .with_max_attempts(8),
-        )
-        .request_timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
 }
 
 fn batch_config(trigger: &str) -> RunConfig {

@@ -3,7 +3,9 @@ use std::time::Duration;
 
 use backfill_core::window::{self, PlanRequest, WindowSize};
 use backfill_core::{Entity, RunConfig, RunReport, WindowField};
-use qbo_client::{Credentials, Environment, QboClient, QboConfig, RateLimit, RetryPolicy};
+use qbo_client::{
+    Credentials, Environment, QboClient, QboClientBuilder, QboConfig, RateLimit, RetryPolicy,
+};
 use qbo_sim::{SimBuilder, SimHandle};
 use raw_sink::testing::TestDb;
 use raw_sink::{RawTable, Sink};
@@ -17,9 +19,10 @@ pub async fn sim(b: SimBuilder) -> SimHandle {
     b.spawn().await.unwrap()
 }
 
-pub fn client_for(sim: &SimHandle, realm: &str) -> QboClient {
+/// The configuration of a client of `realm` in the simulator, with its current refresh token.
+pub fn sim_config(sim: &SimHandle, realm: &str) -> QboConfig {
     let token = sim.refresh_token_for(realm).unwrap();
-    let cfg = QboConfig::new(
+    QboConfig::new(
         Environment::Sandbox,
         realm,
         Credentials::new(sim.client_id(), sim.client_secret(), token),
@@ -27,13 +30,21 @@ pub fn client_for(sim: &SimHandle, realm: &str) -> QboClient {
     .with_base_url(&sim.base_url())
     .unwrap()
     .with_token_url(&sim.token_url())
-    .unwrap();
-    test_client(cfg, Duration::from_millis(50), 8)
+    .unwrap()
+}
+
+pub fn client_for(sim: &SimHandle, realm: &str) -> QboClient {
+    test_client(sim_config(sim, realm), Duration::from_millis(50), 8)
 }
 
 /// A client for tests: no rate limit, millisecond backoffs up to `max_backoff`, `attempts`
 /// attempts per request, a 5 s timeout.
 pub fn test_client(cfg: QboConfig, max_backoff: Duration, attempts: u32) -> QboClient {
+    test_builder(cfg, max_backoff, attempts).build().unwrap()
+}
+
+/// [`test_client`]'s builder, for tests that change more.
+pub fn test_builder(cfg: QboConfig, max_backoff: Duration, attempts: u32) -> QboClientBuilder {
     QboClient::builder(cfg)
         .rate_limit(RateLimit::unlimited())
         .retry_policy(
@@ -46,8 +57,6 @@ pub fn test_client(cfg: QboConfig, max_backoff: Duration, attempts: u32) -> QboC
                 .with_max_attempts(attempts),
         )
         .request_timeout(Duration::from_secs(5))
-        .build()
-        .unwrap()
 }
 
 pub fn client(sim: &SimHandle) -> QboClient {

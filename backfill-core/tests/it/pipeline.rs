@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use backfill_core::{Entity, Invoice};
-use qbo_client::{QboClient, QboConfig, RateLimit, RetryPolicy};
+use qbo_client::{QboClient, RateLimit, RetryPolicy};
 use qbo_sim::{Sim, SimHandle};
 use time::macros::datetime;
 
@@ -13,18 +13,7 @@ use crate::common::*;
 
 /// A client held to `in_flight` requests at once (no per-minute limit).
 fn capped_client(sim: &SimHandle, in_flight: u32) -> QboClient {
-    let realm = sim.realm_id();
-    let token = sim.refresh_token_for(&realm).unwrap();
-    let cfg = QboConfig::new(
-        qbo_client::Environment::Sandbox,
-        &realm,
-        qbo_client::Credentials::new(sim.client_id(), sim.client_secret(), token),
-    )
-    .with_base_url(&sim.base_url())
-    .unwrap()
-    .with_token_url(&sim.token_url())
-    .unwrap();
-    QboClient::builder(cfg)
+    QboClient::builder(sim_config(sim, &sim.realm_id()))
         .rate_limit(RateLimit {
             per_minute: 0,
             max_concurrency: in_flight,
