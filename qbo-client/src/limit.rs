@@ -45,16 +45,17 @@ impl RateLimit {
     }
 }
 
-/// The governor quota for `per_minute` requests: evenly spaced, burst of one, the spacing a
-/// hair over 60 s / N so that no closed 60-second window ever holds more than N requests (and a
-/// 500/min budget also stays under QBO's 10 requests/second).
+/// The spacing of `per_minute` evenly spaced requests: a hair over 60 s / N, so that no closed
+/// 60-second window ever holds more than N of them; `None` for 0 (unlimited).
+fn spacing(per_minute: u32) -> Option<Duration> {
+    (per_minute > 0)
+        .then(|| Duration::from_micros(60_000_000u64.div_ceil(u64::from(per_minute)) + 1))
+}
+
+/// The governor quota for `per_minute` requests: evenly spaced ([`spacing`]), burst of one (a
+/// 500/min budget then also stays under QBO's 10 requests/second).
 pub(crate) fn quota(per_minute: u32) -> Option<Quota> {
-    if per_minute == 0 {
-        return None;
-    }
-    let per_request_micros = 60_000_000u64.div_ceil(u64::from(per_minute)) + 1;
-    Quota::with_period(Duration::from_micros(per_request_micros))
-        .map(|q| q.allow_burst(NonZeroU32::MIN))
+    Quota::with_period(spacing(per_minute)?).map(|q| q.allow_burst(NonZeroU32::MIN))
 }
 
 /// The limiter of one realm.
@@ -102,7 +103,7 @@ impl RealmLimiter {
 pub const BATCH_REQUESTS_PER_MINUTE: u32 = 40;
 
 /// The batch budget of one realm (batch requests per minute; `0` = unlimited): evenly spaced
-/// slots (a hair over 60 s / N apart, as [`quota`] spaces requests), each taken right before a
+/// slots ([`spacing`], as [`quota`] spaces requests), each taken right before a
 /// batch is sent, after the request budget's permit, so that batch requests leave at least one
 /// spacing apart whatever they waited for before (taken earlier, a wait for the request
 /// budget in between could bunch them up beyond the budget).
@@ -127,11 +128,9 @@ const PROMISE_FOR: Duration = Duration::from_secs(10);
 
 impl BatchLimiter {
     fn new(per_minute: u32) -> Self {
-        let period = (per_minute > 0)
-            .then(|| Duration::from_micros(60_000_000u64.div_ceil(u64::from(per_minute)) + 1));
         Self {
             per_minute,
-            period,
+            period: spacing(per_minute),
             state: Mutex::new(BatchState {
                 next: tokio::time::Instant::now(),
                 promised: None,

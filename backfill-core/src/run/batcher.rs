@@ -155,7 +155,13 @@ impl Batcher {
     pub(super) async fn count(&self, ctx: &Ctx<'_>, query: Query) -> Result<u64, QboError> {
         match self.ask(ctx, query, None).await? {
             Answer::Count(n) => Ok(n),
-            Answer::Page(p) => Ok(p.len() as u64),
+            // Never taken as a COUNT: a page's length is not the filter's total.
+            Answer::Page(_) => Err(QboError::Malformed {
+                endpoint: qbo_client::Endpoint::Api,
+                detail: "a COUNT query was answered with a page".into(),
+                class: qbo_client::FailureClass::Rejected,
+                intuit_tid: None,
+            }),
         }
     }
 

@@ -56,8 +56,8 @@ pub(super) async fn catch_up(ctx: &Ctx<'_>, since: OffsetDateTime) -> Result<u64
     let mut page_number = 0u32;
     loop {
         let q = base.with_start_position(start);
-        let (page, permit) = // Paged until a short page: sent as single queries (a cut page would end it).
-        match fetch_page(ctx, q, None).await {
+        // Paged until a short page: sent as single queries (a cut page would end it).
+        let (page, permit) = match fetch_page(ctx, q, None).await {
             Ok(p) => p,
             Err(AttemptError::Qbo(e)) => return Err(qbo_error(e)),
             Err(AttemptError::Interrupted) => return Ok(read),

@@ -46,9 +46,10 @@
 //! paged reading, pages in parallel: step 4), `pages` (its pure parts: the positions to
 //! request and the overlap check), `fetch` (the queries and the two choke points every QBO
 //! request of the loop goes through: `count_range` and `fetch_page`), `batcher` (`--batch`:
-//! batch requests under those two choke points, step 10), `budget` (the memory budget), `write` (step 5), `catch_up` (the TxnDate catch-up), `outcome` (the run's end,
-//! status and trigger), `failure` (how errors map onto the run). This file holds the shape of
-//! a run, [`run()`], and the state its stages share.
+//! batch requests under those two choke points, step 10), `budget` (the memory budget),
+//! `write` (step 5), `catch_up` (the TxnDate catch-up), `outcome` (the run's end, status and
+//! trigger), `failure` (how errors map onto the run). This file holds the shape of a run,
+//! [`run()`], and the state its stages share.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};

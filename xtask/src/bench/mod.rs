@@ -327,6 +327,7 @@ pub(crate) fn bench(root: &Path, args: &[&str]) -> Result<ExitCode> {
     let admin_url = cluster.start()?;
     eprintln!("xtask bench: PostgreSQL at {admin_url}");
 
+    let sizes = Sizes::new(opts.quick);
     let env = Env {
         root: root.to_path_buf(),
         out_dir,
@@ -337,8 +338,8 @@ pub(crate) fn bench(root: &Path, args: &[&str]) -> Result<ExitCode> {
         admin_url,
         clk_tck: clock_ticks(),
         sizes: Sizes {
-            api: opts.api_invoices.unwrap_or(Sizes::new(opts.quick).api),
-            ..Sizes::new(opts.quick)
+            api: opts.api_invoices.unwrap_or(sizes.api),
+            ..sizes
         },
         opts,
     };
