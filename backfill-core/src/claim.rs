@@ -37,7 +37,8 @@ pub struct BudgetRequest {
     /// The realm's whole budget, shared by every process of the realm (QBO: 500/min, 10).
     pub total: RateLimit,
     /// How many processes share it: each takes `total / workers` (at least 1 request per
-    /// minute and 1 in flight).
+    /// minute and 1 in flight) and the per-second pace in proportion to its requests per
+    /// minute (rounded down, so that the shares' paces never add up to more than the realm's).
     pub workers: u32,
 }
 
@@ -46,8 +47,12 @@ impl BudgetRequest {
     #[must_use]
     pub fn share(&self) -> RateLimit {
         let n = self.workers.max(1);
+        let per_minute = self.total.per_minute / n;
+        let per_second = u64::from(self.total.per_second) * u64::from(per_minute)
+            / u64::from(self.total.per_minute.max(1));
         RateLimit {
-            per_minute: (self.total.per_minute / n).max(1),
+            per_minute: per_minute.max(1),
+            per_second: u32::try_from(per_second).unwrap_or(u32::MAX),
             max_concurrency: (self.total.max_concurrency / n).max(1),
         }
     }
@@ -477,6 +482,7 @@ mod tests {
         let req = |per_minute, max_concurrency, workers| BudgetRequest {
             total: RateLimit {
                 per_minute,
+                per_second: 10,
                 max_concurrency,
             },
             workers,
@@ -486,17 +492,22 @@ mod tests {
             req(500, 10, 4).share(),
             RateLimit {
                 per_minute: 125,
+                per_second: 2,
                 max_concurrency: 2
             }
         );
-        // Never zero (zero means unlimited to the client).
+        assert_eq!(req(500, 10, 2).share().per_second, 5);
+        // Never zero (zero means unlimited to the client); the pace may be (then requests are
+        // spread evenly over the minute).
         assert_eq!(
             req(5, 2, 20).share(),
             RateLimit {
                 per_minute: 1,
+                per_second: 0,
                 max_concurrency: 1
             }
         );
+        assert_eq!(req(500, 10, 20).share().per_second, 0);
         assert_eq!(req(500, 10, 0).share(), RateLimit::QBO);
     }
 

@@ -1,23 +1,30 @@
-//! Proactive rate limiting, per realm and shared by every client of the process: a GCRA
-//! limiter (governor) for the per-minute budget plus a semaphore for the concurrency cap, and
-//! evenly spaced slots for QBO's batch budget (40 batch requests a minute, [`BatchLimiter`]).
-//! A batch request takes one slot of each: it is a request like any other for the 500 a minute
-//! and the 10 in flight, and one of the 40, taken last, right before it is sent.
+//! Proactive rate limiting, per realm and shared by every client of the process: the
+//! per-minute budget (a window of recent sends when QBO's per-second allowance lets a run go
+//! faster than the minute's even pace, a GCRA limiter from governor otherwise) plus a
+//! semaphore for the concurrency cap, and evenly spaced slots for QBO's batch budget (40
+//! batch requests a minute, [`BatchLimiter`]). A batch request takes one slot of each: it is
+//! a request like any other for the 500 a minute and the 10 in flight, and one of the 40,
+//! taken last, right before it is sent.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
-/// QBO's limits for one realm: requests per minute and requests in flight. `0` means unlimited
-/// (for tests).
+/// QBO's limits for one realm: requests per minute, per second and in flight. `0` means
+/// unlimited (for tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RateLimit {
     /// Requests per minute (QBO: 500).
     pub per_minute: u32,
+    /// Requests per second while the minute's budget lasts (QBO: 10). A run of fewer than
+    /// `per_minute` requests then goes at this pace instead of the minute's even one; `0`, or a
+    /// pace no faster than `per_minute` spread evenly, spaces requests evenly over the minute.
+    pub per_second: u32,
     /// Requests in flight at once (QBO: 10).
     pub max_concurrency: u32,
 }
@@ -29,9 +36,11 @@ impl Default for RateLimit {
 }
 
 impl RateLimit {
-    /// QBO's published limits: 500 requests/min and 10 concurrent requests per realm.
+    /// QBO's published limits: 500 requests/min, 10 requests/s and 10 concurrent requests
+    /// per realm.
     pub const QBO: Self = Self {
         per_minute: 500,
+        per_second: 10,
         max_concurrency: 10,
     };
 
@@ -40,6 +49,7 @@ impl RateLimit {
     pub const fn unlimited() -> Self {
         Self {
             per_minute: 0,
+            per_second: 0,
             max_concurrency: 0,
         }
     }
@@ -52,16 +62,118 @@ fn spacing(per_minute: u32) -> Option<Duration> {
         .then(|| Duration::from_micros(60_000_000u64.div_ceil(u64::from(per_minute)) + 1))
 }
 
+/// The window the per-minute budget is counted over when requests go at the per-second pace:
+/// a minute and a second, so that a request reaching QBO up to a second later than the one a
+/// minute before it (a slow connection, a stalled process) still finds the budget free.
+pub(crate) const MINUTE_WINDOW: Duration = Duration::from_secs(61);
+
+/// The spacing of requests at `per_second` a second: a tenth longer than 1 s / N, so that
+/// no second at QBO holds more than N of them unless their travel times differ by more than
+/// a tenth of a second; `None` for 0.
+fn second_spacing(per_second: u32) -> Option<Duration> {
+    (per_second > 0).then(|| Duration::from_micros(1_100_000u64.div_ceil(u64::from(per_second))))
+}
+
 /// The governor quota for `per_minute` requests: evenly spaced ([`spacing`]), burst of one (a
 /// 500/min budget then also stays under QBO's 10 requests/second).
 pub(crate) fn quota(per_minute: u32) -> Option<Quota> {
     Quota::with_period(spacing(per_minute)?).map(|q| q.allow_burst(NonZeroU32::MIN))
 }
 
+/// The sends of the last [`MINUTE_WINDOW`]: at most `budget` of them, each at least `spacing`
+/// after the one before (the per-second pace). The pure part of the per-second pacing.
+pub(crate) struct SendWindow {
+    budget: usize,
+    spacing: Duration,
+    sent: VecDeque<Instant>,
+    /// When the per-second pace allows the next send.
+    next: Option<Instant>,
+}
+
+impl SendWindow {
+    pub(crate) fn new(per_minute: u32, spacing: Duration) -> Self {
+        let budget = per_minute as usize;
+        Self {
+            budget,
+            spacing,
+            sent: VecDeque::with_capacity(budget.min(1024)),
+            next: None,
+        }
+    }
+
+    /// Records a send at `now` when both budgets allow it; otherwise says when to ask again.
+    pub(crate) fn try_send(&mut self, now: Instant) -> Result<(), Instant> {
+        while self
+            .sent
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= MINUTE_WINDOW)
+        {
+            self.sent.pop_front();
+        }
+        let mut at = self.next.unwrap_or(now);
+        if self.sent.len() >= self.budget
+            && let Some(oldest) = self.sent.front()
+        {
+            at = at.max(*oldest + MINUTE_WINDOW);
+        }
+        if now < at {
+            return Err(at);
+        }
+        self.sent.push_back(now);
+        self.next = Some(now + self.spacing);
+        Ok(())
+    }
+}
+
+/// How the per-minute budget is paced.
+enum Pace {
+    /// Unlimited.
+    Free,
+    /// Evenly spaced over the minute.
+    Even(DefaultDirectRateLimiter),
+    /// At the per-second pace while the minute's budget lasts.
+    Window(Mutex<SendWindow>),
+}
+
+impl Pace {
+    fn new(config: RateLimit) -> Self {
+        let Some(even) = spacing(config.per_minute) else {
+            return Pace::Free;
+        };
+        match second_spacing(config.per_second) {
+            Some(fast) if fast < even => {
+                Pace::Window(Mutex::new(SendWindow::new(config.per_minute, fast)))
+            }
+            _ => quota(config.per_minute)
+                .map(governor::RateLimiter::direct)
+                .map_or(Pace::Free, Pace::Even),
+        }
+    }
+
+    async fn until_ready(&self) {
+        match self {
+            Pace::Free => {}
+            Pace::Even(rate) => rate.until_ready().await,
+            Pace::Window(window) => loop {
+                let wait = {
+                    let mut w = window
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    match w.try_send(Instant::now()) {
+                        Ok(()) => return,
+                        Err(at) => at,
+                    }
+                };
+                tokio::time::sleep_until(wait).await;
+            },
+        }
+    }
+}
+
 /// The limiter of one realm.
 pub(crate) struct RealmLimiter {
     config: RateLimit,
-    rate: Option<DefaultDirectRateLimiter>,
+    rate: Pace,
     slots: Option<Arc<Semaphore>>,
 }
 
@@ -74,7 +186,7 @@ impl RealmLimiter {
     fn new(config: RateLimit) -> Self {
         Self {
             config,
-            rate: quota(config.per_minute).map(governor::RateLimiter::direct),
+            rate: Pace::new(config),
             slots: (config.max_concurrency > 0)
                 .then(|| Arc::new(Semaphore::new(config.max_concurrency as usize))),
         }
@@ -88,9 +200,7 @@ impl RealmLimiter {
             Some(s) => Arc::clone(s).acquire_owned().await.ok(),
             None => None,
         };
-        if let Some(rate) = &self.rate {
-            rate.until_ready().await;
-        }
+        self.rate.until_ready().await;
         Permit { _slot: slot }
     }
 
@@ -116,10 +226,10 @@ pub(crate) struct BatchLimiter {
 
 struct BatchState {
     /// When the next slot is free.
-    next: tokio::time::Instant,
+    next: Instant,
     /// When a caller of [`BatchLimiter::try_take`] was promised the next slot (its batch has
     /// not taken it yet): no other caller is told the slot is free meanwhile.
-    promised: Option<tokio::time::Instant>,
+    promised: Option<Instant>,
 }
 
 /// How long a promise of [`BatchLimiter::try_take`] holds when its batch never comes (it was
@@ -132,7 +242,7 @@ impl BatchLimiter {
             per_minute,
             period: spacing(per_minute),
             state: Mutex::new(BatchState {
-                next: tokio::time::Instant::now(),
+                next: Instant::now(),
                 promised: None,
             }),
         }
@@ -157,7 +267,7 @@ impl BatchLimiter {
                     st.promised = None;
                     first = false;
                 }
-                let now = tokio::time::Instant::now();
+                let now = Instant::now();
                 if now >= st.next {
                     st.next = now + period;
                     return;
@@ -177,7 +287,7 @@ impl BatchLimiter {
             return true;
         }
         let mut st = self.lock();
-        let now = tokio::time::Instant::now();
+        let now = Instant::now();
         if st.promised.is_some_and(|at| now < at + PROMISE_FOR) || now < st.next {
             return false;
         }
@@ -220,8 +330,10 @@ pub(crate) fn shared(api_origin: &str, realm_id: &str, config: RateLimit) -> Arc
         tracing::warn!(
             realm = realm_id,
             requested_per_minute = config.per_minute,
+            requested_per_second = config.per_second,
             requested_max_concurrency = config.max_concurrency,
             per_minute = limiter.config().per_minute,
+            per_second = limiter.config().per_second,
             max_concurrency = limiter.config().max_concurrency,
             "another client of this realm already set the rate limit; sharing its limiter"
         );
@@ -288,6 +400,76 @@ mod tests {
         assert!(total < Duration::from_secs(4 * 60 + 1), "{total:?}");
         assert!(total > Duration::from_secs(3 * 60 + 59), "{total:?}");
         assert_eq!(max_in_window(&times, Duration::from_secs(60)), 500);
+    }
+
+    /// Greedy callers against a [`SendWindow`] for `limit`; returns the allowed instants.
+    fn simulate_window(limit: RateLimit, requests: usize) -> Vec<Duration> {
+        let fast = second_spacing(limit.per_second).unwrap();
+        let mut w = SendWindow::new(limit.per_minute, fast);
+        let start = Instant::now();
+        let mut now = start;
+        let mut times = Vec::with_capacity(requests);
+        while times.len() < requests {
+            match w.try_send(now) {
+                Ok(()) => times.push(now - start),
+                Err(at) => {
+                    assert!(at > now, "asked to wait for the past");
+                    now = at;
+                }
+            }
+        }
+        times
+    }
+
+    #[test]
+    fn qbo_pace_uses_the_per_second_allowance_until_the_minute_is_spent() {
+        let times = simulate_window(RateLimit::QBO, 2000);
+        // Never more than 500 in any 60-second window, nor 10 in any second, even when the
+        // requests' travel times differ by up to a tenth of a second.
+        assert_eq!(max_in_window(&times, Duration::from_secs(60)), 500);
+        assert_eq!(max_in_window(&times, Duration::from_micros(1_099_999)), 10);
+        // The first 500 go at ~9 a second (not 500/min's 8.3): the 110th leaves after 12 s.
+        assert!(
+            times[109] < Duration::from_millis(12_000),
+            "{:?}",
+            times[109]
+        );
+        assert!(times[499] < Duration::from_secs(55), "{:?}", times[499]);
+        // Then each request waits for the one sent a window earlier: 2,000 take four windows.
+        assert!(times[500] >= MINUTE_WINDOW, "{:?}", times[500]);
+        let total = *times.last().unwrap();
+        assert!(total >= 3 * MINUTE_WINDOW, "{total:?}");
+        assert!(total < 4 * MINUTE_WINDOW, "{total:?}");
+    }
+
+    #[test]
+    fn the_per_second_pace_applies_only_when_it_is_faster_than_the_even_one() {
+        let window = |per_minute, per_second| {
+            matches!(
+                Pace::new(RateLimit {
+                    per_minute,
+                    per_second,
+                    max_concurrency: 1
+                }),
+                Pace::Window(_)
+            )
+        };
+        assert!(window(500, 10));
+        // A worker's half of QBO's budget: 5 a second beat 250 a minute.
+        assert!(window(250, 5));
+        // A quarter: 2 a second (with the margin, 109 a minute) would be slower than 125 a
+        // minute spread evenly, so requests are spread evenly.
+        assert!(!window(125, 2));
+        assert!(!window(500, 0));
+        assert!(matches!(Pace::new(RateLimit::unlimited()), Pace::Free));
+        assert!(matches!(
+            Pace::new(RateLimit {
+                per_minute: 0,
+                per_second: 10,
+                max_concurrency: 1
+            }),
+            Pace::Free
+        ));
     }
 
     #[test]
@@ -366,7 +548,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn batch_slots_are_spaced_when_taken() {
         let l = BatchLimiter::new(BATCH_REQUESTS_PER_MINUTE);
-        let start = tokio::time::Instant::now();
+        let start = Instant::now();
         let mut at = Vec::new();
         for _ in 0..81 {
             l.acquire().await;
@@ -381,6 +563,7 @@ mod tests {
     async fn concurrency_cap() {
         let l = Arc::new(RealmLimiter::new(RateLimit {
             per_minute: 0,
+            per_second: 0,
             max_concurrency: 2,
         }));
         let p1 = l.acquire().await;

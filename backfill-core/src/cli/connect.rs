@@ -58,6 +58,23 @@ pub(crate) struct ClientLimits {
     pub(crate) give_up_after: Duration,
 }
 
+/// The realm's budget from `--requests-per-min`, `--requests-per-sec` and `--max-in-flight`:
+/// QBO's 10 requests a second apply with QBO's 500 a minute unless a pace is given; a
+/// per-minute figure of one's own (a smaller share of the realm, another limit) is spread
+/// evenly over the minute unless a per-second pace is given with it.
+pub(crate) fn realm_budget(per_minute: u32, per_second: Option<u32>, in_flight: u32) -> RateLimit {
+    let per_second = per_second.unwrap_or(if per_minute == RateLimit::QBO.per_minute {
+        RateLimit::QBO.per_second
+    } else {
+        0
+    });
+    RateLimit {
+        per_minute,
+        per_second,
+        max_concurrency: in_flight,
+    }
+}
+
 /// Registers this process as a worker of `pipeline` in the company of `qbo`, waits for its
 /// share of the realm's budget (other processes of the realm, whatever their command, hold
 /// the rest), and builds the QBO client with that share. The worker is stopped again when the
@@ -206,10 +223,11 @@ pub(crate) async fn session_for(
         }
     };
     let limits = ClientLimits {
-        realm_budget: RateLimit {
-            per_minute: args.requests_per_min,
-            max_concurrency: args.max_in_flight,
-        },
+        realm_budget: realm_budget(
+            args.requests_per_min,
+            args.requests_per_sec,
+            args.max_in_flight,
+        ),
         realm_batch_per_minute: qbo_client::BATCH_REQUESTS_PER_MINUTE,
         give_up_after: args.give_up_after.as_duration(),
     };
@@ -327,6 +345,7 @@ impl From<&RunArgs> for QboArgs {
         Self {
             token_store: run.token_store.clone(),
             requests_per_min: run.requests_per_min,
+            requests_per_sec: run.requests_per_sec,
             max_in_flight: run.max_in_flight,
             give_up_after: run.give_up_after,
             max_requests: run.max_requests,
@@ -338,7 +357,18 @@ impl From<&RunArgs> for QboArgs {
 
 #[cfg(test)]
 mod tests {
-    use super::batch_share;
+    use qbo_client::RateLimit;
+
+    use super::{batch_share, realm_budget};
+
+    #[test]
+    fn qbos_per_second_pace_comes_with_qbos_per_minute_budget_only() {
+        assert_eq!(realm_budget(500, None, 10), RateLimit::QBO);
+        // A per-minute figure of one's own is spread evenly unless a pace is given with it.
+        assert_eq!(realm_budget(250, None, 5).per_second, 0);
+        assert_eq!(realm_budget(250, Some(4), 5).per_second, 4);
+        assert_eq!(realm_budget(500, Some(5), 10).per_second, 5);
+    }
 
     #[test]
     fn the_batch_budget_is_split_between_workers() {

@@ -22,6 +22,11 @@ pub struct QboArgs {
     /// the realm (pipelines included): this one takes 1/--workers of it.
     #[arg(long, default_value = "500", value_parser = clap::value_parser!(u32).range(1..))]
     pub requests_per_min: u32,
+    /// QBO requests per second for this realm while the minute's budget lasts (QBO allows
+    /// 10): default 10 with the default --requests-per-min, otherwise requests are spread
+    /// evenly over the minute unless this is given.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub requests_per_sec: Option<u32>,
     /// QBO requests in flight at once for this realm (QBO allows 10), shared the same way.
     #[arg(long, default_value = "10", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_in_flight: u32,

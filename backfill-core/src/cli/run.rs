@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use clap::Args;
-use qbo_client::{QboClient, QboConfig, RateLimit};
+use qbo_client::{QboClient, QboConfig};
 use raw_sink::{PgConfig, Sink};
 use time::OffsetDateTime;
 
@@ -59,6 +59,11 @@ pub struct RunArgs {
     /// QBO requests per minute for this realm (QBO allows 500).
     #[arg(long, default_value = "500", value_parser = clap::value_parser!(u32).range(1..))]
     pub requests_per_min: u32,
+    /// QBO requests per second for this realm while the minute's budget lasts (QBO allows
+    /// 10): default 10 with the default --requests-per-min, otherwise requests are spread
+    /// evenly over the minute unless this is given.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub requests_per_sec: Option<u32>,
     /// QBO requests in flight at once for this realm (QBO allows 10).
     #[arg(long, default_value = "10", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_in_flight: u32,
@@ -303,10 +308,11 @@ pub(crate) async fn pipeline_for<E: Entity>(
     let token_warnings =
         super::auth::warn_expiring(store.as_ref(), &qbo.realm_id, &qbo.credentials.client_id).await;
     let limits = connect::ClientLimits {
-        realm_budget: RateLimit {
-            per_minute: args.requests_per_min,
-            max_concurrency: args.max_in_flight,
-        },
+        realm_budget: connect::realm_budget(
+            args.requests_per_min,
+            args.requests_per_sec,
+            args.max_in_flight,
+        ),
         realm_batch_per_minute: args.batch_requests_per_min,
         give_up_after: args.give_up_after.as_duration(),
     };

@@ -16,6 +16,7 @@ fn capped_client(sim: &SimHandle, in_flight: u32) -> QboClient {
     QboClient::builder(sim_config(sim, &sim.realm_id()))
         .rate_limit(RateLimit {
             per_minute: 0,
+            per_second: 0,
             max_concurrency: in_flight,
         })
         .retry_policy(RetryPolicy::default().with_backoff(

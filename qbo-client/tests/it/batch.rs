@@ -302,6 +302,7 @@ async fn hold(b: Budgets) -> Duration {
         .token_store(Arc::new(MemoryTokenStore::new()))
         .rate_limit(RateLimit {
             per_minute: b.client_requests_per_min,
+            per_second: 0,
             max_concurrency: 10,
         })
         .batch_rate_limit(b.client_batches_per_min)

@@ -27,6 +27,7 @@ async fn a_2000_request_burst_stays_under_budget_and_concurrency() {
         .token_store(Arc::new(MemoryTokenStore::new()))
         .rate_limit(RateLimit {
             per_minute: 24_000,
+            per_second: 0,
             max_concurrency: 10,
         })
         .retry_policy(RetryPolicy::no_retries())
@@ -94,6 +95,7 @@ async fn clients_of_one_realm_share_the_limiter() {
         .unwrap();
     let limit = RateLimit {
         per_minute: 0,
+        per_second: 0,
         max_concurrency: 3,
     };
     // One store for both, as two services of one company would share one.
@@ -130,4 +132,61 @@ async fn clients_of_one_realm_share_the_limiter() {
     // b refreshed from a's saved token; a, whose token b's rotation killed, would recover the
     // same way (store first).
     assert_eq!(stats.token_failures, 0);
+}
+
+/// QBO's own budget on both sides: the client goes at QBO's per-second pace while the minute's
+/// budget lasts (faster than 500 a minute spread evenly), and the simulator, enforcing 500 a
+/// minute, 10 a second and 10 in flight, throttles none of it. No retries: a single 429 would
+/// fail the test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qbo_pace_is_never_throttled_by_qbo_limits() {
+    let sim = qbo_sim::Sim::builder()
+        .seed(52)
+        .customers(20)
+        .qbo_limits()
+        .latency(ms(20), ms(30))
+        .spawn()
+        .await
+        .unwrap();
+    let client = QboClient::builder(config(&sim))
+        .token_store(Arc::new(MemoryTokenStore::new()))
+        .rate_limit(RateLimit::QBO)
+        .retry_policy(RetryPolicy::no_retries())
+        .build()
+        .unwrap();
+    client
+        .ensure_token_valid_for(Duration::from_secs(60))
+        .await
+        .unwrap();
+    let q = Query::count("Customer").build().unwrap();
+    let tasks: Vec<_> = (0..60)
+        .map(|_| {
+            let c = client.clone();
+            let q = q.clone();
+            tokio::spawn(async move { c.count(&q).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let stats = sim.stats();
+    assert_eq!(stats.throttled, 0, "{stats:?}");
+    assert_eq!(stats.count("query", 200), 60);
+    // The simulator's arrivals: never 10 within a second (its per-second limit counts them so).
+    let mut at: Vec<_> = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.endpoint == "query")
+        .map(|r| r.at)
+        .collect();
+    at.sort();
+    let worst = at
+        .windows(11)
+        .map(|w| w[10] - w[0])
+        .min()
+        .unwrap_or(time::Duration::MAX);
+    assert!(
+        worst >= time::Duration::seconds(1),
+        "11 requests arrived within {worst}"
+    );
 }
