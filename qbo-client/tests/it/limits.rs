@@ -37,18 +37,8 @@ async fn a_2000_request_burst_stays_under_budget_and_concurrency() {
         .ensure_token_valid_for(Duration::from_secs(60))
         .await
         .unwrap();
-    let q = Query::count("Customer").build().unwrap();
     let started = Instant::now();
-    let tasks: Vec<_> = (0..2000)
-        .map(|_| {
-            let c = client.clone();
-            let q = q.clone();
-            tokio::spawn(async move { c.count(&q).await })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap().unwrap();
-    }
+    count_burst(&client, 2000).await;
     let elapsed = started.elapsed();
     let stats = sim.stats();
     assert_eq!(stats.throttled, 0, "{stats:?}");
@@ -158,17 +148,7 @@ async fn qbo_pace_is_never_throttled_by_qbo_limits() {
         .ensure_token_valid_for(Duration::from_secs(60))
         .await
         .unwrap();
-    let q = Query::count("Customer").build().unwrap();
-    let tasks: Vec<_> = (0..60)
-        .map(|_| {
-            let c = client.clone();
-            let q = q.clone();
-            tokio::spawn(async move { c.count(&q).await })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap().unwrap();
-    }
+    count_burst(&client, 60).await;
     let stats = sim.stats();
     assert_eq!(stats.throttled, 0, "{stats:?}");
     assert_eq!(stats.count("query", 200), 60);
@@ -189,4 +169,19 @@ async fn qbo_pace_is_never_throttled_by_qbo_limits() {
         worst >= time::Duration::seconds(1),
         "11 requests arrived within {worst}"
     );
+}
+
+/// `n` COUNT queries from `client`, all at once; every one must succeed.
+async fn count_burst(client: &QboClient, n: usize) {
+    let q = Query::count("Customer").build().unwrap();
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let c = client.clone();
+            let q = q.clone();
+            tokio::spawn(async move { c.count(&q).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
 }
