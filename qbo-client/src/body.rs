@@ -9,23 +9,38 @@
 //! the buffers of large bodies: a dropped body gives its buffer back to the client's
 //! [`BodyPool`], and a later answer is read into it.
 //!
-//! Invariants: a pooled buffer is empty; the pool keeps at most [`KEEP`] buffers, each of at
-//! least [`POOLED_BYTES`] (small answers, COUNTs and faults, are allocated as usual); a body's
-//! text is valid UTF-8, checked once when the body is made.
+//! Invariants: a pooled buffer is empty; the free buffers a pool keeps total at most its
+//! limit in bytes of capacity ([`DEFAULT_REUSED_BODY_BYTES`] unless lowered with
+//! [`BodyPool::limit`], which the owner of a memory budget counts inside it), each of at least
+//! [`POOLED_BYTES`] (small answers, COUNTs and faults, are allocated as usual); a body's text
+//! is valid UTF-8, checked once when the body is made.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 /// Bodies at least this large are read into pooled buffers.
 pub(crate) const POOLED_BYTES: usize = 64 * 1024;
 
-/// Most free buffers a pool keeps (more are freed): enough for the answers that arrive while
-/// others are being written, at QBO's 10 requests in flight.
-pub(crate) const KEEP: usize = 12;
+/// Bytes of free buffers a client keeps for reuse unless told otherwise
+/// ([`crate::QboClient::limit_reused_bodies`]): a dozen full pages of large invoices, enough
+/// for the answers that arrive while others are being written at QBO's 10 requests in flight.
+pub const DEFAULT_REUSED_BODY_BYTES: usize = 48 << 20;
 
 /// The free buffers of one client.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct BodyPool {
     free: Mutex<Vec<Vec<u8>>>,
+    /// Most bytes (of capacity) the free buffers may total.
+    limit: AtomicUsize,
+}
+
+impl Default for BodyPool {
+    fn default() -> Self {
+        Self {
+            free: Mutex::new(Vec::new()),
+            limit: AtomicUsize::new(DEFAULT_REUSED_BODY_BYTES),
+        }
+    }
 }
 
 impl BodyPool {
@@ -70,16 +85,35 @@ impl BodyPool {
         }
     }
 
-    /// Takes `buf` back for a later answer (kept if large and the pool is not full).
+    /// Takes `buf` back for a later answer (kept if large and the free buffers stay within
+    /// the limit).
     fn give_back(&self, mut buf: Vec<u8>) {
         if buf.capacity() < POOLED_BYTES {
             return;
         }
         buf.clear();
+        let limit = self.limit.load(Ordering::Relaxed);
         let mut free = self.free();
-        if free.len() < KEEP {
+        if held(&free).saturating_add(buf.capacity()) <= limit {
             free.push(buf);
         }
+    }
+
+    /// Lowers the limit on the free buffers' bytes to `bytes` (never raises it: every owner
+    /// sharing the client keeps the bound it counted on), freeing buffers beyond it, largest
+    /// first.
+    pub(crate) fn limit(&self, bytes: usize) {
+        let limit = self.limit.fetch_min(bytes, Ordering::Relaxed).min(bytes);
+        let mut free = self.free();
+        free.sort_unstable_by_key(Vec::capacity);
+        while held(&free) > limit {
+            free.pop();
+        }
+    }
+
+    /// Bytes the free buffers hold.
+    pub(crate) fn free_bytes(&self) -> usize {
+        held(&self.free())
     }
 
     /// Free buffers held.
@@ -87,6 +121,11 @@ impl BodyPool {
     pub(crate) fn len(&self) -> usize {
         self.free().len()
     }
+}
+
+/// Capacity of `buffers`, in bytes.
+fn held(buffers: &[Vec<u8>]) -> usize {
+    buffers.iter().map(Vec::capacity).sum()
 }
 
 /// The text of one answer; its buffer goes back to its pool when dropped.
@@ -100,6 +139,11 @@ impl BodyText {
     /// The text.
     pub(crate) fn text(&self) -> &str {
         &self.text
+    }
+
+    /// Bytes of the buffer the text lies in.
+    pub(crate) fn capacity(&self) -> usize {
+        self.text.capacity()
     }
 }
 
@@ -182,13 +226,32 @@ mod tests {
     }
 
     #[test]
-    fn the_pool_keeps_a_bounded_number_of_buffers() {
+    fn the_pool_keeps_free_buffers_within_its_limit_in_bytes() {
         let pool = Arc::new(BodyPool::default());
-        let bodies: Vec<Body> = (0..KEEP + 5)
-            .map(|_| Body::new(pool.buffer(POOLED_BYTES), Some(&pool)).unwrap())
+        let big = 4 << 20;
+        let n = DEFAULT_REUSED_BODY_BYTES / big + 3;
+        let bodies: Vec<Body> = (0..n)
+            .map(|_| Body::new(pool.buffer(big), Some(&pool)).unwrap())
             .collect();
+        let each = bodies[0].0.capacity();
         drop(bodies);
-        assert_eq!(pool.len(), KEEP);
+        assert_eq!(
+            pool.len(),
+            DEFAULT_REUSED_BODY_BYTES / each,
+            "the rest were freed"
+        );
+        assert!(pool.free_bytes() <= DEFAULT_REUSED_BODY_BYTES);
+        // Lowering the limit frees what is beyond it at once, and it is never raised again.
+        pool.limit(2 * each + 1);
+        assert_eq!(pool.len(), 2);
+        pool.limit(DEFAULT_REUSED_BODY_BYTES);
+        let more: Vec<Body> = (0..4)
+            .map(|_| Body::new(pool.buffer(big), Some(&pool)).unwrap())
+            .collect();
+        drop(more);
+        assert_eq!(pool.len(), 2, "still the lower limit");
+        pool.limit(0);
+        assert_eq!(pool.free_bytes(), 0);
         // Text that is not UTF-8 is refused.
         assert!(Body::new(vec![0xff, 0xfe], Some(&pool)).is_err());
         assert_eq!(Body::owned("[1]".into()).text(), "[1]");

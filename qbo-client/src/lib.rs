@@ -85,6 +85,7 @@ mod retry;
 mod timefmt;
 mod token;
 
+pub use body::DEFAULT_REUSED_BODY_BYTES;
 pub use client::{
     BATCH_MAX_ITEMS, BATCH_MAX_OBJECTS, BatchAnswer, BatchError, BatchItem, BatchItemAnswer,
     BatchValue, CDC_MAX_AGE, CDC_MAX_OBJECTS, CdcDeleted, CdcEntity, CdcResponse,

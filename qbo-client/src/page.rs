@@ -59,6 +59,29 @@ impl Page {
         self.len() < self.max_results as usize
     }
 
+    /// Bytes the page holds in memory: each buffer its records' text lies in, counted once at
+    /// its capacity (a response body, or a batch answer shared with the batch's other pages),
+    /// plus its items' own allocations. What a memory budget should count: the text of the
+    /// records alone says less than the buffers they keep alive.
+    #[must_use]
+    pub fn held_bytes(&self) -> u64 {
+        let mut bodies: Vec<&Arc<BodyText>> = Vec::with_capacity(1);
+        let mut bytes = self.records.capacity() * std::mem::size_of::<Record>()
+            + self.rejects.capacity() * std::mem::size_of::<RecordReject>();
+        for r in &self.records {
+            bytes += r.id.capacity();
+            if !bodies.iter().any(|b| Arc::ptr_eq(b, &r.raw.body)) {
+                bodies.push(&r.raw.body);
+                bytes += r.raw.body.capacity();
+            }
+        }
+        for r in &self.rejects {
+            bytes +=
+                r.raw.get().len() + r.reason.capacity() + r.id.as_ref().map_or(0, String::capacity);
+        }
+        bytes as u64
+    }
+
     /// The page's items in QBO's order: records and rejects interleaved as they came.
     pub fn items(&self) -> impl Iterator<Item = PageItem<'_>> {
         let mut records = self.records.iter();
@@ -528,6 +551,45 @@ mod tests {
         let other = Body::new(b"{}".to_vec(), None).unwrap();
         assert_eq!(RawJson::within(&other, "[1]").get(), "[1]");
         assert_eq!(format!("{}", RawJson::new("{\"a\":1}")), "{\"a\":1}");
+    }
+
+    #[test]
+    fn a_page_counts_the_buffer_its_records_keep_alive_once() {
+        let text = r#"{"QueryResponse":{"Invoice":[
+            {"Id":"1","MetaData":{"CreateTime":"2023-01-01T00:00:00Z","LastUpdatedTime":"2023-01-01T00:00:00Z"}},
+            {"Id":"2","MetaData":{"CreateTime":"2023-01-02T00:00:00Z","LastUpdatedTime":"2023-01-02T00:00:00Z"}}
+        ],"startPosition":1,"maxResults":2}}"#;
+        // A buffer with room to spare, as a reused one has: its capacity is what is held.
+        let mut bytes = Vec::with_capacity(100_000);
+        bytes.extend_from_slice(text.as_bytes());
+        let body = Body::new(bytes, None).unwrap();
+        let (records, _) = decode_page(&body, body.text(), &req("Invoice"), None).unwrap();
+        let page = |records: Vec<Record>| Page {
+            page_number: 1,
+            start_position: 1,
+            max_results: 2,
+            query: String::new(),
+            records,
+            rejects: Vec::new(),
+            intuit_tid: None,
+            latency: Duration::ZERO,
+        };
+        let one = page(records.clone()).held_bytes();
+        assert!(
+            (100_000..101_000).contains(&one),
+            "the body once, not per record: {one}"
+        );
+        // Records of their own each hold their own text.
+        let owned: Vec<Record> = records
+            .iter()
+            .map(|r| Record {
+                raw: RawJson::new(r.raw.get()),
+                ..r.clone()
+            })
+            .collect();
+        let own = page(owned).held_bytes();
+        assert!(own < 1_000, "{own}");
+        assert_eq!(page(Vec::new()).held_bytes(), 0);
     }
 
     fn req(entity: &str) -> PageRequest<'_> {

@@ -129,6 +129,21 @@ impl QboClient {
         self.inner.batch_limiter.try_take()
     }
 
+    /// Lowers to `bytes` what this client (and its clones) keep of free answer buffers for
+    /// reuse ([`DEFAULT_REUSED_BODY_BYTES`](crate::DEFAULT_REUSED_BODY_BYTES) until then),
+    /// freeing what is beyond it at once. The limit is never raised, so every caller that
+    /// counts it inside a memory budget of its own can rely on it. Answers in use are not
+    /// counted here: their owner bounds them ([`Page::held_bytes`](crate::Page::held_bytes)).
+    pub fn limit_reused_bodies(&self, bytes: usize) {
+        self.inner.bodies.limit(bytes);
+    }
+
+    /// Bytes (of capacity) of the free answer buffers this client keeps for reuse now.
+    #[must_use]
+    pub fn reused_body_bytes(&self) -> usize {
+        self.inner.bodies.free_bytes()
+    }
+
     /// Records in the token store (for `auth status`) that an API call succeeded, if one did
     /// since the last success recorded. The client records its first successful answer by
     /// itself; call this once when a run ends, so the store holds the run's last success
