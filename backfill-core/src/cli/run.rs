@@ -38,7 +38,8 @@ pub struct RunArgs {
     #[arg(long, default_value = "4")]
     pub concurrency: NonZeroUsize,
     /// Bytes of pages held in memory at once, counted from before each request is sent until
-    /// the page is written: e.g. 64MB, 512K, 1G (powers of 1024).
+    /// the page is written, answer buffers kept for reuse included (a quarter of it): e.g.
+    /// 64MB, 512K, 1G (powers of 1024).
     #[arg(long, default_value = "64MB", value_parser = crate::parse_memory_budget)]
     pub memory_budget: u64,
     /// Skip the COUNT verification of each window.

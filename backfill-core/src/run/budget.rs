@@ -1,7 +1,12 @@
 //! The memory budget of a run (`--memory-budget`): bytes of pages in memory, counted from
-//! before a page's request is sent until the page is written.
+//! before a page's request is sent until the page is written, plus the free answer buffers the
+//! client keeps for reuse ([`split`]).
 //!
-//! Invariants: a request reserves its page's *estimated* bytes ([`MemoryBudget::estimate`]:
+//! Invariants: a page counts what it holds ([`qbo_client::Page::held_bytes`]: the buffer its
+//! records lie in, at its capacity, and its items), not only its records' text; the client's
+//! free buffers stay within the part of the budget [`split`] leaves them, so pages in memory
+//! and buffers kept for reuse together stay within `--memory-budget`. A request reserves its
+//! page's *estimated* bytes ([`MemoryBudget::estimate`]:
 //! the bytes per row observed so far, or [`START_BYTES_PER_ROW`] before any page arrived,
 //! times MAXRESULTS) before it is sent, and the reservation is re-sized to the page's real
 //! size once it arrives ([`Reservation::resize`]); the reservation is released when the page
@@ -15,11 +20,13 @@
 //! ([`MemoryBudget::share`]: the budget's pages over the attempts paging now, at least
 //! [`MIN_SHARE`]), so that the segments in play interleave their requests and their writers
 //! (one per segment) work in parallel, instead of the first segment taking the whole budget
-//! while its one writer bounds the run.
+//! while its one writer bounds the run; an attempt holds a page beyond its share only while
+//! the budget has room for two more pages ([`MemoryBudget::has_room`]), which is when pages
+//! wait for answers (latency) rather than for writers, so that segments near their end leave
+//! their share to the others instead of fewer requests being in flight.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use qbo_client::{Page, PageItem};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// The default `--memory-budget`: 64 MiB.
@@ -35,6 +42,20 @@ const UNIT: u64 = 1024;
 /// The fewest pages a paging attempt may hold at once, whatever its share: one being written
 /// while the next is fetched.
 pub(super) const MIN_SHARE: usize = 2;
+
+/// Splits a run's `--memory-budget` of `total` bytes into the bytes of pages in memory and the
+/// bytes of free answer buffers the client may keep for reuse
+/// ([`qbo_client::QboClient::limit_reused_bodies`]): a quarter, a few full pages, so that the
+/// buffers of pages just written serve the answers that follow instead of being freed and
+/// allocated again (which fragments the heap: see `qbo_client`'s body buffers).
+pub(super) fn split(total: u64) -> (u64, usize) {
+    let reuse = total / 4;
+    (total - reuse, usize::try_from(reuse).unwrap_or(usize::MAX))
+}
+
+/// Pages of room an attempt leaves free when it holds a page beyond its share
+/// ([`MemoryBudget::has_room`]): one for another segment's next page, one for its own.
+const SPARE_PAGES: u64 = 2;
 
 /// Bytes of pages in memory, shared by every segment of a run.
 pub(super) struct MemoryBudget {
@@ -92,6 +113,14 @@ impl MemoryBudget {
         usize::try_from(pages / attempts)
             .unwrap_or(usize::MAX)
             .max(MIN_SHARE)
+    }
+
+    /// Whether the budget has room now for [`SPARE_PAGES`] pages of `rows` rows beyond what
+    /// is reserved: then an attempt may hold a page beyond its share, since pages are waiting
+    /// for answers rather than for writers.
+    pub(super) fn has_room(&self, rows: u32) -> bool {
+        let free = self.units.available_permits() as u64 * UNIT;
+        free >= self.estimate(rows).saturating_mul(SPARE_PAGES)
     }
 
     /// The estimated bytes of a page of `rows` rows.
@@ -163,18 +192,6 @@ impl Reservation<'_> {
     pub(super) fn bytes(&self) -> u64 {
         self.permit.num_permits() as u64 * UNIT
     }
-}
-
-/// What a page occupies in memory: its items' JSON text and ids, plus a small per-item
-/// overhead.
-pub(super) fn page_bytes(page: &Page) -> u64 {
-    const PER_ITEM: u64 = 96;
-    page.items()
-        .map(|item| match item {
-            PageItem::Record(r) => r.raw.get().len() + r.id.len(),
-            PageItem::Reject(r) => r.raw.get().len() + r.reason.len(),
-        } as u64 + PER_ITEM)
-        .sum()
 }
 
 /// Parses `--memory-budget`: a number of bytes with an optional unit `K`, `M` or `G` (powers
@@ -277,6 +294,31 @@ mod tests {
         b.observe(0, 99);
         b.observe(1000, 500_000);
         assert_eq!(b.estimate(100), 100_000);
+    }
+
+    #[tokio::test]
+    async fn an_attempt_may_go_beyond_its_share_only_while_the_budget_has_room() {
+        // 8 pages of 1,000 rows at the starting estimate.
+        let page = 1000 * START_BYTES_PER_ROW;
+        let b = MemoryBudget::new(8 * page);
+        let mut held = Vec::new();
+        for _ in 0..6 {
+            assert!(b.has_room(1000));
+            held.push(b.reserve(page).await.unwrap());
+        }
+        assert!(b.has_room(1000), "two pages free");
+        held.push(b.reserve(page).await.unwrap());
+        assert!(!b.has_room(1000), "one page free: left to the others");
+        drop(held.pop());
+        assert!(b.has_room(1000));
+    }
+
+    #[test]
+    fn pages_and_reused_buffers_share_the_budget() {
+        let (pages, reuse) = split(DEFAULT_MEMORY_BUDGET);
+        assert_eq!(pages + reuse as u64, DEFAULT_MEMORY_BUDGET);
+        assert_eq!(reuse as u64, DEFAULT_MEMORY_BUDGET / 4);
+        assert_eq!(split(1), (1, 0));
     }
 
     #[test]

@@ -66,7 +66,8 @@ pub struct RunConfig {
     /// Retries of database statements while the database is unreachable.
     pub db_retry: DbRetry,
     /// Bytes of pages held in memory at once, from before a page's request is sent until the
-    /// page is written (`--memory-budget`); a page larger than this is still fetched, alone.
+    /// page is written, with the client's free answer buffers kept for reuse (a quarter of it)
+    /// (`--memory-budget`); a page larger than this is still fetched, alone.
     pub memory_budget: u64,
     /// Send the loop's queries (pages and COUNTs) packed into batch requests of up to 30
     /// items when the realm's batch budget has a slot free, and as single queries otherwise

@@ -18,7 +18,7 @@ use time::{OffsetDateTime, UtcOffset};
 use crate::WindowField;
 use crate::window::{Window, format_utc};
 
-use super::budget::{Reservation, page_bytes};
+use super::budget::Reservation;
 use super::load::{AttemptError, Loaded, WindowTally};
 use super::write::write_page;
 use super::{Ctx, duration_ms, sent, stoppable};
@@ -133,7 +133,7 @@ pub(super) async fn fetch_page<'c>(
     match answer {
         None => Err(AttemptError::Interrupted),
         Some(Ok(page)) => {
-            let bytes = page_bytes(&page);
+            let bytes = page.held_bytes();
             ctx.memory.observe(page.len(), bytes);
             reservation.resize(bytes);
             Ok((page, reservation))
@@ -163,6 +163,7 @@ pub(super) async fn load_narrowed(
         let (page, reservation) = fetch_page(ctx, q, None).await?;
         let seconds = (part.end - part.start).whole_seconds();
         if page.len() >= page_size && seconds >= 2 {
+            drop(page);
             drop(reservation);
             let mid = part.start + time::Duration::seconds(seconds / 2);
             stack.push(Window {
@@ -176,6 +177,8 @@ pub(super) async fn load_narrowed(
             continue;
         }
         if page.len() >= page_size {
+            // The page is read again by the paging below: freed first, with its memory.
+            drop(page);
             drop(reservation);
             let paged =
                 Box::pin(super::paging::load_attempt(ctx, windows, part, None, None)).await?;

@@ -365,6 +365,9 @@ pub async fn run<E: Entity>(
         return Err(err);
     }
 
+    // Pages in memory and the client's free answer buffers share `--memory-budget`.
+    let (pages_budget, reused_bodies) = budget::split(cfg.memory_budget);
+    client.limit_reused_bodies(reused_bodies);
     let ctx = Ctx {
         client,
         sink,
@@ -379,7 +382,7 @@ pub async fn run<E: Entity>(
         run_id,
         worker: worker.clone(),
         token_gate: tokio::sync::Mutex::new(()),
-        memory: budget::MemoryBudget::new(cfg.memory_budget),
+        memory: budget::MemoryBudget::new(pages_budget),
         requests: AtomicU64::new(0),
         calls_at_start: Meter::of(client),
         batcher: cfg.batch.then(batcher::Batcher::new),

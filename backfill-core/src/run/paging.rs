@@ -93,14 +93,23 @@ pub(super) async fn load_attempt<'c>(
     loop {
         if failure.is_none() && !ended {
             let share = ctx.memory.share(page_size);
-            while issued < plan.len()
-                && in_flight.len() + ready.len() + usize::from(writing.is_some()) < share
-            {
+            while issued < plan.len() {
+                let held = in_flight.len() + ready.len() + usize::from(writing.is_some());
+                // Beyond its share only while the budget has room to spare (pages wait in
+                // flight, not for writers), one page at a time: the room is reserved when the
+                // request is sent, after this loop.
+                let beyond = held >= share;
+                if beyond && !ctx.memory.has_room(page_size) {
+                    break;
+                }
                 let Some(p) = plan.get(issued) else { break };
                 let (handle, reg) = AbortHandle::new_pair();
                 aborts.insert(issued, handle);
                 in_flight.push(fetch(issued, p.start, plan.expected(), reg));
                 issued += 1;
+                if beyond {
+                    break;
+                }
             }
         }
         if writing.is_none()

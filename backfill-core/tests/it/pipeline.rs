@@ -116,6 +116,37 @@ async fn a_memory_budget_smaller_than_one_page_loads_exactly_one_page_at_a_time(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answer_buffers_kept_for_reuse_stay_within_their_part_of_the_memory_budget() {
+    // Pages of 500 invoices (~1 MB) fetched several at a time within a 4 MB budget: the
+    // buffers the client keeps once they are written stay within a quarter of it (the client
+    // alone would keep up to 48 MB of them).
+    let sim = sim(Sim::builder()
+        .seed(24)
+        .invoices(4000)
+        .latency(Duration::from_millis(5), Duration::ZERO)
+        .span(
+            datetime!(2023-01-01 00:00 UTC),
+            datetime!(2023-01-03 00:00 UTC),
+        ))
+    .await;
+    let (_db, sink) = db().await;
+    let client = capped_client(&sim, 10);
+    let mut cfg = config("2023-01-01", "2023-01-03", "reused-buffers");
+    cfg.page_size = 500;
+    cfg.memory_budget = 4 << 20;
+    let report = run::<Invoice>(&client, &sink, &cfg).await;
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let (start, end) = (cfg.range_start, cfg.range_end);
+    assert_eq!(loaded_ids(&sink, &sim).await, truth_ids(&sim, start, end));
+    let kept = client.reused_body_bytes();
+    assert!(
+        kept <= 1 << 20,
+        "{kept} bytes of buffers kept for a 4 MB budget"
+    );
+    sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_inserted_while_a_segment_is_paged_in_parallel_is_detected_and_loaded() {
     // Two days (one probed segment) of ~400 invoices in pages of 20: 20 pages requested at
     // once, 3 at a time. After the first pages are served, an invoice is created at the
