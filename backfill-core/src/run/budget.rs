@@ -23,14 +23,21 @@
 //! while its one writer bounds the run; an attempt holds a page beyond its share only while
 //! the budget has room for two more pages ([`MemoryBudget::has_room`]), which is when pages
 //! wait for answers (latency) rather than for writers, so that segments near their end leave
-//! their share to the others instead of fewer requests being in flight.
+//! their share to the others instead of fewer requests being in flight. Within its share, an
+//! attempt keeps no more pages ahead of its writer than the writer can use (`ahead.rs`), so
+//! a run bound by PostgreSQL rather than by QBO holds far less than the budget. The most
+//! bytes reserved at once is the run's [`MemoryBudget::peak`].
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-/// The default `--memory-budget`: 64 MiB.
-pub const DEFAULT_MEMORY_BUDGET: u64 = 64 * 1024 * 1024;
+/// The default `--memory-budget`: 96 MiB (72 MiB of pages: QBO's 10 full pages of large
+/// invoices in flight at seconds a page, and the pages arrived or being written beside them;
+/// a run bound by PostgreSQL holds far fewer: a paging attempt keeps only as many pages ahead
+/// of its writer as it can use).
+pub const DEFAULT_MEMORY_BUDGET: u64 = 96 * 1024 * 1024;
 
 /// The estimate of a row's bytes before any page has arrived: conservative for QBO invoices
 /// (a large invoice is about 4 KB of JSON).
@@ -65,6 +72,8 @@ pub(super) struct MemoryBudget {
     rows_seen: AtomicU64,
     /// Paging attempts running now ([`MemoryBudget::paging`]).
     paging: AtomicUsize,
+    /// Most units reserved at once so far ([`MemoryBudget::peak`]).
+    peak_units: AtomicU64,
 }
 
 /// One paging attempt, counted among those sharing the budget until dropped.
@@ -82,6 +91,7 @@ impl Drop for Paging<'_> {
 pub(super) struct Reservation<'a> {
     budget: &'a MemoryBudget,
     permit: SemaphorePermit<'a>,
+    granted: Instant,
 }
 
 impl MemoryBudget {
@@ -94,6 +104,7 @@ impl MemoryBudget {
             bytes_seen: AtomicU64::new(0),
             rows_seen: AtomicU64::new(0),
             paging: AtomicUsize::new(0),
+            peak_units: AtomicU64::new(0),
         }
     }
 
@@ -149,10 +160,22 @@ impl MemoryBudget {
     /// if the budget was closed, which it never is.
     pub(super) async fn reserve(&self, bytes: u64) -> Option<Reservation<'_>> {
         let permit = self.units.acquire_many(self.units_for(bytes)).await.ok()?;
+        self.note_peak();
         Some(Reservation {
             budget: self,
             permit,
+            granted: Instant::now(),
         })
+    }
+
+    /// Most bytes reserved at once so far: the run's peak of pages in memory, as counted.
+    pub(super) fn peak(&self) -> u64 {
+        self.peak_units.load(Ordering::Relaxed) * UNIT
+    }
+
+    fn note_peak(&self) {
+        let held = u64::from(self.total_units) - self.units.available_permits() as u64;
+        self.peak_units.fetch_max(held, Ordering::Relaxed);
     }
 
     /// Bytes currently free.
@@ -169,6 +192,11 @@ impl MemoryBudget {
 }
 
 impl Reservation<'_> {
+    /// Time since the reservation was granted (for a page: since its request could be sent).
+    pub(super) fn age(&self) -> Duration {
+        self.granted.elapsed()
+    }
+
     /// Re-sizes the reservation to a page's real `bytes`: a smaller page gives the difference
     /// back at once; a larger one takes what is free of the difference, without waiting.
     pub(super) fn resize(&mut self, bytes: u64) {
@@ -183,6 +211,7 @@ impl Reservation<'_> {
             let free = u32::try_from(self.budget.units.available_permits()).unwrap_or(u32::MAX);
             if let Ok(p) = self.budget.units.try_acquire_many(more.min(free).max(1)) {
                 self.permit.merge(p);
+                self.budget.note_peak();
             }
         }
     }

@@ -126,6 +126,7 @@ pub(super) async fn fetch_page<'c>(
     if !ctx.claim_call() {
         return Err(AttemptError::Interrupted);
     }
+    ctx.ahead.sending();
     let answer = match (&ctx.batcher, expected) {
         (Some(b), Some(expected)) => sent(ctx, b.page(ctx, q, expected)).await,
         _ => sent(ctx, ctx.client.query_page(&q)).await,

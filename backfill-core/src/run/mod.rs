@@ -15,8 +15,9 @@
 //! 4. a window (or small segment) is paged with overlapping pages: each page starts `overlap`
 //!    rows before the previous one ended and those rows must be the same ids, otherwise records
 //!    were inserted or deleted mid-paging and the window is paged again (bounded attempts);
-//!    when a COUNT is known, every page it implies is requested at once, and pages are
-//!    compared as soon as neighbours have both arrived, whatever their order;
+//!    when a COUNT is known, every page it implies is requested at once (but no more pages
+//!    ahead of a segment's writer than it writes while one arrives, by Little's law), and
+//!    pages are compared as soon as neighbours have both arrived, whatever their order;
 //! 5. each page is upserted with the window's progress in one transaction as soon as it
 //!    arrives (one write at a time per segment, segments in parallel); pages in memory are
 //!    bounded process-wide by bytes (`--memory-budget`, reserved before each request is sent),
@@ -44,7 +45,8 @@
 //! run is asked to do), `drive` (claims, segments, the task queue: steps 2, 7, 8), `probe`
 //! (step 3), `load` (attempts, verification, window outcomes: steps 4 and 6), `paging` (one
 //! paged reading, pages in parallel: step 4), `pages` (its pure parts: the positions to
-//! request and the overlap check), `fetch` (the queries and the two choke points every QBO
+//! request and the overlap check), `ahead` (how many pages an attempt keeps ahead of its
+//! writer), `fetch` (the queries and the two choke points every QBO
 //! request of the loop goes through: `count_range` and `fetch_page`), `batcher` (`--batch`:
 //! batch requests under those two choke points, step 10), `budget` (the memory budget),
 //! `write` (step 5), `catch_up` (the TxnDate catch-up), `outcome` (the run's end, status and
@@ -100,6 +102,9 @@ pub struct RunReport {
     pub rows: u64,
     /// Upsert totals.
     pub counts: UpsertCounts,
+    /// Most bytes of pages the run held in memory at once, as `--memory-budget` counts them
+    /// (reserved from before a request is sent until its page is written).
+    pub peak_page_bytes: u64,
     /// QBO queries issued by the loop (pages and COUNTs; the client's retries not included).
     pub requests: u64,
     /// QBO API calls the run made, retries included, counted as queries (a batch request
@@ -178,6 +183,9 @@ struct Ctx<'a> {
     /// Bytes of pages in memory (from before their request until they are written), across
     /// all segments: `--memory-budget`.
     memory: budget::MemoryBudget,
+    /// How many pages a paging attempt keeps ahead of its writer (the run's page and write
+    /// times).
+    ahead: ahead::Ahead,
     /// Requests the loop sent (or is about to send): claimed by [`Ctx::claim_call`].
     requests: AtomicU64,
     /// The client's counts when the run started.
@@ -203,6 +211,7 @@ macro_rules! event {
     };
 }
 
+mod ahead;
 mod batcher;
 mod budget;
 mod catch_up;
@@ -383,6 +392,7 @@ pub async fn run<E: Entity>(
         worker: worker.clone(),
         token_gate: tokio::sync::Mutex::new(()),
         memory: budget::MemoryBudget::new(pages_budget),
+        ahead: ahead::Ahead::default(),
         requests: AtomicU64::new(0),
         calls_at_start: Meter::of(client),
         batcher: cfg.batch.then(batcher::Batcher::new),

@@ -236,6 +236,7 @@ pub(super) async fn conclude(
         caught_up = drive.caught_up,
         covers_range,
         trigger_completed,
+        peak_page_bytes = ctx.memory.peak(),
         interrupted = drive.interrupted.map(StopReason::as_str),
         worker,
         duration_ms = duration_ms(duration)
@@ -258,6 +259,7 @@ pub(super) async fn conclude(
         problems: drive.problems,
         rows,
         counts,
+        peak_page_bytes: ctx.memory.peak(),
         requests,
         api_calls,
         api_requests: meter.requests,

@@ -1,7 +1,8 @@
 //! One paged reading of a range: [`load_attempt`] requests the pages its [`PagePlan`] knows of
 //! in parallel (every page a COUNT implies, else one at a time; at most its share of the
 //! memory budget's pages held at once, see [`super::budget`]), writes each as it arrives, in
-//! any order, one write at a time, and decides in QBO's order where the query ends.
+//! any order, one write at a time, and decides in QBO's order where the query ends; it keeps
+//! no more pages ahead of its writer than the writer can use ([`super::ahead`]).
 //!
 //! Invariants: a page's items that repeat its predecessor's are not written again; pages are
 //! compared by the [`OverlapChain`] whenever neighbours have both arrived, and a disagreement
@@ -13,6 +14,7 @@
 //! stop, the pages already fetched are written before the attempt ends.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
 
 use futures::future::{AbortHandle, AbortRegistration, Abortable, BoxFuture, Either};
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -85,12 +87,31 @@ pub(super) async fn load_attempt<'c>(
     // Pages arrived and waiting for the writer, by index.
     let mut ready: VecDeque<(usize, Page, Reservation<'_>)> = VecDeque::new();
     let mut writing = None;
+    let mut write_started = Instant::now();
     // The first page whose place in the query (more after it, or the end) is not decided yet.
     let mut frontier = 0usize;
     let mut ended = false;
     let mut failure: Option<AttemptError> = None;
 
     loop {
+        // The writer takes the next page first, so that what is ahead of it is counted
+        // without it.
+        if writing.is_none()
+            && let Some((k, page, reservation)) = ready.pop_front()
+        {
+            let skip = plan.get(k).map_or(0, |p| p.skip as usize);
+            write_started = Instant::now();
+            writing = Some(Box::pin(write_owned(
+                ctx,
+                windows,
+                page,
+                reservation,
+                skip,
+                k,
+            )));
+        }
+        // Whether requests wait for the limit on pages ahead (which may grow by itself).
+        let mut limited = false;
         if failure.is_none() && !ended {
             let share = ctx.memory.share(page_size);
             while issued < plan.len() {
@@ -100,6 +121,11 @@ pub(super) async fn load_attempt<'c>(
                 // request is sent, after this loop.
                 let beyond = held >= share;
                 if beyond && !ctx.memory.has_room(page_size) {
+                    break;
+                }
+                // No more pages ahead of the writer than it can use (see `ahead`).
+                if in_flight.len() + ready.len() >= ctx.ahead.limit(Instant::now()) {
+                    limited = true;
                     break;
                 }
                 let Some(p) = plan.get(issued) else { break };
@@ -112,23 +138,21 @@ pub(super) async fn load_attempt<'c>(
                 }
             }
         }
-        if writing.is_none()
-            && let Some((k, page, reservation)) = ready.pop_front()
-        {
-            let skip = plan.get(k).map_or(0, |p| p.skip as usize);
-            writing = Some(Box::pin(write_owned(
-                ctx,
-                windows,
-                page,
-                reservation,
-                skip,
-                k,
-            )));
-        }
         if writing.is_none() && in_flight.is_empty() {
             break;
         }
+        let grows = if limited {
+            ctx.ahead.grows_at(Instant::now())
+        } else {
+            None
+        };
         tokio::select! {
+            () = async {
+                match grows {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            }, if grows.is_some() => {}
             written = async {
                 match writing.as_mut() {
                     Some(w) => w.await,
@@ -138,6 +162,7 @@ pub(super) async fn load_attempt<'c>(
                 writing = None;
                 match written {
                     Ok(t) => {
+                        ctx.ahead.written(write_started.elapsed());
                         for (all, one) in tallies.iter_mut().zip(t) {
                             all.absorb(one);
                         }
@@ -181,6 +206,7 @@ pub(super) async fn load_attempt<'c>(
                     fail(&mut failure, &mut ready, &aborts, AttemptError::Changed(e));
                     continue;
                 }
+                ctx.ahead.arrived(reservation.age());
                 ready.push_back((k, page, reservation));
                 // Decide, in QBO's order, what follows each page that has arrived.
                 while !ended && failure.is_none() {

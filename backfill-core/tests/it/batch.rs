@@ -186,10 +186,18 @@ async fn a_batch_backfill_equals_a_single_query_backfill() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_capped_at_1000_objects_in_all_is_detected_and_the_run_stays_exact() {
-    let sim = sim(data().batch_object_cap(BatchObjectCap::PerBatch)).await;
+    // Answers that take a second, as QBO's do: once one has come, a segment wants every page
+    // it knows of ahead of its writer at once, so batches carry more than 1,000 objects.
+    let sim = sim(data()
+        .batch_object_cap(BatchObjectCap::PerBatch)
+        .latency(Duration::from_secs(1), Duration::ZERO))
+    .await;
     let client = batch_client(&sim);
     let (_db, sink) = db().await;
-    let cfg = batch_config("per-batch");
+    let mut cfg = batch_config("per-batch");
+    // One part at a time: each after the first starts knowing how long answers and writes
+    // take, and asks for all its pages at once.
+    cfg.concurrency = 1;
     let r = timed_run(&client, &sink, &cfg).await;
     assert_done(&r);
     assert_exact(&sim, &sink, &cfg).await;

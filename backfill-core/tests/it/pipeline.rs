@@ -147,6 +147,54 @@ async fn answer_buffers_kept_for_reuse_stay_within_their_part_of_the_memory_budg
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_that_come_faster_than_they_are_written_are_not_requested_ahead_of_the_writer() {
+    // One segment of ~20 pages of 500 invoices from a server that answers at once, with a
+    // budget that would fit them all: a page is written in about the time a few arrive, so
+    // the run keeps a few pages ahead of its writer instead of requesting all it knows of
+    // (before the limit on pages ahead: every page in memory at once).
+    let sim = sim(Sim::builder()
+        .seed(25)
+        .invoices(10_000)
+        .latency(Duration::ZERO, Duration::ZERO)
+        .span(
+            datetime!(2023-01-01 00:00 UTC),
+            datetime!(2023-01-03 00:00 UTC),
+        ))
+    .await;
+    let (_db, sink) = db().await;
+    let client = capped_client(&sim, 0);
+    let mut cfg = config("2023-01-01", "2023-01-03", "pages-ahead");
+    cfg.page_size = 500;
+    cfg.concurrency = 1;
+    cfg.memory_budget = 512 << 20;
+    let report = run::<Invoice>(&client, &sink, &cfg).await;
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let (start, end) = (cfg.range_start, cfg.range_end);
+    let truth = truth_ids(&sim, start, end);
+    assert_eq!(loaded_ids(&sink, &sim).await, truth);
+    // The largest page, as its stored records' text (PostgreSQL's text of a jsonb is longer
+    // than the JSON it came from, so this is more than the page held).
+    let db = sink.pool().get().await.unwrap();
+    let largest: i64 = db
+        .query_one(
+            "SELECT max(bytes)::int8 FROM (SELECT sum(octet_length(payload::text)) AS bytes \
+             FROM raw.qb_invoices GROUP BY page_number) p",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let pages = truth.len().div_ceil(500);
+    assert!(pages >= 18, "{pages} pages");
+    let held = report.peak_page_bytes;
+    assert!(
+        held <= 8 * u64::try_from(largest).unwrap(),
+        "{held} bytes of pages held at once; the largest page is {largest} bytes, {pages} pages"
+    );
+    sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_inserted_while_a_segment_is_paged_in_parallel_is_detected_and_loaded() {
     // Two days (one probed segment) of ~400 invoices in pages of 20: 20 pages requested at
     // once, 3 at a time. After the first pages are served, an invoice is created at the
