@@ -39,8 +39,8 @@ pub struct RunArgs {
     pub concurrency: NonZeroUsize,
     /// Bytes of pages held in memory at once, counted from before each request is sent until
     /// the page is written, answer buffers kept for reuse included (a quarter of it): e.g.
-    /// 64MB, 512K, 1G (powers of 1024).
-    #[arg(long, default_value = "64MB", value_parser = crate::parse_memory_budget)]
+    /// 96MB, 512K, 1G (powers of 1024).
+    #[arg(long, default_value = "96MB", value_parser = crate::parse_memory_budget)]
     pub memory_budget: u64,
     /// Skip the COUNT verification of each window.
     #[arg(long)]
@@ -560,7 +560,7 @@ mod tests {
         assert!(cli.command.is_none());
         let r = &cli.run;
         assert_eq!(r.concurrency.get(), 4);
-        assert_eq!(r.memory_budget, 64 * 1024 * 1024);
+        assert_eq!(r.memory_budget, crate::DEFAULT_MEMORY_BUDGET);
         assert_eq!(r.requests_per_min, 500);
         assert_eq!(r.max_in_flight, 10);
         assert_eq!(r.page_size, 1000);
