@@ -52,11 +52,13 @@ async fn loaded_ids(sink: &raw_sink::Sink, sim: &SimHandle) -> BTreeSet<String> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_counted_segment_keeps_the_realms_cap_in_flight_whatever_the_concurrency() {
     // 3,000 invoices over two days, pages of 100: one probed segment of ~30 pages, each page
-    // answered in ~40 ms + 0.5 ms a row behind a cap of 8 in flight.
+    // answered in ~400 ms + 0.5 ms a row behind a cap of 8 in flight: far longer than a write
+    // of 100 rows, so that the writer can use more pages ahead of it than the cap allows
+    // (answers of 90 ms against writes of 30 ms ask for three pages ahead, and no more).
     let sim = sim(Sim::builder()
         .seed(21)
         .invoices(3000)
-        .latency(Duration::from_millis(40), Duration::ZERO)
+        .latency(Duration::from_millis(400), Duration::ZERO)
         .latency_per_row(Duration::from_micros(500))
         .max_concurrency(8)
         .span(
