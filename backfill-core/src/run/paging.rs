@@ -87,7 +87,6 @@ pub(super) async fn load_attempt<'c>(
     // Pages arrived and waiting for the writer, by index.
     let mut ready: VecDeque<(usize, Page, Reservation<'_>)> = VecDeque::new();
     let mut writing = None;
-    let mut write_started = Instant::now();
     // The first page whose place in the query (more after it, or the end) is not decided yet.
     let mut frontier = 0usize;
     let mut ended = false;
@@ -100,7 +99,6 @@ pub(super) async fn load_attempt<'c>(
             && let Some((k, page, reservation)) = ready.pop_front()
         {
             let skip = plan.get(k).map_or(0, |p| p.skip as usize);
-            write_started = Instant::now();
             writing = Some(Box::pin(write_owned(
                 ctx,
                 windows,
@@ -162,7 +160,6 @@ pub(super) async fn load_attempt<'c>(
                 writing = None;
                 match written {
                     Ok(t) => {
-                        ctx.ahead.written(write_started.elapsed());
                         for (all, one) in tallies.iter_mut().zip(t) {
                             all.absorb(one);
                         }
@@ -374,7 +371,8 @@ fn page_ends(page: &Page, overlap: u32) -> Ends {
     }
 }
 
-/// Writes page `k` (its first `skip` items repeat its predecessor's) and frees its memory.
+/// Writes page `k` (its first `skip` items repeat its predecessor's), times a write that
+/// succeeded for the limit on pages ahead, and frees its memory.
 async fn write_owned(
     ctx: &Ctx<'_>,
     windows: &[WindowRow],
@@ -385,7 +383,11 @@ async fn write_owned(
 ) -> Result<Vec<WindowTally>, AttemptError> {
     let mut tallies = vec![WindowTally::default(); windows.len()];
     let page_number = u32::try_from(k + 1).unwrap_or(u32::MAX);
+    let started = Instant::now();
     let written = write_page(ctx, windows, &mut tallies, &page, skip, page_number).await;
+    if written.is_ok() {
+        ctx.ahead.written(started.elapsed());
+    }
     drop(page);
     drop(reservation);
     written.map(|()| tallies)
